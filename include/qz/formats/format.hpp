@@ -1,0 +1,72 @@
+// The storage-format interface. Methods (RTN, GPTQ, AWQ) decide values; a Format decides how values are stored.
+//
+// A Format stores a row of weights (ne[0] consecutive values) as a sequence of blocks; each block holds
+// block_size() values in block_bytes() bytes and carries its own grid (scales, mins, zero points).
+// Two ways in:
+//  - quantize_row(): the format's own round-to-nearest for whole rows (the fast path RTN uses);
+//  - fit() / quantize_value() / dequantize_value() / encode(): the same quantizer taken apart, so that a method with
+//    error feedback (GPTQ) can fix the grid of a block from the weights it has when it reaches the block, round one
+//    column at a time on that fixed grid, and store the codes at the end. For every format, quantize_row(x) equals
+//    fit(x) + quantize_value() for each value + encode() (a tested property).
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "qz/io/ggml_types.hpp"
+
+namespace qz {
+
+// The grid one block was fitted to. Opaque to methods: each format keeps the parameters it needs to round, to
+// dequantize exactly as its decoder will, and to encode.
+struct BlockGrid {
+  std::array<float, 64> f{};
+  std::array<int32_t, 48> i{};
+};
+
+// Where a grid is fitted: on each block, or once on the whole tensor (per-tensor integer grids).
+enum class GridScope { Block, Tensor };
+
+class Format {
+ public:
+  virtual ~Format() = default;
+
+  virtual const std::string& name() const = 0;
+  // The ggml type the tensor is stored as in GGUF: the format's own type when llama.cpp has it, I8 for the
+  // project's documented custom layouts (docs/formats.md).
+  virtual GgmlType storage_type() const = 0;
+  // True when llama.cpp loads and computes with the stored tensor directly.
+  virtual bool llama_native() const = 0;
+  // False for plain float formats (F32, F16, BF16).
+  virtual bool is_quantized() const { return true; }
+  virtual size_t block_size() const = 0;   // values per block along a row
+  virtual size_t block_bytes() const = 0;  // bytes per block
+  virtual GridScope scope() const { return GridScope::Block; }
+  double bits_per_weight() const { return 8.0 * static_cast<double>(block_bytes()) / static_cast<double>(block_size()); }
+  bool supports_row_length(size_t n) const { return n > 0 && n % block_size() == 0; }
+  size_t row_bytes(size_t n) const { return n / block_size() * block_bytes(); }
+
+  // Round-to-nearest of one row of n values (n a multiple of block_size()) into n / block_size() blocks.
+  // `importance` (per-column weights, length n) may be null; formats without a weighted search ignore it.
+  // The default runs fit / quantize_value / encode block by block; formats override it with a faster equivalent.
+  virtual void quantize_row(const float* x, uint8_t* dst, size_t n, const float* importance) const;
+  virtual void dequantize_row(const uint8_t* src, float* y, size_t n) const = 0;
+
+  // Fits the grid of one block to values x[0..n) (n = block_size(), or every value of the tensor for
+  // GridScope::Tensor). `importance` may be null.
+  virtual void fit(const float* x, size_t n, const float* importance, BlockGrid& g) const = 0;
+  // The code of value x at position j (0 <= j < block_size()) of a block with grid g: the nearest representable
+  // value (clamped to the grid's range).
+  virtual int32_t quantize_value(const BlockGrid& g, size_t j, float x) const = 0;
+  // The value a decoder reads back for `code` at position j: exactly what dequantize_row() gives.
+  virtual float dequantize_value(const BlockGrid& g, size_t j, int32_t code) const = 0;
+  // Stores one block from its grid and block_size() codes.
+  virtual void encode(const BlockGrid& g, const int32_t* codes, uint8_t* dst) const = 0;
+};
+
+using FormatPtr = std::shared_ptr<const Format>;
+
+}  // namespace qz

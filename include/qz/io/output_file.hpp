@@ -1,0 +1,39 @@
+// An output written to a temporary file beside its destination and renamed into place only on commit().
+// Destroyed without commit() (an exception, a failed write), it removes the temporary file: nothing is left at
+// the output path and an existing file there is untouched.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <span>
+
+namespace qz {
+
+class OutputFile {
+ public:
+  // Refuses (UsageError) to replace an existing `dest` unless overwrite is true.
+  OutputFile(std::filesystem::path dest, bool overwrite);
+  ~OutputFile();
+  OutputFile(const OutputFile&) = delete;
+  OutputFile& operator=(const OutputFile&) = delete;
+
+  void write(const void* data, size_t n);
+  void write(std::span<const uint8_t> bytes) { write(bytes.data(), bytes.size()); }
+  void write_zeros(size_t n);
+  uint64_t position() const { return written_; }
+  // Flushes, syncs and renames the temporary file to the destination.
+  void commit();
+
+  const std::filesystem::path& destination() const { return dest_; }
+  const std::filesystem::path& temporary() const { return tmp_; }
+
+ private:
+  std::filesystem::path dest_;
+  std::filesystem::path tmp_;
+  std::FILE* file_ = nullptr;
+  uint64_t written_ = 0;
+  bool committed_ = false;
+};
+
+}  // namespace qz

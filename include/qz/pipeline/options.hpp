@@ -1,0 +1,39 @@
+// What the user asked for: method, target format, per-tensor overrides, threads.
+#pragma once
+
+#include <regex>
+#include <string>
+#include <vector>
+
+namespace qz {
+
+enum class MethodKind {
+  Rtn,        // the target format's own round-to-nearest quantizer (--type)
+  Absmax,     // symmetric integer grid, round-to-nearest
+  Zeropoint,  // asymmetric integer grid, round-to-nearest
+};
+
+struct TensorTypeOverride {
+  std::string pattern;  // ECMAScript regex searched in the tensor name
+  std::string type;     // a format name
+  std::regex re;
+};
+
+struct QuantizeOptions {
+  MethodKind method = MethodKind::Rtn;
+  std::string type;       // --type: a format name; empty means Q8_0 for --method rtn
+  int bits = 4;           // absmax / zeropoint
+  int group_size = 128;   // > 0: groups of that many input columns; -1: per output row; 0: per tensor
+  std::vector<TensorTypeOverride> tensor_types;  // first match wins
+  unsigned threads = 0;   // 0: all hardware threads
+
+  unsigned effective_threads() const;
+};
+
+std::string method_name(MethodKind m);
+// Parses "absmax", "zeropoint", "rtn"; throws UsageError listing the valid names.
+MethodKind parse_method(const std::string& s);
+// Parses "PATTERN=TYPE"; throws UsageError for a bad regex or a missing '='.
+TensorTypeOverride parse_tensor_type_override(const std::string& s);
+
+}  // namespace qz

@@ -1,0 +1,64 @@
+// The plan: for every input tensor, the format it will be stored in and why, and the resulting file size,
+// decided before any work is done (--dry-run prints it; a real run follows it).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "qz/formats/format.hpp"
+#include "qz/io/gguf.hpp"
+#include "qz/io/safetensors.hpp"
+#include "qz/pipeline/options.hpp"
+
+namespace qz {
+
+struct TensorPlan {
+  const Checkpoint::Entry* source = nullptr;
+  std::string name;             // name in the output file
+  std::vector<uint64_t> shape;  // source shape, outermost first
+  size_t rows = 0;              // product of all but the last dimension
+  size_t cols = 0;              // row length (GGUF ne[0])
+  FormatPtr format;
+  std::string reason;           // why this format
+  bool fallback = false;        // the method's format did not fit the row length
+  uint64_t input_bytes = 0;
+  uint64_t output_bytes = 0;
+  // GGUF ne of the stored tensor: the logical shape for llama.cpp types, [row bytes, rows...] for custom layouts.
+  std::vector<uint64_t> stored_ne() const;
+  std::vector<uint64_t> logical_ne() const;
+};
+
+struct SkippedTensor {
+  std::string name;
+  std::string reason;
+};
+
+struct Plan {
+  std::vector<TensorPlan> tensors;
+  std::vector<SkippedTensor> skipped;
+  uint64_t input_bytes = 0;    // bytes of the source tensors that are written
+  uint64_t tensor_bytes = 0;   // bytes of tensor data in the output (without padding)
+  uint64_t file_bytes = 0;     // size of the output file
+  uint64_t weights = 0;        // number of values written
+  size_t fallbacks = 0;
+  uint64_t fallback_bytes = 0;
+  double bits_per_weight() const {
+    return weights ? 8.0 * static_cast<double>(tensor_bytes) / static_cast<double>(weights) : 0.0;
+  }
+};
+
+// Checks option combinations and names (UsageError) before anything is read.
+void validate_options(const QuantizeOptions& opts);
+
+// Decides every tensor's format. Throws UsageError for bad options, InputError for tensors that cannot be written.
+Plan make_plan(const Checkpoint& ckpt, const QuantizeOptions& opts);
+
+// Declares the output file: metadata and tensor infos, in plan order.
+GgufWriter make_gguf_layout(const Plan& plan, const Checkpoint& ckpt, const QuantizeOptions& opts);
+
+// Metadata keys of the project's custom layouts (docs/formats.md).
+std::string custom_format_key(const std::string& tensor);  // "quantize.tensor.<name>.format"
+std::string custom_shape_key(const std::string& tensor);   // "quantize.tensor.<name>.shape"
+
+}  // namespace qz

@@ -1,0 +1,107 @@
+#include "qz/core/dtype.hpp"
+
+#include <cstring>
+#include <stdexcept>
+
+#include "qz/core/half.hpp"
+
+namespace qz {
+
+namespace {
+struct DTypeInfo {
+  DType type;
+  std::string_view name;
+  size_t size;
+};
+constexpr DTypeInfo kTypes[] = {
+    {DType::F32, "F32", 4}, {DType::F16, "F16", 2}, {DType::BF16, "BF16", 2}, {DType::F64, "F64", 8},
+    {DType::I8, "I8", 1},   {DType::U8, "U8", 1},   {DType::I16, "I16", 2},   {DType::I32, "I32", 4},
+    {DType::I64, "I64", 8}, {DType::BOOL, "BOOL", 1},
+};
+
+template <typename T>
+void convert_plain(const void* src, float* dst, size_t n) {
+  const auto* p = static_cast<const unsigned char*>(src);
+  for (size_t i = 0; i < n; ++i) {
+    T v;
+    std::memcpy(&v, p + i * sizeof(T), sizeof(T));
+    dst[i] = static_cast<float>(v);
+  }
+}
+}  // namespace
+
+size_t dtype_size(DType t) {
+  for (const auto& d : kTypes)
+    if (d.type == t) return d.size;
+  return 0;
+}
+
+std::string_view dtype_name(DType t) {
+  for (const auto& d : kTypes)
+    if (d.type == t) return d.name;
+  return "?";
+}
+
+std::optional<DType> parse_dtype(std::string_view s) {
+  for (const auto& d : kTypes)
+    if (d.name == s) return d.type;
+  return std::nullopt;
+}
+
+bool dtype_is_numeric_input(DType t) {
+  switch (t) {
+    case DType::F32:
+    case DType::F16:
+    case DType::BF16:
+    case DType::F64:
+    case DType::I8:
+    case DType::U8:
+      return true;
+    default:
+      return false;
+  }
+}
+
+void convert_to_f32(const void* src, DType t, float* dst, size_t n) {
+  switch (t) {
+    case DType::F32:
+      std::memcpy(dst, src, n * sizeof(float));
+      return;
+    case DType::F16: {
+      const auto* p = static_cast<const unsigned char*>(src);
+      const float* table = fp16_table();
+      for (size_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, p + 2 * i, 2);
+        dst[i] = table[h];
+      }
+      return;
+    }
+    case DType::BF16: {
+      const auto* p = static_cast<const unsigned char*>(src);
+      for (size_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, p + 2 * i, 2);
+        dst[i] = bf16_to_fp32(h);
+      }
+      return;
+    }
+    case DType::F64:
+      return convert_plain<double>(src, dst, n);
+    case DType::I8:
+      return convert_plain<int8_t>(src, dst, n);
+    case DType::U8:
+      return convert_plain<uint8_t>(src, dst, n);
+    case DType::I16:
+      return convert_plain<int16_t>(src, dst, n);
+    case DType::I32:
+      return convert_plain<int32_t>(src, dst, n);
+    case DType::I64:
+      return convert_plain<int64_t>(src, dst, n);
+    case DType::BOOL:
+      return convert_plain<uint8_t>(src, dst, n);
+  }
+  throw std::logic_error("convert_to_f32: unknown dtype");
+}
+
+}  // namespace qz

@@ -1,0 +1,230 @@
+#include "qz/formats/int_grid.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "qz/core/error.hpp"
+#include "qz/core/half.hpp"
+
+namespace qz {
+
+std::string int_format_name(const IntGridSpec& s) {
+  const char* kind = s.symmetric ? "sym" : "asym";
+  switch (s.granularity) {
+    case Granularity::Group: return fmt::format("int{}_{}_g{}", s.bits, kind, s.group);
+    case Granularity::Row: return fmt::format("int{}_{}_row", s.bits, kind);
+    case Granularity::Tensor: return fmt::format("int{}_{}_tensor", s.bits, kind);
+  }
+  return {};
+}
+
+std::optional<IntGridSpec> parse_int_format_name(std::string_view name) {
+  std::string lower(name);
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+  std::string_view s = lower;
+  if (!s.starts_with("int")) return std::nullopt;
+  s.remove_prefix(3);
+  IntGridSpec spec;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), spec.bits);
+  if (ec != std::errc()) return std::nullopt;
+  s.remove_prefix(static_cast<size_t>(p - s.data()));
+  if (s.starts_with("_sym_")) {
+    spec.symmetric = true;
+    s.remove_prefix(5);
+  } else if (s.starts_with("_asym_")) {
+    spec.symmetric = false;
+    s.remove_prefix(6);
+  } else {
+    return std::nullopt;
+  }
+  if (s == "row") {
+    spec.granularity = Granularity::Row;
+  } else if (s == "tensor") {
+    spec.granularity = Granularity::Tensor;
+  } else if (s.starts_with("g")) {
+    s.remove_prefix(1);
+    auto [q, ec2] = std::from_chars(s.data(), s.data() + s.size(), spec.group);
+    if (ec2 != std::errc() || q != s.data() + s.size()) return std::nullopt;
+    spec.granularity = Granularity::Group;
+  } else {
+    return std::nullopt;
+  }
+  if (spec.bits < 2 || spec.bits > 8 || (spec.granularity == Granularity::Group && spec.group == 0))
+    return std::nullopt;
+  return spec;
+}
+
+void validate_int_spec(const IntGridSpec& spec) {
+  if (spec.bits < 2 || spec.bits > 8) throw UsageError(fmt::format("--bits {}: integer grids take 2..8 bits", spec.bits));
+  if (spec.granularity == Granularity::Group && spec.group == 0) throw UsageError("--group-size must be positive");
+}
+
+namespace {
+
+// Packs `count` codes of `bits` bits LSB-first into dst (which must be zeroed).
+void pack_codes(const int32_t* codes, size_t count, int bits, uint8_t* dst) {
+  if (bits == 8) {
+    for (size_t j = 0; j < count; ++j) dst[j] = static_cast<uint8_t>(codes[j]);
+    return;
+  }
+  if (bits == 4) {
+    for (size_t j = 0; j + 1 < count; j += 2) dst[j / 2] = static_cast<uint8_t>(codes[j] | (codes[j + 1] << 4));
+    if (count % 2) dst[count / 2] = static_cast<uint8_t>(codes[count - 1]);
+    return;
+  }
+  size_t bit = 0;
+  for (size_t j = 0; j < count; ++j, bit += static_cast<size_t>(bits)) {
+    const uint32_t v = static_cast<uint32_t>(codes[j]) << (bit % 8);
+    dst[bit / 8] = static_cast<uint8_t>(dst[bit / 8] | (v & 0xFF));
+    if ((bit % 8) + static_cast<size_t>(bits) > 8) dst[bit / 8 + 1] = static_cast<uint8_t>(dst[bit / 8 + 1] | (v >> 8));
+  }
+}
+
+int32_t unpack_code(const uint8_t* src, size_t j, int bits) {
+  const size_t bit = j * static_cast<size_t>(bits);
+  uint32_t v = src[bit / 8];
+  if ((bit % 8) + static_cast<size_t>(bits) > 8) v |= static_cast<uint32_t>(src[bit / 8 + 1]) << 8;
+  return static_cast<int32_t>((v >> (bit % 8)) & ((1u << bits) - 1u));
+}
+
+class IntGridFormat final : public Format {
+ public:
+  IntGridFormat(const IntGridSpec& spec, size_t row_length)
+      : spec_(spec),
+        name_(int_format_name(spec)),
+        bs_(spec.granularity == Granularity::Group ? spec.group : row_length),
+        header_(spec.symmetric ? 2 : 3),
+        code_bytes_((bs_ * static_cast<size_t>(spec.bits) + 7) / 8),
+        maxq_((1 << spec.bits) - 1),
+        half_((1 << (spec.bits - 1)) - 1),
+        offset_(1 << (spec.bits - 1)) {}
+
+  const std::string& name() const override { return name_; }
+  GgmlType storage_type() const override { return GgmlType::I8; }
+  bool llama_native() const override { return false; }
+  size_t block_size() const override { return bs_; }
+  size_t block_bytes() const override { return header_ + code_bytes_; }
+  GridScope scope() const override {
+    return spec_.granularity == Granularity::Tensor ? GridScope::Tensor : GridScope::Block;
+  }
+
+  // Grid: f[0] = 1/d (of the stored d), f[1] = stored d, i[0] = fp16 bits of d, i[1] = zero (asym) or 2^(b-1).
+  void fit(const float* x, size_t n, const float*, BlockGrid& g) const override {
+    float d = 0.0f;
+    float lo = 0.0f;
+    if (spec_.symmetric) {
+      float amax = 0.0f;
+      for (size_t j = 0; j < n; ++j) amax = std::max(amax, std::fabs(x[j]));
+      d = amax / static_cast<float>(half_);
+    } else {
+      float hi = 0.0f;
+      for (size_t j = 0; j < n; ++j) {
+        lo = std::min(lo, x[j]);
+        hi = std::max(hi, x[j]);
+      }
+      d = (hi - lo) / static_cast<float>(maxq_);
+    }
+    g.i[0] = fp32_to_fp16(d);
+    g.f[1] = fp16_to_fp32(static_cast<uint16_t>(g.i[0]));
+    g.f[0] = g.f[1] != 0.0f ? 1.0f / g.f[1] : 0.0f;
+    if (spec_.symmetric) {
+      g.i[1] = offset_;
+    } else {
+      const float z = std::nearbyint(-lo * g.f[0]);
+      g.i[1] = static_cast<int32_t>(std::clamp(z, 0.0f, static_cast<float>(maxq_)));
+    }
+  }
+
+  int32_t quantize_value(const BlockGrid& g, size_t, float x) const override {
+    const float q = std::nearbyint(x * g.f[0]);
+    if (spec_.symmetric)
+      return static_cast<int32_t>(std::clamp(q, -static_cast<float>(half_), static_cast<float>(half_))) + offset_;
+    return static_cast<int32_t>(std::clamp(q + static_cast<float>(g.i[1]), 0.0f, static_cast<float>(maxq_)));
+  }
+
+  float dequantize_value(const BlockGrid& g, size_t, int32_t code) const override {
+    return static_cast<float>(code - g.i[1]) * g.f[1];
+  }
+
+  void encode(const BlockGrid& g, const int32_t* codes, uint8_t* dst) const override {
+    const auto d = static_cast<uint16_t>(g.i[0]);
+    std::memcpy(dst, &d, 2);
+    if (!spec_.symmetric) dst[2] = static_cast<uint8_t>(g.i[1]);
+    std::memset(dst + header_, 0, code_bytes_);
+    pack_codes(codes, bs_, spec_.bits, dst + header_);
+  }
+
+  void quantize_row(const float* x, uint8_t* dst, size_t n, const float* importance) const override {
+    // Same arithmetic as fit/quantize_value/encode, with the per-value work in one tight loop.
+    int32_t codes_local[256];
+    std::vector<int32_t> codes_heap;
+    int32_t* codes = codes_local;
+    if (bs_ > 256) {
+      codes_heap.resize(bs_);
+      codes = codes_heap.data();
+    }
+    BlockGrid g;
+    for (size_t b = 0; b < n / bs_; ++b) {
+      const float* xb = x + b * bs_;
+      fit(xb, bs_, importance, g);
+      const float id = g.f[0];
+      if (spec_.symmetric) {
+        const float lim = static_cast<float>(half_);
+        for (size_t j = 0; j < bs_; ++j)
+          codes[j] = static_cast<int32_t>(std::clamp(std::nearbyint(xb[j] * id), -lim, lim)) + offset_;
+      } else {
+        const float z = static_cast<float>(g.i[1]);
+        const float top = static_cast<float>(maxq_);
+        for (size_t j = 0; j < bs_; ++j)
+          codes[j] = static_cast<int32_t>(std::clamp(std::nearbyint(xb[j] * id) + z, 0.0f, top));
+      }
+      encode(g, codes, dst + b * block_bytes());
+    }
+  }
+
+  void dequantize_row(const uint8_t* src, float* y, size_t n) const override {
+    for (size_t b = 0; b < n / bs_; ++b) {
+      const uint8_t* blk = src + b * block_bytes();
+      uint16_t dh;
+      std::memcpy(&dh, blk, 2);
+      const float d = fp16_to_fp32(dh);
+      const int32_t z = spec_.symmetric ? offset_ : blk[2];
+      const uint8_t* codes = blk + header_;
+      float* yb = y + b * bs_;
+      if (spec_.bits == 4) {
+        for (size_t j = 0; j < bs_; ++j)
+          yb[j] = static_cast<float>(static_cast<int32_t>((codes[j / 2] >> (4 * (j % 2))) & 15) - z) * d;
+      } else if (spec_.bits == 8) {
+        for (size_t j = 0; j < bs_; ++j) yb[j] = static_cast<float>(static_cast<int32_t>(codes[j]) - z) * d;
+      } else {
+        for (size_t j = 0; j < bs_; ++j) yb[j] = static_cast<float>(unpack_code(codes, j, spec_.bits) - z) * d;
+      }
+    }
+  }
+
+ private:
+  IntGridSpec spec_;
+  std::string name_;
+  size_t bs_;
+  size_t header_;
+  size_t code_bytes_;
+  int32_t maxq_;
+  int32_t half_;
+  int32_t offset_;
+};
+
+}  // namespace
+
+FormatPtr make_int_format(const IntGridSpec& spec, size_t row_length) {
+  validate_int_spec(spec);
+  if (spec.granularity != Granularity::Group && row_length == 0)
+    throw std::logic_error("make_int_format: per-row and per-tensor grids need the row length");
+  return std::make_shared<IntGridFormat>(spec, row_length);
+}
+
+}  // namespace qz

@@ -1,0 +1,80 @@
+#include "qz/io/output_file.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "qz/core/error.hpp"
+
+namespace qz {
+
+namespace fs = std::filesystem;
+
+OutputFile::OutputFile(fs::path dest, bool overwrite) : dest_(std::move(dest)) {
+  std::error_code ec;
+  if (fs::exists(dest_, ec) && !overwrite)
+    throw UsageError(dest_.string() + ": output exists; pass --force to overwrite it");
+  if (fs::is_directory(dest_, ec)) throw UsageError(dest_.string() + ": output path is a directory");
+  const fs::path dir = dest_.has_parent_path() ? dest_.parent_path() : fs::path(".");
+  if (!fs::is_directory(dir, ec)) throw UsageError(dest_.string() + ": output directory does not exist");
+  std::string pattern = (dir / ("." + dest_.filename().string() + ".tmp.XXXXXX")).string();
+  std::vector<char> buf(pattern.begin(), pattern.end());
+  buf.push_back('\0');
+  const int fd = ::mkstemp(buf.data());
+  if (fd < 0) throw std::runtime_error(dest_.string() + ": cannot create temporary file: " + std::strerror(errno));
+  ::fchmod(fd, 0644);
+  tmp_ = buf.data();
+  file_ = ::fdopen(fd, "wb");
+  if (file_ == nullptr) {
+    ::close(fd);
+    fs::remove(tmp_, ec);
+    throw std::runtime_error(dest_.string() + ": cannot open temporary file");
+  }
+  std::setvbuf(file_, nullptr, _IOFBF, 1 << 20);
+}
+
+OutputFile::~OutputFile() {
+  if (file_ != nullptr) std::fclose(file_);
+  if (!committed_ && !tmp_.empty()) {
+    std::error_code ec;
+    fs::remove(tmp_, ec);
+  }
+}
+
+void OutputFile::write(const void* data, size_t n) {
+  if (n == 0) return;
+  if (std::fwrite(data, 1, n, file_) != n)
+    throw std::runtime_error(dest_.string() + ": write failed: " + std::strerror(errno));
+  written_ += n;
+}
+
+void OutputFile::write_zeros(size_t n) {
+  static const uint8_t zeros[256] = {};
+  while (n > 0) {
+    const size_t k = n < sizeof(zeros) ? n : sizeof(zeros);
+    write(zeros, k);
+    n -= k;
+  }
+}
+
+void OutputFile::commit() {
+  if (std::fflush(file_) != 0 || ::fsync(::fileno(file_)) != 0)
+    throw std::runtime_error(dest_.string() + ": flush failed: " + std::strerror(errno));
+  if (std::fclose(file_) != 0) {
+    file_ = nullptr;
+    throw std::runtime_error(dest_.string() + ": close failed: " + std::strerror(errno));
+  }
+  file_ = nullptr;
+  std::error_code ec;
+  fs::rename(tmp_, dest_, ec);
+  if (ec) throw std::runtime_error(dest_.string() + ": cannot rename temporary file into place: " + ec.message());
+  committed_ = true;
+}
+
+}  // namespace qz

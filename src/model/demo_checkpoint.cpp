@@ -1,0 +1,115 @@
+#include "qz/model/demo_checkpoint.hpp"
+
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "qz/core/half.hpp"
+#include "qz/core/random.hpp"
+#include "qz/io/safetensors.hpp"
+
+namespace qz {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::vector<uint8_t> encode(const std::vector<float>& v, DType t) {
+  std::vector<uint8_t> out(v.size() * dtype_size(t));
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (t == DType::F32) {
+      std::memcpy(out.data() + 4 * i, &v[i], 4);
+    } else {
+      const uint16_t h = t == DType::F16 ? fp32_to_fp16(v[i]) : fp32_to_bf16(v[i]);
+      std::memcpy(out.data() + 2 * i, &h, 2);
+    }
+  }
+  return out;
+}
+
+// A weight [rows, cols] ~ N(0, std^2) whose input columns have varied scales and a few outlier columns, as
+// trained LLM weights do.
+std::vector<float> weight(XorShift64& rng, size_t rows, size_t cols, double std) {
+  std::vector<double> col_scale(cols);
+  for (size_t c = 0; c < cols; ++c) col_scale[c] = std::exp(0.3 * rng.gauss()) * (c % 97 == 13 ? 6.0 : 1.0);
+  std::vector<float> w(rows * cols);
+  for (size_t r = 0; r < rows; ++r)
+    for (size_t c = 0; c < cols; ++c) w[r * cols + c] = static_cast<float>(std * col_scale[c] * rng.gauss());
+  return w;
+}
+
+std::vector<float> norm(XorShift64& rng, size_t n) {
+  std::vector<float> w(n);
+  for (auto& x : w) x = static_cast<float>(1.0 + 0.05 * rng.gauss());
+  return w;
+}
+
+}  // namespace
+
+void write_demo_checkpoint(const fs::path& dir, const DemoConfig& c) {
+  fs::create_directories(dir);
+  XorShift64 rng(c.seed);
+  const auto h = static_cast<uint64_t>(c.hidden);
+  const auto ff = static_cast<uint64_t>(c.intermediate);
+  const uint64_t head_dim = h / static_cast<uint64_t>(c.heads);
+  const uint64_t kv = head_dim * static_cast<uint64_t>(c.kv_heads);
+  const auto vocab = static_cast<uint64_t>(c.vocab);
+
+  std::vector<std::vector<SafetensorsBlob>> shards(2);
+  auto add = [&](size_t shard, const std::string& name, std::vector<uint64_t> shape, const std::vector<float>& v) {
+    shards[shard].push_back({name, c.dtype, std::move(shape), encode(v, c.dtype)});
+  };
+  add(0, "model.embed_tokens.weight", {vocab, h}, weight(rng, vocab, h, 0.02));
+  for (int l = 0; l < c.layers; ++l) {
+    const size_t s = l < c.layers / 2 ? 0 : 1;
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    add(s, p + "input_layernorm.weight", {h}, norm(rng, h));
+    add(s, p + "self_attn.q_proj.weight", {h, h}, weight(rng, h, h, 0.02));
+    add(s, p + "self_attn.k_proj.weight", {kv, h}, weight(rng, kv, h, 0.02));
+    add(s, p + "self_attn.v_proj.weight", {kv, h}, weight(rng, kv, h, 0.02));
+    add(s, p + "self_attn.o_proj.weight", {h, h}, weight(rng, h, h, 0.02));
+    add(s, p + "post_attention_layernorm.weight", {h}, norm(rng, h));
+    add(s, p + "mlp.gate_proj.weight", {ff, h}, weight(rng, ff, h, 0.02));
+    add(s, p + "mlp.up_proj.weight", {ff, h}, weight(rng, ff, h, 0.02));
+    add(s, p + "mlp.down_proj.weight", {h, ff}, weight(rng, h, ff, 0.02));
+  }
+  add(1, "model.norm.weight", {h}, norm(rng, h));
+  add(1, "lm_head.weight", {vocab, h}, weight(rng, vocab, h, 0.02));
+
+  nlohmann::ordered_json index;
+  index["metadata"] = {{"total_size", 0}};
+  uint64_t total = 0;
+  for (size_t s = 0; s < shards.size(); ++s) {
+    const std::string file = "model-0000" + std::to_string(s + 1) + "-of-00002.safetensors";
+    for (const auto& t : shards[s]) {
+      index["weight_map"][t.name] = file;
+      total += t.bytes.size();
+    }
+    write_safetensors(dir / file, shards[s], {{"format", "pt"}});
+  }
+  index["metadata"]["total_size"] = total;
+  std::ofstream(dir / "model.safetensors.index.json") << index.dump(2) << "\n";
+
+  const nlohmann::ordered_json config = {
+      {"architectures", {"LlamaForCausalLM"}},
+      {"model_type", "llama"},
+      {"hidden_size", c.hidden},
+      {"intermediate_size", c.intermediate},
+      {"num_hidden_layers", c.layers},
+      {"num_attention_heads", c.heads},
+      {"num_key_value_heads", c.kv_heads},
+      {"vocab_size", c.vocab},
+      {"max_position_embeddings", 512},
+      {"rms_norm_eps", 1e-5},
+      {"rope_theta", 10000.0},
+      {"tie_word_embeddings", false},
+      {"torch_dtype", c.dtype == DType::BF16 ? "bfloat16" : (c.dtype == DType::F16 ? "float16" : "float32")},
+      {"bos_token_id", 1},
+      {"eos_token_id", 2},
+  };
+  std::ofstream(dir / "config.json") << config.dump(2) << "\n";
+}
+
+}  // namespace qz

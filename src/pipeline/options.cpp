@@ -1,0 +1,43 @@
+#include "qz/pipeline/options.hpp"
+
+#include <fmt/format.h>
+
+#include "qz/core/error.hpp"
+#include "qz/core/parallel.hpp"
+
+namespace qz {
+
+unsigned QuantizeOptions::effective_threads() const { return threads == 0 ? hardware_threads() : threads; }
+
+std::string method_name(MethodKind m) {
+  switch (m) {
+    case MethodKind::Rtn: return "rtn";
+    case MethodKind::Absmax: return "absmax";
+    case MethodKind::Zeropoint: return "zeropoint";
+  }
+  return "?";
+}
+
+MethodKind parse_method(const std::string& s) {
+  if (s == "rtn") return MethodKind::Rtn;
+  if (s == "absmax") return MethodKind::Absmax;
+  if (s == "zeropoint") return MethodKind::Zeropoint;
+  throw UsageError(fmt::format("--method {}: unknown method (known: rtn, absmax, zeropoint)", s));
+}
+
+TensorTypeOverride parse_tensor_type_override(const std::string& s) {
+  const auto eq = s.rfind('=');
+  if (eq == std::string::npos || eq == 0 || eq + 1 == s.size())
+    throw UsageError(fmt::format("--tensor-type {}: expected PATTERN=TYPE", s));
+  TensorTypeOverride o;
+  o.pattern = s.substr(0, eq);
+  o.type = s.substr(eq + 1);
+  try {
+    o.re = std::regex(o.pattern, std::regex::ECMAScript);
+  } catch (const std::regex_error& e) {
+    throw UsageError(fmt::format("--tensor-type {}: bad regular expression: {}", s, e.what()));
+  }
+  return o;
+}
+
+}  // namespace qz

@@ -1,0 +1,229 @@
+// `quantize`: the command-line front end. A thin layer: it parses options, calls the library, prints results.
+// Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad input.
+#include <fmt/ranges.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+
+#include "progress.hpp"
+#include "qz/core/error.hpp"
+#include "qz/formats/format_table.hpp"
+#include "qz/io/gguf.hpp"
+#include "qz/io/safetensors.hpp"
+#include "qz/model/demo_checkpoint.hpp"
+#include "qz/pipeline/dequantize.hpp"
+#include "qz/pipeline/plan.hpp"
+#include "qz/pipeline/quantize.hpp"
+
+namespace {
+
+using namespace qz;
+namespace fs = std::filesystem;
+
+constexpr int kExitRuntime = 1;
+constexpr int kExitUsage = 2;
+
+std::string human_bytes(uint64_t b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(b);
+  int u = 0;
+  while (v >= 1024.0 && u < 4) {
+    v /= 1024.0;
+    ++u;
+  }
+  return u == 0 ? fmt::format("{} B", b) : fmt::format("{:.2f} {}", v, units[u]);
+}
+
+std::string shape_string(const std::vector<uint64_t>& s) { return fmt::format("{}", fmt::join(s, "x")); }
+
+void print_plan(const Plan& plan) {
+  fmt::print("{:<44} {:<12} {:<18} {:>12}  {}\n", "tensor", "shape", "type", "bytes", "why");
+  for (const auto& t : plan.tensors)
+    fmt::print("{:<44} {:<12} {:<18} {:>12}  {}\n", t.name, shape_string(t.shape), t.format->name(), t.output_bytes,
+               t.reason);
+  for (const auto& s : plan.skipped) fmt::print("{:<44} skipped: {}\n", s.name, s.reason);
+}
+
+void print_totals(const Report& r, const Plan& plan) {
+  fmt::print("{} tensors: {} -> {} ({:.3f} bits per weight)", r.tensors.size(), human_bytes(r.input_bytes),
+             human_bytes(r.output_bytes), r.bits_per_weight());
+  if (!r.dry_run) {
+    ErrorStats all;
+    for (const auto& t : r.tensors)
+      if (plan.tensors[&t - r.tensors.data()].format->is_quantized()) all.merge(t.error);
+    if (const auto sqnr = all.sqnr_db()) fmt::print(", quantized weights SQNR {:.2f} dB", *sqnr);
+    fmt::print(", {:.2f} s on {} threads, peak memory {}", r.wall_seconds, r.threads,
+               human_bytes(r.peak_memory_bytes));
+  }
+  fmt::print("\n");
+  if (r.fallbacks > 0)
+    fmt::print("{} tensors ({}) fell back to another type because of their row length\n", r.fallbacks,
+               human_bytes(r.fallback_bytes));
+}
+
+void write_json(const std::string& path, const Report& r) {
+  const std::string text = r.to_json().dump(2) + "\n";
+  if (path == "-") {
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    return;
+  }
+  std::ofstream f(path);
+  if (!f) throw UsageError("--json " + path + ": cannot open for writing");
+  f << text;
+  if (!f) throw std::runtime_error("--json " + path + ": write failed");
+}
+
+std::string format_list() {
+  std::string s = "Storage types (--type, --tensor-type):\n";
+  for (const auto& e : format_table())
+    s += fmt::format("  {:<8} {:6.3f} bpw  {}\n", e.name, e.bits_per_weight(), e.summary);
+  s += "  int<B>_<sym|asym>_<g<N>|row|tensor>  integer grids of 2..8 bits (the project's layout, docs/formats.md)\n";
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  auto log = spdlog::stderr_color_mt("quantize");
+  spdlog::set_default_logger(log);
+  spdlog::set_pattern("%^%l%$: %v");
+
+  CLI::App app{"quantize: shrink LLM checkpoints (Hugging Face safetensors) into GGUF files.\n"
+               "  quantize [options] INPUT -o OUTPUT.gguf\n"
+               "  quantize inspect FILE.gguf | dequantize FILE.gguf -o OUT.safetensors | make-demo DIR",
+               "quantize"};
+  app.footer(format_list());
+  app.set_version_flag("--version", std::string("quantize ") + QUANTIZE_VERSION);
+
+  std::vector<std::string> inputs;
+  std::string output, json_path, method = "rtn", type;
+  QuantizeOptions opts;
+  std::vector<std::string> tensor_types;
+  bool dry_run = false, force = false, quiet = false;
+  int verbose = 0;
+
+  app.add_option("input", inputs, "Checkpoint directory (with or without model.safetensors.index.json) or .safetensors file(s)");
+  app.add_option("-o,--output", output, "Output GGUF file");
+  app.add_option("-m,--method", method, "Method: rtn (the --type's own quantizer), absmax (symmetric integer grid), zeropoint (asymmetric integer grid)")
+      ->capture_default_str();
+  app.add_option("--type", type, "Storage type by llama-quantize's name (case-insensitive) or an integer grid name; default Q8_0");
+  app.add_option("-b,--bits", opts.bits, "Bits per weight of the absmax/zeropoint grid, 2..8")->capture_default_str();
+  app.add_option("-g,--group-size", opts.group_size, "Input columns per absmax/zeropoint group; -1 per output row, 0 per tensor")
+      ->capture_default_str();
+  app.add_option("--tensor-type", tensor_types, "PATTERN=TYPE: store tensors whose name matches the regex PATTERN as TYPE (repeatable; first match wins)");
+  app.add_option("-t,--threads", opts.threads, "Worker threads (default: all cores)");
+  app.add_option("--json", json_path, "Write the machine-readable report to FILE ('-' for stdout)");
+  app.add_flag("--dry-run", dry_run, "Print the per-tensor plan and the output size; write nothing");
+  app.add_flag("-f,--force", force, "Overwrite an existing output file");
+  app.add_flag("-v,--verbose", verbose, "More log output");
+  app.add_flag("-q,--quiet", quiet, "Only errors");
+
+  auto* inspect = app.add_subcommand("inspect", "Print a GGUF file's metadata and tensor table");
+  std::string inspect_path;
+  inspect->add_option("file", inspect_path, "GGUF file")->required();
+
+  auto* deq = app.add_subcommand("dequantize", "Decode a GGUF file written by quantize (or llama.cpp) back to safetensors");
+  std::string deq_in, deq_out, deq_dtype = "f32";
+  bool deq_force = false;
+  deq->add_option("file", deq_in, "GGUF file")->required();
+  deq->add_option("-o,--output", deq_out, "Output .safetensors file")->required();
+  deq->add_option("--dtype", deq_dtype, "f32, f16 or bf16")->capture_default_str();
+  deq->add_flag("-f,--force", deq_force, "Overwrite an existing output file");
+
+  auto* demo = app.add_subcommand("make-demo", "Write a tiny LLaMA-shaped demo checkpoint (config.json, 2 shards, index)");
+  std::string demo_dir;
+  DemoConfig demo_cfg;
+  demo->add_option("dir", demo_dir, "Directory to write")->required();
+  demo->add_option("--layers", demo_cfg.layers, "Decoder layers")->capture_default_str();
+  demo->add_option("--seed", demo_cfg.seed, "Random seed")->capture_default_str();
+
+  app.require_subcommand(0, 1);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return kExitUsage;
+  }
+  spdlog::set_level(quiet ? spdlog::level::err : (verbose ? spdlog::level::debug : spdlog::level::info));
+
+  try {
+    if (*inspect) {
+      const GgufFile file(inspect_path);
+      fmt::print("{}", describe_gguf(file));
+      return 0;
+    }
+    if (*deq) {
+      DType dt = DType::F32;
+      if (deq_dtype == "f16") dt = DType::F16;
+      else if (deq_dtype == "bf16") dt = DType::BF16;
+      else if (deq_dtype != "f32") throw UsageError("--dtype " + deq_dtype + ": use f32, f16 or bf16");
+      const size_t n = dequantize_gguf(deq_in, deq_out, dt, deq_force);
+      if (!quiet) fmt::print("wrote {}: {} tensors as {}\n", deq_out, n, deq_dtype);
+      return 0;
+    }
+    if (*demo) {
+      write_demo_checkpoint(demo_dir, demo_cfg);
+      if (!quiet) fmt::print("wrote demo checkpoint to {}\n", demo_dir);
+      return 0;
+    }
+
+    if (inputs.empty()) throw UsageError("no INPUT given (a checkpoint directory or .safetensors file); see --help");
+    if (output.empty() && !dry_run) throw UsageError("no output given: -o OUTPUT.gguf");
+    opts.method = parse_method(method);
+    opts.type = type;
+    for (const auto& s : tensor_types) opts.tensor_types.push_back(parse_tensor_type_override(s));
+    validate_options(opts);
+    if (!output.empty() && !force && !dry_run && fs::exists(output))
+      throw UsageError(output + ": output exists; pass --force to overwrite it");
+
+    std::vector<fs::path> paths(inputs.begin(), inputs.end());
+    const Checkpoint ckpt = Checkpoint::open_files(paths);
+    const Plan plan = make_plan(ckpt, opts);
+    spdlog::debug("{} tensors from {} file(s), {} skipped", plan.tensors.size(), ckpt.file_count(), plan.skipped.size());
+    for (const auto& t : plan.tensors)
+      if (t.fallback) spdlog::warn("{}: {}", t.name, t.reason);
+
+    if (dry_run) {
+      Report r = report_from_plan(plan);
+      r.input = ckpt.source().string();
+      r.output = output;
+      r.method = method_name(opts.method);
+      r.threads = opts.effective_threads();
+      if (!quiet) {
+        print_plan(plan);
+        print_totals(r, plan);
+      }
+      if (!json_path.empty()) write_json(json_path, r);
+      return 0;
+    }
+
+    cli::ConsoleProgress progress(stderr, isatty(STDERR_FILENO) != 0, quiet);
+    const Report r = quantize_to_gguf(ckpt, plan, opts, output, force, &progress);
+    if (!quiet) {
+      fmt::print("wrote {}\n", output);
+      print_totals(r, plan);
+    }
+    if (!json_path.empty()) write_json(json_path, r);
+    return 0;
+  } catch (const InputError& e) {
+    spdlog::error("{}", e.what());
+    return kExitUsage;
+  } catch (const UsageError& e) {
+    spdlog::error("{}", e.what());
+    return kExitUsage;
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+    return kExitRuntime;
+  }
+}
