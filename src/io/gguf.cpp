@@ -26,12 +26,16 @@ class Buffer {
   template <typename T>
   void put(T v) {
     static_assert(std::is_trivially_copyable_v<T>);
-    const auto* p = reinterpret_cast<const uint8_t*>(&v);
-    bytes.insert(bytes.end(), p, p + sizeof(T));
+    append(&v, sizeof(T));
   }
   void put_string(std::string_view s) {
     put<uint64_t>(s.size());
-    bytes.insert(bytes.end(), s.begin(), s.end());
+    append(s.data(), s.size());
+  }
+  void append(const void* p, size_t n) {
+    const size_t at = bytes.size();
+    bytes.resize(at + n);
+    if (n > 0) std::memcpy(bytes.data() + at, p, n);
   }
   std::vector<uint8_t> bytes;
 };
@@ -266,7 +270,7 @@ uint64_t GgufWriter::file_bytes() const { return header_bytes() + data_bytes_; }
 void GgufWriter::write_header(OutputFile& out) {
   if (header_written_) throw std::logic_error("GgufWriter::write_header called twice");
   Buffer b;
-  b.bytes = {'G', 'G', 'U', 'F'};
+  b.append("GGUF", 4);
   b.put<uint32_t>(3);
   b.put<int64_t>(static_cast<int64_t>(tensors_.size()));
   b.put<int64_t>(static_cast<int64_t>(kv_.size()));

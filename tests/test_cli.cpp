@@ -1,0 +1,125 @@
+// The quantize executable: options, exit codes, messages.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "qz/io/gguf.hpp"
+#include "test_util.hpp"
+
+namespace qz {
+namespace {
+
+namespace fs = std::filesystem;
+
+using test::TempDir;
+
+struct Result {
+  int code;
+  std::string output;  // stdout and stderr
+};
+
+Result quantize(const std::string& args) {
+  const std::string cmd = std::string(QZ_QUANTIZE_BIN) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf{};
+  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
+  const int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+TEST(Cli, HelpListsEveryOption) {
+  const Result r = quantize("--help");
+  EXPECT_EQ(r.code, 0);
+  for (const char* opt : {"--method", "--bits", "--group-size", "--type", "--threads", "--json", "--dry-run", "--force",
+                          "--verbose", "--quiet", "--tensor-type", "--version", "inspect", "dequantize", "make-demo", "Q8_0"})
+    EXPECT_TRUE(contains(r.output, opt)) << opt;
+  EXPECT_EQ(quantize("--version").code, 0);
+  EXPECT_TRUE(contains(quantize("--version").output, "quantize 0."));
+}
+
+TEST(Cli, BadUsageExitsWithTwoAndSaysWhy) {
+  TempDir dir;
+  ASSERT_EQ(quantize("make-demo " + (dir / "demo").string()).code, 0);
+  const std::string demo = (dir / "demo").string();
+  const std::string out = (dir / "o.gguf").string();
+  Result r = quantize(demo + " -o " + out + " --method magic");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_TRUE(contains(r.output, "--method magic")) << r.output;
+  r = quantize(demo + " -o " + out + " --type q3_xx");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_TRUE(contains(r.output, "--type q3_xx: unknown type")) << r.output;
+  r = quantize(demo);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_TRUE(contains(r.output, "-o OUTPUT.gguf")) << r.output;
+  r = quantize("--no-such-option");
+  EXPECT_EQ(r.code, 2);
+  r = quantize(demo + " -o " + out + " --method absmax --bits 12");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_TRUE(contains(r.output, "--bits 12")) << r.output;
+  EXPECT_FALSE(fs::exists(out));
+}
+
+TEST(Cli, MalformedInputExitsWithTwoNamingTheFile) {
+  TempDir dir;
+  test::write_bytes(dir / "broken.safetensors", {0xFF, 0xFF, 0, 0, 0, 0, 0, 0, '{'});
+  const Result r = quantize((dir / "broken.safetensors").string() + " -o " + (dir / "o.gguf").string());
+  EXPECT_EQ(r.code, 2);
+  EXPECT_TRUE(contains(r.output, "broken.safetensors")) << r.output;
+  EXPECT_FALSE(fs::exists(dir / "o.gguf"));
+  const Result i = quantize("inspect " + (dir / "broken.safetensors").string());
+  EXPECT_EQ(i.code, 2);
+  EXPECT_TRUE(contains(i.output, "not a GGUF file")) << i.output;
+}
+
+TEST(Cli, QuantizeInspectDequantizeAndJsonReport) {
+  TempDir dir;
+  const std::string demo = (dir / "demo").string();
+  ASSERT_EQ(quantize("make-demo " + demo).code, 0);
+  const std::string out = (dir / "o.gguf").string();
+  const std::string json = (dir / "r.json").string();
+  Result r = quantize(demo + " -o " + out + " --method zeropoint --bits 4 --group-size 64 --json " + json);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "bits per weight")) << r.output;
+  EXPECT_TRUE(contains(r.output, "[21/21]")) << r.output;  // plain progress lines when not on a terminal
+  const auto j = nlohmann::json::parse(std::ifstream(json));
+  EXPECT_EQ(j["tensors"].size(), 21u);
+  EXPECT_EQ(j["totals"]["output_bytes"], fs::file_size(out));
+  EXPECT_EQ(j["tensors"][0]["format"], "int4_asym_g64");
+
+  r = quantize(demo + " -o " + out);  // exists
+  EXPECT_EQ(r.code, 2);
+  EXPECT_TRUE(contains(r.output, "--force")) << r.output;
+  EXPECT_EQ(quantize(demo + " -o " + out + " --force -q").code, 0);
+
+  r = quantize("inspect " + out);
+  EXPECT_EQ(r.code, 0);
+  EXPECT_TRUE(contains(r.output, "general.quantization_version")) << r.output;
+  EXPECT_TRUE(contains(r.output, "lm_head.weight")) << r.output;
+  EXPECT_TRUE(contains(r.output, "q8_0")) << r.output;
+
+  r = quantize("dequantize " + out + " -o " + (dir / "back.safetensors").string());
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(fs::exists(dir / "back.safetensors"));
+}
+
+TEST(Cli, DryRunPrintsThePlanAndWritesNothing) {
+  TempDir dir;
+  const std::string demo = (dir / "demo").string();
+  ASSERT_EQ(quantize("make-demo " + demo).code, 0);
+  const Result r = quantize(demo + " -o " + (dir / "o.gguf").string() + " --dry-run --type q8_0 --tensor-type 'embed=f16'");
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "model.embed_tokens.weight")) << r.output;
+  EXPECT_TRUE(contains(r.output, "--tensor-type embed=f16")) << r.output;
+  EXPECT_TRUE(contains(r.output, "1-D tensors")) << r.output;
+  EXPECT_FALSE(fs::exists(dir / "o.gguf"));
+}
+
+}  // namespace
+}  // namespace qz

@@ -1,0 +1,101 @@
+// The format table and the interface every format implements.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "qz/formats/format_table.hpp"
+#include "qz/io/ggml_types.hpp"
+#include "test_util.hpp"
+
+namespace qz {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::vector<FormatPtr> all_formats() {
+  std::vector<FormatPtr> out;
+  for (const auto& e : format_table()) out.push_back(e.format);
+  for (const char* n : {"int4_sym_g32", "int4_asym_g64", "int3_sym_g128", "int8_asym_g32", "int2_sym_g64",
+                        "int5_asym_g32", "int6_sym_row", "int7_asym_row"})
+    out.push_back(find_format(n, 256));
+  return out;
+}
+
+TEST(FormatTable, EntriesAgreeWithGgmlTypeTraits) {
+  for (const auto& e : format_table()) {
+    SCOPED_TRACE(std::string(e.name));
+    ASSERT_TRUE(e.ggml.has_value());
+    const auto& tr = ggml_type_traits(*e.ggml);
+    EXPECT_EQ(e.block_size, tr.block_size);
+    EXPECT_EQ(e.block_bytes, tr.type_size);
+    EXPECT_EQ(e.format->storage_type(), *e.ggml);
+    EXPECT_EQ(find_format(e.name), e.format);
+    EXPECT_EQ(format_for_ggml_type(*e.ggml), e.format);
+  }
+  EXPECT_DOUBLE_EQ(find_format("q8_0")->bits_per_weight(), 8.5);
+  EXPECT_DOUBLE_EQ(find_format("F16")->bits_per_weight(), 16.0);
+  EXPECT_EQ(find_format("nope"), nullptr);
+  EXPECT_EQ(find_format("int4_sym_row"), nullptr);  // per-row grids need the row length
+}
+
+TEST(FormatTable, NativeEquivalents) {
+  EXPECT_EQ(native_equivalent({8, true, Granularity::Group, 32}), find_format("Q8_0"));
+  EXPECT_EQ(native_equivalent({8, false, Granularity::Group, 32}), nullptr);
+  EXPECT_EQ(native_equivalent({4, true, Granularity::Group, 32}), nullptr);  // Q4_0 is not a symmetric absmax grid
+}
+
+// For every format: quantize_row equals fit + quantize_value + encode, and dequantize_value equals
+// dequantize_row. This is what lets a method with error feedback (GPTQ) target any format.
+TEST(FormatInterface, FastPathEqualsGridPath) {
+  for (const auto& f : all_formats()) {
+    SCOPED_TRACE(f->name());
+    const size_t n = 256;
+    std::vector<float> x = test::gaussian(n, 11, 0.05f);
+    x[7] = 0.9f;
+    x[200] = -1.3f;
+    std::vector<uint8_t> fast(f->row_bytes(n)), slow(f->row_bytes(n));
+    f->quantize_row(x.data(), fast.data(), n, nullptr);
+    std::vector<float> y(n);
+    f->dequantize_row(fast.data(), y.data(), n);
+    const size_t bs = f->block_size();
+    std::vector<int32_t> codes(bs);
+    for (size_t b = 0; b < n / bs; ++b) {
+      BlockGrid g;
+      f->fit(x.data() + b * bs, bs, nullptr, g);
+      for (size_t j = 0; j < bs; ++j) {
+        codes[j] = f->quantize_value(g, j, x[b * bs + j]);
+        ASSERT_EQ(f->dequantize_value(g, j, codes[j]), y[b * bs + j]) << "value " << b * bs + j;
+      }
+      f->encode(g, codes.data(), slow.data() + b * f->block_bytes());
+    }
+    EXPECT_EQ(fast, slow);
+  }
+}
+
+// Rounding on a fixed grid picks the nearest representable value: no other code of the block is closer.
+TEST(FormatInterface, QuantizeValueIsNearestOnTheGrid) {
+  struct Case {
+    const char* name;
+    int lo, hi;       // valid codes
+    float tolerance;  // in steps
+  };
+  // Q8_0 rounds with the unrounded scale but decodes with the fp16 one: up to 127 * 2^-11 of a step apart.
+  for (const Case c : {Case{"Q8_0", -127, 127, 0.07f}, Case{"int4_sym_g32", 1, 15, 1e-4f},
+                       Case{"int3_asym_g32", 0, 7, 1e-4f}}) {
+    SCOPED_TRACE(c.name);
+    const auto f = find_format(c.name, 32);
+    std::vector<float> x = test::gaussian(32, 5, 0.1f);
+    BlockGrid g;
+    f->fit(x.data(), 32, nullptr, g);
+    const float step = std::fabs(f->dequantize_value(g, 0, c.lo + 1) - f->dequantize_value(g, 0, c.lo));
+    for (float p : test::gaussian(500, 6, 0.15f)) {  // includes values outside the fitted range
+      const float got = f->dequantize_value(g, 0, f->quantize_value(g, 0, p));
+      float best = INFINITY;
+      for (int code = c.lo; code <= c.hi; ++code) best = std::min(best, std::fabs(f->dequantize_value(g, 0, code) - p));
+      ASSERT_LE(std::fabs(got - p), best + c.tolerance * step) << "probe " << p;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace qz
