@@ -21,8 +21,8 @@ std::vector<uint8_t> raw(const std::string& header, size_t data, uint64_t declar
   const uint64_t n = declared_len == UINT64_MAX ? header.size() : declared_len;
   std::vector<uint8_t> b(8);
   for (int i = 0; i < 8; ++i) b[static_cast<size_t>(i)] = static_cast<uint8_t>(n >> (8 * i));
-  b.insert(b.end(), header.begin(), header.end());
-  b.resize(b.size() + data, 0x11);
+  b.resize(8 + header.size() + data, 0x11);
+  std::copy(header.begin(), header.end(), b.begin() + 8);
   return b;
 }
 

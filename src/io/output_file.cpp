@@ -23,7 +23,10 @@ OutputFile::OutputFile(fs::path dest, bool overwrite) : dest_(std::move(dest)) {
   if (fs::is_directory(dest_, ec)) throw UsageError(dest_.string() + ": output path is a directory");
   const fs::path dir = dest_.has_parent_path() ? dest_.parent_path() : fs::path(".");
   if (!fs::is_directory(dir, ec)) throw UsageError(dest_.string() + ": output directory does not exist");
-  std::string pattern = (dir / ("." + dest_.filename().string() + ".tmp.XXXXXX")).string();
+  std::string leaf = ".";
+  leaf += dest_.filename().string();
+  leaf += ".tmp.XXXXXX";
+  const std::string pattern = (dir / leaf).string();
   std::vector<char> buf(pattern.begin(), pattern.end());
   buf.push_back('\0');
   const int fd = ::mkstemp(buf.data());
