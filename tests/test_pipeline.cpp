@@ -168,7 +168,8 @@ TEST(Pipeline, PlanPredictsTheFileSize) {
   quantize_to_gguf(ck, plan, o, dir / "o.gguf", false);
   EXPECT_EQ(plan.file_bytes, fs::file_size(dir / "o.gguf"));
   uint64_t bytes = 0;
-  for (const auto& t : GgufFile(dir / "o.gguf").tensors()) bytes += t.nbytes;
+  const GgufFile written(dir / "o.gguf");
+  for (const auto& t : written.tensors()) bytes += t.nbytes;
   EXPECT_EQ(plan.tensor_bytes, bytes);
 }
 
