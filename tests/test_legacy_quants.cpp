@@ -30,6 +30,52 @@ TEST(Q8_0, HandCheckedBlock) {
   EXPECT_EQ(y[31], 127.0f * fp16_to_fp32(blk.d));
 }
 
+TEST(Q4_0, HandCheckedBlock) {
+  // x_j = j - 16 (j = 0..31): the value of largest magnitude is -16, so d = -16 / -8 = 2 and
+  // q = min(15, trunc(x / 2 + 8.5)): x = -16 -> 0, x = -1 -> trunc(8.0) = 8, x = 0 -> 8, x = 1 -> trunc(9.0) = 9,
+  // x = 15 -> trunc(16.0) -> 15 (clamped). Element j in the low nibble of byte j, element j + 16 in the high one.
+  const auto f = make_q4_0_format();
+  float x[32];
+  for (int j = 0; j < 32; ++j) x[j] = static_cast<float>(j - 16);
+  BlockQ4_0 blk;
+  f->quantize_row(x, reinterpret_cast<uint8_t*>(&blk), 32, nullptr);
+  EXPECT_EQ(blk.d, 0x4000);  // 2.0 in fp16
+  for (int j = 0; j < 16; ++j) {
+    const int lo = std::min(15, static_cast<int>((j - 16) / 2.0 + 8.5));
+    const int hi = std::min(15, static_cast<int>(j / 2.0 + 8.5));
+    EXPECT_EQ(blk.qs[j], lo | (hi << 4)) << j;
+  }
+  EXPECT_EQ(blk.qs[0], 0x80);  // x = -16 -> 0, x = 0 -> 8
+  float y[32];
+  f->dequantize_row(reinterpret_cast<uint8_t*>(&blk), y, 32);
+  EXPECT_EQ(y[0], -16.0f);
+  EXPECT_EQ(y[31], 14.0f);  // clamped at q = 15: (15 - 8) * 2
+}
+
+TEST(Q4_0, AllZeroBlockStoresNegativeZeroScale) {
+  const auto f = make_q4_0_format();
+  float x[32] = {};
+  BlockQ4_0 blk;
+  f->quantize_row(x, reinterpret_cast<uint8_t*>(&blk), 32, nullptr);
+  EXPECT_EQ(blk.d, 0x8000);  // 0 / -8 = -0.0, as llama.cpp writes it
+  for (int j = 0; j < 16; ++j) EXPECT_EQ(blk.qs[j], 0x88);
+}
+
+TEST(Q5_1, HandCheckedFifthBits) {
+  // x_j = j: min 0, max 31, d = 1, q = j exactly; the fifth bit of element j is bit j of qh.
+  const auto f = make_q5_1_format();
+  float x[32];
+  for (int j = 0; j < 32; ++j) x[j] = static_cast<float>(j);
+  BlockQ5_1 blk;
+  f->quantize_row(x, reinterpret_cast<uint8_t*>(&blk), 32, nullptr);
+  EXPECT_EQ(blk.d, 0x3C00);
+  EXPECT_EQ(blk.m, 0x0000);
+  uint32_t qh;
+  std::memcpy(&qh, blk.qh, 4);
+  EXPECT_EQ(qh, 0xFFFF0000u);  // elements 16..31 have q >= 16
+  for (int j = 0; j < 16; ++j) EXPECT_EQ(blk.qs[j], j | (((j + 16) & 15) << 4)) << j;
+}
+
 TEST(Q8_0, AllZeroBlock) {
   const auto f = make_q8_0_format();
   float x[32] = {};
@@ -39,16 +85,21 @@ TEST(Q8_0, AllZeroBlock) {
   for (int j = 0; j < 32; ++j) EXPECT_EQ(blk.qs[j], 0);
 }
 
-// Bit-exactness against vectors written by llama.cpp itself (../shared/golden, see its manifest.json).
-TEST(Q8_0, MatchesLlamaCppGoldenVectors) {
+// Bit-exactness against vectors written by llama.cpp itself (../shared/golden, see its manifest.json): every
+// legacy type, plain and imatrix-weighted, on Gaussian, outlier and edge-case inputs.
+TEST(LegacyQuants, MatchLlamaCppGoldenVectors) {
   const fs::path dir = test::shared_dir() / "golden";
   if (!fs::exists(dir / "manifest.json")) GTEST_SKIP() << "../shared/golden is absent: llama.cpp golden vectors not checked";
   const auto manifest = nlohmann::json::parse(std::ifstream(dir / "manifest.json"));
   const size_t rows = manifest["rows"], cols = manifest["cols"];
-  const auto f = format_for_ggml_type(GgmlType::Q8_0);
   int checked = 0;
   for (const auto& e : manifest["files"]) {
-    if (e["type"] != "q8_0") continue;
+    const GgmlType type = static_cast<GgmlType>(e["ggml_type_id"].get<uint32_t>());
+    if (type != GgmlType::Q4_0 && type != GgmlType::Q4_1 && type != GgmlType::Q5_0 && type != GgmlType::Q5_1 &&
+        type != GgmlType::Q8_0)
+      continue;
+    const auto f = format_for_ggml_type(type);
+    ASSERT_NE(f, nullptr);
     SCOPED_TRACE(e["quantized"].get<std::string>());
     const auto in = test::read_bytes(dir / e["input"].get<std::string>());
     ASSERT_EQ(in.size(), rows * cols * 4);
@@ -72,7 +123,7 @@ TEST(Q8_0, MatchesLlamaCppGoldenVectors) {
     ASSERT_EQ(std::memcmp(deq.data(), y.data(), deq.size()), 0);
     ++checked;
   }
-  EXPECT_EQ(checked, 6);
+  EXPECT_EQ(checked, 5 * 6);
 }
 
 }  // namespace

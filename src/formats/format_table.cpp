@@ -28,6 +28,10 @@ const std::vector<FormatEntry>& format_table() {
       entry("F32", GgmlType::F32, "32-bit float, lossless", make_f32_format()),
       entry("F16", GgmlType::F16, "IEEE half precision", make_f16_format()),
       entry("BF16", GgmlType::BF16, "bfloat16", make_bf16_format()),
+      entry("Q4_0", GgmlType::Q4_0, "llama.cpp: blocks of 32, fp16 scale, 4-bit codes", make_q4_0_format()),
+      entry("Q4_1", GgmlType::Q4_1, "llama.cpp: blocks of 32, fp16 scale and min, 4-bit codes", make_q4_1_format()),
+      entry("Q5_0", GgmlType::Q5_0, "llama.cpp: blocks of 32, fp16 scale, 5-bit codes", make_q5_0_format()),
+      entry("Q5_1", GgmlType::Q5_1, "llama.cpp: blocks of 32, fp16 scale and min, 5-bit codes", make_q5_1_format()),
       entry("Q8_0", GgmlType::Q8_0, "llama.cpp: blocks of 32, fp16 scale, int8 codes", make_q8_0_format()),
   };
   return table;

@@ -2,10 +2,14 @@
 // contraction, and bit-exactness depends on the same float operations in the same order.
 #include "qz/formats/legacy_quants.hpp"
 
+#include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "qz/core/half.hpp"
+#include "qz/formats/ggml_search.hpp"
 
 namespace qz {
 
@@ -69,8 +73,185 @@ class Q8_0Format final : public Format {
   std::string name_ = "Q8_0";
 };
 
+// Q4_0, Q4_1, Q5_0, Q5_1: 32 values, 4 or 5 bits, with or without a min.
+// Grid: i[0] = mode (0 reference rounding, 1 rounding of a weighted search, 2 all codes zero), i[1] / i[2] = fp16
+// bits of d / m; f[0] = rounding multiplier (1/d, or the search's iscale), f[1] = min subtracted before rounding,
+// f[2] / f[3] = stored d / m as floats.
+class LegacyFormat final : public Format {
+ public:
+  LegacyFormat(std::string name, GgmlType type, int bits, bool with_min)
+      : name_(std::move(name)), type_(type), bits_(bits), with_min_(with_min),
+        bytes_(2 + (with_min ? 2 : 0) + (bits == 5 ? 4 : 0) + 16) {}
+
+  const std::string& name() const override { return name_; }
+  GgmlType storage_type() const override { return type_; }
+  bool llama_native() const override { return true; }
+  size_t block_size() const override { return 32; }
+  size_t block_bytes() const override { return bytes_; }
+
+  void fit(const float* x, size_t, const float* weights, BlockGrid& g) const override {
+    const int nlevels = (1 << bits_) - 1;  // 15 or 31
+    float d = 0.0f, m = 0.0f;
+    if (weights == nullptr) {
+      g.i[0] = 0;
+      if (!with_min_) {
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < 32; ++j) {
+          if (amax < std::fabs(x[j])) {
+            amax = std::fabs(x[j]);
+            max = x[j];
+          }
+        }
+        d = max / static_cast<float>(-(1 << (bits_ - 1)));
+        g.f[0] = d != 0.0f ? 1.0f / d : 0.0f;
+      } else {
+        float min = FLT_MAX, max = -FLT_MAX;
+        for (int j = 0; j < 32; ++j) {
+          if (x[j] < min) min = x[j];
+          if (x[j] > max) max = x[j];
+        }
+        d = (max - min) / static_cast<float>(nlevels);
+        m = min;
+        g.f[0] = d != 0.0f ? 1.0f / d : 0.0f;
+        g.f[1] = min;
+      }
+    } else if (!with_min_) {
+      int8_t L[32];
+      bool all_zero = false;
+      float iscale = 0.0f;
+      d = ggml::make_qx_quants(32, 1 << (bits_ - 1), x, L, weights, &iscale, &all_zero);
+      g.i[0] = all_zero ? 2 : 1;
+      g.f[0] = iscale;
+    } else {
+      uint8_t L[32];
+      float the_min = 0.0f, iscale = 0.0f, min_used = 0.0f;
+      bool degenerate = false;
+      d = ggml::make_qkx3_quants(32, nlevels, x, weights, L, &the_min, -0.9f, 0.05f, 36, &iscale, &min_used,
+                                 &degenerate);
+      m = -the_min;
+      g.i[0] = degenerate ? 2 : 1;
+      g.f[0] = iscale;
+      g.f[1] = min_used;
+    }
+    g.i[1] = fp32_to_fp16(d);
+    g.i[2] = fp32_to_fp16(m);
+    g.f[2] = fp16_to_fp32(static_cast<uint16_t>(g.i[1]));
+    g.f[3] = fp16_to_fp32(static_cast<uint16_t>(g.i[2]));
+  }
+
+  int32_t quantize_value(const BlockGrid& g, size_t, float x) const override {
+    const int top = (1 << bits_) - 1;
+    const int half = 1 << (bits_ - 1);
+    if (g.i[0] == 2) return 0;
+    if (g.i[0] == 0) {
+      // Reference rounding: truncation of x/d + offset (x/d as x * (1/d)); offset 8.5 / 16.5, or 0.5 after the min.
+      const float v = with_min_ ? (x - g.f[1]) * g.f[0] + 0.5f : x * g.f[0] + (static_cast<float>(half) + 0.5f);
+      return static_cast<int32_t>(std::clamp(std::trunc(v), 0.0f, static_cast<float>(top)));
+    }
+    if (!with_min_) {
+      const float v = std::clamp(g.f[0] * x, -4.0e6f, 4.0e6f);
+      return half + std::clamp(ggml::nearest_int(v), -half, half - 1);
+    }
+    const float v = g.f[0] * (x - g.f[1]);
+    return v > 0 ? ggml::nearest_int(std::min(v, static_cast<float>(top))) : 0;
+  }
+
+  float dequantize_value(const BlockGrid& g, size_t, int32_t code) const override {
+    if (with_min_) return static_cast<float>(code) * g.f[2] + g.f[3];
+    return static_cast<float>(code - (1 << (bits_ - 1))) * g.f[2];
+  }
+
+  void encode(const BlockGrid& g, const int32_t* codes, uint8_t* dst) const override {
+    const auto d = static_cast<uint16_t>(g.i[1]);
+    const auto m = static_cast<uint16_t>(g.i[2]);
+    size_t at = 0;
+    std::memcpy(dst, &d, 2);
+    at += 2;
+    if (with_min_) {
+      std::memcpy(dst + at, &m, 2);
+      at += 2;
+    }
+    if (bits_ == 5) {
+      uint32_t qh = 0;
+      for (int j = 0; j < 32; ++j) qh |= static_cast<uint32_t>((codes[j] >> 4) & 1) << j;
+      std::memcpy(dst + at, &qh, 4);
+      at += 4;
+    }
+    for (int j = 0; j < 16; ++j) dst[at + j] = static_cast<uint8_t>((codes[j] & 0xF) | ((codes[j + 16] & 0xF) << 4));
+  }
+
+  void dequantize_row(const uint8_t* src, float* y, size_t n) const override {
+    for (size_t b = 0; b < n / 32; ++b) {
+      const uint8_t* blk = src + b * bytes_;
+      uint16_t dh, mh = 0;
+      std::memcpy(&dh, blk, 2);
+      size_t at = 2;
+      if (with_min_) {
+        std::memcpy(&mh, blk + 2, 2);
+        at = 4;
+      }
+      uint32_t qh = 0;
+      if (bits_ == 5) {
+        std::memcpy(&qh, blk + at, 4);
+        at += 4;
+      }
+      const float d = fp16_to_fp32(dh);
+      const float m = fp16_to_fp32(mh);
+      const int offset = with_min_ ? 0 : (1 << (bits_ - 1));
+      float* yb = y + b * 32;
+      for (int j = 0; j < 16; ++j) {
+        int q0 = blk[at + j] & 0xF, q1 = blk[at + j] >> 4;
+        if (bits_ == 5) {
+          q0 |= static_cast<int>((qh >> j) & 1u) << 4;
+          q1 |= static_cast<int>((qh >> (j + 16)) & 1u) << 4;
+        }
+        if (with_min_) {
+          yb[j] = static_cast<float>(q0) * d + m;
+          yb[j + 16] = static_cast<float>(q1) * d + m;
+        } else {
+          yb[j] = static_cast<float>(q0 - offset) * d;
+          yb[j + 16] = static_cast<float>(q1 - offset) * d;
+        }
+      }
+    }
+  }
+
+  // With importance: element weights imatrix[j] * sqrt(sigma2 + x[j]^2), sigma2 = mean x^2 of the whole row.
+  void quantize_row(const float* x, uint8_t* dst, size_t n, const float* importance) const override {
+    float sigma2 = 0.0f;
+    if (importance != nullptr) {
+      float sum_x2 = 0;
+      for (size_t j = 0; j < n; ++j) sum_x2 += x[j] * x[j];
+      sigma2 = sum_x2 / static_cast<float>(n);
+    }
+    float weight[32];
+    int32_t codes[32];
+    BlockGrid g;
+    for (size_t b = 0; b < n / 32; ++b) {
+      const float* xb = x + b * 32;
+      if (importance != nullptr) {
+        for (int j = 0; j < 32; ++j) weight[j] = importance[b * 32 + j] * std::sqrt(sigma2 + xb[j] * xb[j]);
+      }
+      LegacyFormat::fit(xb, 32, importance ? weight : nullptr, g);
+      for (int j = 0; j < 32; ++j) codes[j] = LegacyFormat::quantize_value(g, j, xb[j]);
+      LegacyFormat::encode(g, codes, dst + b * bytes_);
+    }
+  }
+
+ private:
+  std::string name_;
+  GgmlType type_;
+  int bits_;
+  bool with_min_;
+  size_t bytes_;
+};
+
 }  // namespace
 
 FormatPtr make_q8_0_format() { return std::make_shared<Q8_0Format>(); }
+FormatPtr make_q4_0_format() { return std::make_shared<LegacyFormat>("Q4_0", GgmlType::Q4_0, 4, false); }
+FormatPtr make_q4_1_format() { return std::make_shared<LegacyFormat>("Q4_1", GgmlType::Q4_1, 4, true); }
+FormatPtr make_q5_0_format() { return std::make_shared<LegacyFormat>("Q5_0", GgmlType::Q5_0, 5, false); }
+FormatPtr make_q5_1_format() { return std::make_shared<LegacyFormat>("Q5_1", GgmlType::Q5_1, 5, true); }
 
 }  // namespace qz

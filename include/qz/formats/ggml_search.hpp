@@ -1,0 +1,33 @@
+// llama.cpp's scale searches, reproduced operation for operation (ggml-quants.c) so that our blocks are bit-identical
+// to llama-quantize's. Compiled with -ffp-contract=off. Each search also reports the rounding parameters that
+// produced its codes, so a block's grid can round further values exactly as the search did.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+namespace qz::ggml {
+
+inline constexpr float kGroupMaxEps = 1e-15f;
+
+// Round to nearest, ties to even, by the 1.5 * 2^23 magic-number trick ggml uses (valid for |f| <= 4194303).
+inline int nearest_int(float f) {
+  const float v = f + 12582912.0f;
+  int32_t i;
+  std::memcpy(&i, &v, sizeof(i));
+  return (i & 0x007fffff) - 0x00400000;
+}
+
+// Symmetric weighted search (make_qx_quants, rmse_type 1 with explicit weights): codes L in [0, 2*nmax) with value
+// (L - nmax) * scale. Returns the scale; `iscale` receives the multiplier whose rounding produced L
+// (L = nmax + clamp(nearest_int(iscale * x), -nmax, nmax - 1)), `all_zero` whether the block was all zeros (L = 0).
+float make_qx_quants(int n, int nmax, const float* x, int8_t* L, const float* weights, float* iscale, bool* all_zero);
+
+// Asymmetric weighted search (make_qkx3_quants with weights, squared error): codes L in [0, nmax] with value
+// L * scale - the_min. Returns the scale and sets *the_min (>= 0). `iscale`/`min_used` receive the parameters that
+// produced L (L = v > 0 ? nearest_int(min(v, nmax)) : 0 with v = iscale * (x - min_used)); `degenerate` is set
+// when max <= min (L = 0).
+float make_qkx3_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min, float rmin,
+                       float rdelta, int nstep, float* iscale, float* min_used, bool* degenerate);
+
+}  // namespace qz::ggml

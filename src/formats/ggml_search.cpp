@@ -1,0 +1,137 @@
+// Compiled with -ffp-contract=off: the float operations and their order follow ggml-quants.c exactly.
+#include "qz/formats/ggml_search.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+namespace qz::ggml {
+
+float make_qx_quants(int n, int nmax, const float* x, int8_t* L, const float* weights, float* iscale_out,
+                     bool* all_zero) {
+  float max = 0, amax = 0;
+  for (int i = 0; i < n; ++i) {
+    const float ax = std::fabs(x[i]);
+    if (ax > amax) {
+      amax = ax;
+      max = x[i];
+    }
+  }
+  *all_zero = false;
+  if (amax < kGroupMaxEps) {
+    for (int i = 0; i < n; ++i) L[i] = 0;
+    *all_zero = true;
+    *iscale_out = 0.0f;
+    return 0.0f;
+  }
+  float iscale = static_cast<float>(-nmax) / max;
+  *iscale_out = iscale;
+  float sumlx = 0, suml2 = 0;
+  for (int i = 0; i < n; ++i) {
+    const int l = std::clamp(nearest_int(iscale * x[i]), -nmax, nmax - 1);
+    L[i] = static_cast<int8_t>(l + nmax);
+    const float w = weights[i];
+    const auto fl = static_cast<float>(l);
+    sumlx += w * x[i] * fl;
+    suml2 += w * fl * fl;
+  }
+  float scale = suml2 != 0.0f ? sumlx / suml2 : 0.0f;
+  float best = scale * sumlx;
+  for (int is = -9; is <= 9; ++is) {
+    if (is == 0) continue;
+    iscale = -(static_cast<float>(nmax) + 0.1f * static_cast<float>(is)) / max;
+    sumlx = suml2 = 0;
+    for (int i = 0; i < n; ++i) {
+      const auto fl = static_cast<float>(std::clamp(nearest_int(iscale * x[i]), -nmax, nmax - 1));
+      const float w = weights[i];
+      sumlx += w * x[i] * fl;
+      suml2 += w * fl * fl;
+    }
+    if (suml2 > 0 && sumlx * sumlx > best * suml2) {
+      for (int i = 0; i < n; ++i)
+        L[i] = static_cast<int8_t>(nmax + std::clamp(nearest_int(iscale * x[i]), -nmax, nmax - 1));
+      scale = sumlx / suml2;
+      best = scale * sumlx;
+      *iscale_out = iscale;
+    }
+  }
+  return scale;
+}
+
+float make_qkx3_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min, float rmin,
+                       float rdelta, int nstep, float* iscale_out, float* min_used, bool* degenerate) {
+  float min = x[0], max = x[0];
+  float sum_w = weights[0];
+  float sum_x = sum_w * x[0];
+  for (int i = 1; i < n; ++i) {
+    if (x[i] < min) min = x[i];
+    if (x[i] > max) max = x[i];
+    const float w = weights[i];
+    sum_w += w;
+    sum_x += w * x[i];
+  }
+  if (min > 0) min = 0;
+  *degenerate = false;
+  if (max <= min) {
+    for (int i = 0; i < n; ++i) L[i] = 0;
+    *the_min = -min;
+    *degenerate = true;
+    *iscale_out = 0.0f;
+    *min_used = min;
+    return 0.0f;
+  }
+  const auto fnmax = static_cast<float>(nmax);
+  float iscale = fnmax / (max - min);
+  float scale = 1 / iscale;
+  *iscale_out = iscale;
+  *min_used = min;
+  float best_mad = 0;
+  for (int i = 0; i < n; ++i) {
+    const int l = nearest_int(iscale * (x[i] - min));
+    L[i] = static_cast<uint8_t>(std::clamp(l, 0, nmax));
+    float diff = scale * static_cast<float>(L[i]) + min - x[i];
+    diff = diff * diff;
+    best_mad += weights[i] * diff;
+  }
+  uint8_t Laux[256];
+  for (int is = 0; is <= nstep; ++is) {
+    iscale = (rmin + rdelta * static_cast<float>(is) + fnmax) / (max - min);
+    float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+    for (int i = 0; i < n; ++i) {
+      const float v = iscale * (x[i] - min);
+      const int l = v > 0 ? nearest_int(std::min(v, fnmax)) : 0;
+      Laux[i] = static_cast<uint8_t>(l);
+      const float w = weights[i];
+      const auto fl = static_cast<float>(l);
+      sum_l += w * fl;
+      sum_l2 += w * fl * fl;
+      sum_xl += w * fl * x[i];
+    }
+    const float D = sum_w * sum_l2 - sum_l * sum_l;
+    if (D > 0) {
+      float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
+      float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+      if (this_min > 0) {
+        this_min = 0;
+        this_scale = sum_xl / sum_l2;
+      }
+      float mad = 0;
+      for (int i = 0; i < n; ++i) {
+        float diff = this_scale * static_cast<float>(Laux[i]) + this_min - x[i];
+        diff = diff * diff;
+        mad += weights[i] * diff;
+      }
+      if (mad < best_mad) {
+        for (int i = 0; i < n; ++i) L[i] = Laux[i];
+        best_mad = mad;
+        scale = this_scale;
+        *iscale_out = iscale;
+        *min_used = min;
+        min = this_min;
+      }
+    }
+  }
+  *the_min = -min;
+  return scale;
+}
+
+}  // namespace qz::ggml
