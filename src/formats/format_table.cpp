@@ -5,6 +5,7 @@
 #include <string>
 
 #include "qz/formats/float_formats.hpp"
+#include "qz/formats/kquants.hpp"
 #include "qz/formats/legacy_quants.hpp"
 
 namespace qz {
@@ -33,6 +34,11 @@ const std::vector<FormatEntry>& format_table() {
       entry("Q5_0", GgmlType::Q5_0, "llama.cpp: blocks of 32, fp16 scale, 5-bit codes", make_q5_0_format()),
       entry("Q5_1", GgmlType::Q5_1, "llama.cpp: blocks of 32, fp16 scale and min, 5-bit codes", make_q5_1_format()),
       entry("Q8_0", GgmlType::Q8_0, "llama.cpp: blocks of 32, fp16 scale, int8 codes", make_q8_0_format()),
+      entry("Q2_K", GgmlType::Q2_K, "llama.cpp K-quant: 256-blocks, 4-bit sub-block scales and mins", make_q2_k_format()),
+      entry("Q3_K", GgmlType::Q3_K, "llama.cpp K-quant: 256-blocks, 6-bit signed sub-block scales", make_q3_k_format()),
+      entry("Q4_K", GgmlType::Q4_K, "llama.cpp K-quant: 256-blocks, 6-bit scales and mins, 4-bit codes", make_q4_k_format()),
+      entry("Q5_K", GgmlType::Q5_K, "llama.cpp K-quant: 256-blocks, 6-bit scales and mins, 5-bit codes", make_q5_k_format()),
+      entry("Q6_K", GgmlType::Q6_K, "llama.cpp K-quant: 256-blocks, int8 sub-block scales, 6-bit codes", make_q6_k_format()),
   };
   return table;
 }

@@ -216,23 +216,25 @@ class LegacyFormat final : public Format {
     }
   }
 
-  // With importance: element weights imatrix[j] * sqrt(sigma2 + x[j]^2), sigma2 = mean x^2 of the whole row.
+  // Element weights imatrix[j] * sqrt(sigma2 + x[j]^2), sigma2 = mean x^2 of the whole row.
+  void search_weights(const float* x, size_t n, const float* importance, float* weights) const override {
+    float sum_x2 = 0;
+    for (size_t j = 0; j < n; ++j) sum_x2 += x[j] * x[j];
+    const float sigma2 = sum_x2 / static_cast<float>(n);
+    for (size_t j = 0; j < n; ++j) weights[j] = importance[j] * std::sqrt(sigma2 + x[j] * x[j]);
+  }
+
   void quantize_row(const float* x, uint8_t* dst, size_t n, const float* importance) const override {
-    float sigma2 = 0.0f;
+    std::vector<float> weights;
     if (importance != nullptr) {
-      float sum_x2 = 0;
-      for (size_t j = 0; j < n; ++j) sum_x2 += x[j] * x[j];
-      sigma2 = sum_x2 / static_cast<float>(n);
+      weights.resize(n);
+      LegacyFormat::search_weights(x, n, importance, weights.data());
     }
-    float weight[32];
     int32_t codes[32];
     BlockGrid g;
     for (size_t b = 0; b < n / 32; ++b) {
       const float* xb = x + b * 32;
-      if (importance != nullptr) {
-        for (int j = 0; j < 32; ++j) weight[j] = importance[b * 32 + j] * std::sqrt(sigma2 + xb[j] * xb[j]);
-      }
-      LegacyFormat::fit(xb, 32, importance ? weight : nullptr, g);
+      LegacyFormat::fit(xb, 32, importance ? weights.data() + b * 32 : nullptr, g);
       for (int j = 0; j < 32; ++j) codes[j] = LegacyFormat::quantize_value(g, j, xb[j]);
       LegacyFormat::encode(g, codes, dst + b * bytes_);
     }

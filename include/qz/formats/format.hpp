@@ -25,6 +25,9 @@ namespace qz {
 struct BlockGrid {
   std::array<float, 64> f{};
   std::array<int32_t, 48> i{};
+  // Codes the format's own search chose, for the positions its grid leaves undecided (a K-quant sub-block whose
+  // quantized scale is zero keeps the search's codes, as llama.cpp does).
+  std::array<uint8_t, 256> search_codes{};
 };
 
 // Where a grid is fitted: on each block, or once on the whole tensor (per-tensor integer grids).
@@ -56,8 +59,12 @@ class Format {
   virtual void dequantize_row(const uint8_t* src, float* y, size_t n) const = 0;
 
   // Fits the grid of one block to values x[0..n) (n = block_size(), or every value of the tensor for
-  // GridScope::Tensor). `importance` may be null.
-  virtual void fit(const float* x, size_t n, const float* importance, BlockGrid& g) const = 0;
+  // GridScope::Tensor). `weights` are the per-value weights of the format's weighted search (search_weights());
+  // null selects the format's unweighted reference quantizer.
+  virtual void fit(const float* x, size_t n, const float* weights, BlockGrid& g) const = 0;
+  // The per-value weights a weighted search uses for one row, from per-column importance (an imatrix):
+  // llama.cpp's imatrix[j] * sqrt(sigma2 + x[j]^2) with the format's sigma2. Default: the importance itself.
+  virtual void search_weights(const float* x, size_t n, const float* importance, float* weights) const;
   // The code of value x at position j (0 <= j < block_size()) of a block with grid g: the nearest representable
   // value (clamped to the grid's range).
   virtual int32_t quantize_value(const BlockGrid& g, size_t j, float x) const = 0;

@@ -18,7 +18,7 @@ inline int nearest_int(float f) {
   return (i & 0x007fffff) - 0x00400000;
 }
 
-// Symmetric weighted search (make_qx_quants, rmse_type 1 with explicit weights): codes L in [0, 2*nmax) with value
+// Symmetric weighted search (make_qx_quants, rmse_type 1; weights null means x^2): codes L in [0, 2*nmax) with value
 // (L - nmax) * scale. Returns the scale; `iscale` receives the multiplier whose rounding produced L
 // (L = nmax + clamp(nearest_int(iscale * x), -nmax, nmax - 1)), `all_zero` whether the block was all zeros (L = 0).
 float make_qx_quants(int n, int nmax, const float* x, int8_t* L, const float* weights, float* iscale, bool* all_zero);
@@ -29,5 +29,16 @@ float make_qx_quants(int n, int nmax, const float* x, int8_t* L, const float* we
 // when max <= min (L = 0).
 float make_qkx3_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min, float rmin,
                        float rdelta, int nstep, float* iscale, float* min_used, bool* degenerate);
+
+// Asymmetric search of the K-quant reference paths (make_qkx2_quants): codes L in [0, nmax], value L * scale - min.
+float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min, float rmin,
+                       float rdelta, int nstep, bool use_mad);
+
+// Symmetric search of Q3_K's reference path (make_q3_quants with do_rmse): L in [0, 2*nmax).
+float make_q3_quants(int n, int nmax, const float* x, int8_t* L);
+
+// Quantizes positive sub-block scales (or mins) to integers 0..nmax under weights (make_qp_quants); returns the
+// super-block scale.
+float make_qp_quants(int n, int nmax, const float* x, uint8_t* L, const float* weights);
 
 }  // namespace qz::ggml
