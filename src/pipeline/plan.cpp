@@ -7,6 +7,8 @@
 #include "qz/core/error.hpp"
 #include "qz/formats/format_table.hpp"
 #include "qz/formats/int_grid.hpp"
+#include "qz/model/tensor_roles.hpp"
+#include "qz/pipeline/mixes.hpp"
 
 namespace qz {
 
@@ -15,9 +17,11 @@ namespace {
 constexpr const char* kVersion = QUANTIZE_VERSION;
 
 std::string known_types() {
-  std::string s;
-  for (const auto& e : format_table()) s += (s.empty() ? "" : ", ") + std::string(e.name);
-  return s + ", int<2..8>_<sym|asym>_<g<N>|row|tensor>";
+  std::string s = "mixes ";
+  for (const auto& m : mixes()) s += std::string(m.name) + " ";
+  s += "(Q3_K/Q4_K/Q5_K = their _M mix); formats ";
+  for (const auto& e : format_table()) s += std::string(e.name) + " ";
+  return s + "int<2..8>_<sym|asym>_<g<N>|row|tensor>";
 }
 
 IntGridSpec int_spec(const QuantizeOptions& o) {
@@ -41,21 +45,63 @@ FormatPtr resolve_type(const std::string& name, size_t cols, const std::string& 
   return f;
 }
 
-// The method's format for rows of `cols` values, and a description.
-std::pair<FormatPtr, std::string> base_format(const QuantizeOptions& o, size_t cols) {
+// What the options ask for: a llama-quantize mix, or one format for every weight.
+struct Target {
+  const Mix* mix = nullptr;
+  std::optional<IntGridSpec> grid;  // absmax / zeropoint, or an int grid named by --type
+  FormatPtr format;                 // a fixed format (grids mapped to a llama.cpp type)
+  std::string name;
+};
+
+Target resolve_target(const QuantizeOptions& o) {
+  Target t;
   if (o.method == MethodKind::Rtn) {
-    const std::string name = o.type.empty() ? "Q8_0" : o.type;
-    FormatPtr f = resolve_type(name, cols, "--type");
-    return {f, fmt::format("--type {}", f->name())};
+    t.name = o.type.empty() ? "Q8_0" : o.type;
+    if ((t.mix = find_mix(t.name))) {
+      t.name = std::string(t.mix->name);
+      return t;
+    }
+    if (const auto spec = parse_int_format_name(t.name)) {
+      t.grid = spec;
+      t.name = int_format_name(*spec);
+      return t;
+    }
+    throw UsageError(fmt::format("--type {}: unknown type (known: {})", t.name, known_types()));
   }
   const IntGridSpec spec = int_spec(o);
-  if (FormatPtr native = native_equivalent(spec))
-    return {native, fmt::format("{} {}-bit groups of {} is llama.cpp's {}", method_name(o.method), spec.bits,
-                                spec.group, native->name())};
-  return {make_int_format(spec, cols), fmt::format("--method {}", method_name(o.method))};
+  validate_int_spec(spec);
+  if ((t.format = native_equivalent(spec))) {
+    t.name = t.format->name();
+    return t;
+  }
+  t.grid = spec;
+  t.name = int_format_name(spec);
+  return t;
 }
 
-bool is_output_head(const std::string& name) { return name == "lm_head.weight" || name == "output.weight"; }
+// The format of a 2-D weight under a single-format target: the output head keeps more bits, as in llama-quantize.
+std::pair<FormatPtr, std::string> single_format(const Target& t, const QuantizeOptions& o, const TensorRoleInfo& role,
+                                                bool has_output, size_t cols) {
+  FormatPtr base = t.format ? t.format : make_int_format(*t.grid, cols);
+  std::string why = o.method == MethodKind::Rtn ? "--type " + t.name
+                    : t.format ? fmt::format("{} {}-bit groups of {} is llama.cpp's {}", method_name(o.method),
+                                             o.bits, o.group_size, t.name)
+                               : "--method " + method_name(o.method);
+  const bool head = role.role == TensorRole::Output || (!has_output && role.role == TensorRole::TokenEmbedding);
+  if (head && !o.pure && base->is_quantized()) {
+    if (base->bits_per_weight() < 6.5625 && cols % 256 == 0)
+      return {format_for_ggml_type(GgmlType::Q6_K), "output head keeps more bits (Q6_K), as llama-quantize does"};
+    if (base->bits_per_weight() < 8.5)
+      return {format_for_ggml_type(GgmlType::Q8_0), "output head keeps more bits (Q8_0), as llama-quantize does"};
+  }
+  return {base, why};
+}
+
+int config_int(const Checkpoint& ck, const char* key, int fallback) {
+  if (!ck.config()) return fallback;
+  const auto it = ck.config()->find(key);
+  return it != ck.config()->end() && it->is_number_integer() ? it->get<int>() : fallback;
+}
 
 }  // namespace
 
@@ -75,24 +121,37 @@ std::string custom_format_key(const std::string& tensor) { return "quantize.tens
 std::string custom_shape_key(const std::string& tensor) { return "quantize.tensor." + tensor + ".shape"; }
 
 void validate_options(const QuantizeOptions& o) {
-  if (o.method == MethodKind::Rtn) {
-    if (!o.type.empty()) (void)resolve_type(o.type, 256, "--type");
-  } else {
-    if (!o.type.empty())
-      throw UsageError(fmt::format("--type {} cannot be combined with --method {}: absmax and zeropoint choose their "
-                                   "own integer grid from --bits and --group-size",
-                                   o.type, method_name(o.method)));
-    if (o.group_size < -1)
-      throw UsageError(fmt::format("--group-size {}: use a positive group, -1 (per output row) or 0 (per tensor)",
-                                   o.group_size));
-    validate_int_spec(int_spec(o));
-  }
+  if (o.method != MethodKind::Rtn && !o.type.empty())
+    throw UsageError(fmt::format("--type {} cannot be combined with --method {}: absmax and zeropoint choose their "
+                                 "own integer grid from --bits and --group-size",
+                                 o.type, method_name(o.method)));
+  if (o.method != MethodKind::Rtn && o.group_size < -1)
+    throw UsageError(fmt::format("--group-size {}: use a positive group, -1 (per output row) or 0 (per tensor)",
+                                 o.group_size));
+  (void)resolve_target(o);
   for (const auto& t : o.tensor_types) (void)resolve_type(t.type, 256, "--tensor-type " + t.pattern + "=");
 }
 
 Plan make_plan(const Checkpoint& ckpt, const QuantizeOptions& opts) {
   validate_options(opts);
+  const Target target = resolve_target(opts);
   Plan plan;
+  plan.target = target.name;
+  if (target.mix) plan.file_type = target.mix->file_type;
+
+  MixContext ctx;
+  ctx.has_imatrix = opts.has_imatrix;
+  ctx.has_output = false;
+  for (const auto& e : ckpt.tensors()) {
+    const TensorRoleInfo r = classify_tensor(e.tensor->name);
+    if (r.role == TensorRole::Output) ctx.has_output = true;
+    if (r.role == TensorRole::AttnV || r.role == TensorRole::AttnQkv) ++ctx.n_attn_v;
+    if (r.role == TensorRole::FfnDown) ++ctx.n_ffn_down;
+  }
+  const int heads = config_int(ckpt, "num_attention_heads", 1);
+  const int kv_heads = config_int(ckpt, "num_key_value_heads", heads);
+  ctx.n_gqa = kv_heads > 0 ? heads / kv_heads : 1;
+
   for (const auto& e : ckpt.tensors()) {
     const SafetensorsTensor& t = *e.tensor;
     if (!dtype_is_numeric_input(t.dtype)) {
@@ -118,32 +177,41 @@ Plan make_plan(const Checkpoint& ckpt, const QuantizeOptions& opts) {
     p.input_bytes = t.end - t.begin;
 
     if (t.shape.size() != 2) {
-      p.format = format_table().front().format;  // F32
+      p.format = format_for_ggml_type(GgmlType::F32);
       p.reason = t.shape.size() < 2 ? "1-D tensors (norms, biases) stay F32" : "tensors that are not 2-D stay F32";
     } else {
+      const TensorRoleInfo role = classify_tensor(t.name);
       const auto ov = std::find_if(opts.tensor_types.begin(), opts.tensor_types.end(),
                                    [&](const TensorTypeOverride& o) { return std::regex_search(t.name, o.re); });
-      auto [base, why] = base_format(opts, p.cols);
       if (ov != opts.tensor_types.end()) {
         p.format = resolve_type(ov->type, p.cols, "--tensor-type");
         p.reason = fmt::format("--tensor-type {}={}", ov->pattern, ov->type);
-      } else if (is_output_head(t.name) && base->is_quantized() && base->bits_per_weight() < 8.5) {
-        p.format = format_for_ggml_type(GgmlType::Q8_0);
-        p.reason = "output head keeps more bits (Q8_0), as llama-quantize does";
+      } else if (target.mix) {
+        if (opts.pure) {
+          p.format = format_for_ggml_type(target.mix->base);
+          p.reason = fmt::format("{} base type (--pure)", target.mix->name);
+        } else {
+          const MixChoice c = mix_type(*target.mix, role, p.cols, ctx);
+          p.format = format_for_ggml_type(c.type);
+          p.reason = c.reason;
+        }
       } else {
-        p.format = base;
-        p.reason = why;
+        std::tie(p.format, p.reason) = single_format(target, opts, role, ctx.has_output, p.cols);
       }
       if (!p.format->supports_row_length(p.cols)) {
-        const auto spec = parse_int_format_name(p.format->name());
         const std::string from = p.format->name();
         const size_t from_block = p.format->block_size();
+        if (opts.no_fallback)
+          throw InputError(fmt::format("{}: tensor '{}': row length {} is not a multiple of {}'s block of {} "
+                                       "(--no-fallback)",
+                                       e.file->path().string(), t.name, p.cols, from, from_block));
+        const auto spec = parse_int_format_name(from);
         if (spec && spec->granularity == Granularity::Group) {
           IntGridSpec row = *spec;
           row.granularity = Granularity::Row;
           p.format = make_int_format(row, p.cols);
         } else {
-          p.format = format_for_ggml_type(GgmlType::F16);
+          p.format = format_for_ggml_type(row_length_fallback(p.format->storage_type(), p.cols).value());
         }
         p.fallback = true;
         p.reason = fmt::format("fallback: row length {} is not a multiple of {}'s block of {}, so {}", p.cols, from,
@@ -173,9 +241,11 @@ GgufWriter make_gguf_layout(const Plan& plan, const Checkpoint& ckpt, const Quan
   const bool native_quantized = std::any_of(plan.tensors.begin(), plan.tensors.end(), [](const TensorPlan& t) {
     return t.format->llama_native() && t.format->is_quantized();
   });
+  if (plan.file_type) w.set("general.file_type", *plan.file_type);
   if (native_quantized) w.set("general.quantization_version", uint32_t{2});
   w.set("quantize.version", std::string(kVersion));
   w.set("quantize.method", method_name(opts.method));
+  w.set("quantize.target", plan.target);
   for (const auto& t : plan.tensors) {
     if (t.format->llama_native()) continue;
     w.set(custom_format_key(t.name), t.format->name());

@@ -17,6 +17,7 @@
 #include "qz/io/safetensors.hpp"
 #include "qz/model/demo_checkpoint.hpp"
 #include "qz/pipeline/dequantize.hpp"
+#include "qz/pipeline/mixes.hpp"
 #include "qz/pipeline/plan.hpp"
 #include "qz/pipeline/quantize.hpp"
 
@@ -79,7 +80,9 @@ void write_json(const std::string& path, const Report& r) {
 }
 
 std::string format_list() {
-  std::string s = "Storage types (--type, --tensor-type):\n";
+  std::string s = "Mixes (--type), as llama-quantize: ";
+  for (const auto& m : mixes()) s += std::string(m.name) + " ";
+  s += "(Q3_K, Q4_K, Q5_K = the _M mixes)\nStorage types (--tensor-type, and --type for one type everywhere):\n";
   for (const auto& e : format_table())
     s += fmt::format("  {:<8} {:6.3f} bpw  {}\n", e.name, e.bits_per_weight(), e.summary);
   s += "  int<B>_<sym|asym>_<g<N>|row|tensor>  integer grids of 2..8 bits (the project's layout, docs/formats.md)\n";
@@ -111,11 +114,13 @@ int main(int argc, char** argv) {
   app.add_option("-o,--output", output, "Output GGUF file");
   app.add_option("-m,--method", method, "Method: rtn (the --type's own quantizer), absmax (symmetric integer grid), zeropoint (asymmetric integer grid)")
       ->capture_default_str();
-  app.add_option("--type", type, "Storage type by llama-quantize's name (case-insensitive) or an integer grid name; default Q8_0");
+  app.add_option("--type", type, "A llama-quantize mix (Q4_K_M, Q8_0, ...) or an integer grid name; default Q8_0");
   app.add_option("-b,--bits", opts.bits, "Bits per weight of the absmax/zeropoint grid, 2..8")->capture_default_str();
   app.add_option("-g,--group-size", opts.group_size, "Input columns per absmax/zeropoint group; -1 per output row, 0 per tensor")
       ->capture_default_str();
   app.add_option("--tensor-type", tensor_types, "PATTERN=TYPE: store tensors whose name matches the regex PATTERN as TYPE (repeatable; first match wins)");
+  app.add_flag("--pure", opts.pure, "With a mix: give every weight the mix's base type (no per-tensor choices)");
+  app.add_flag("--no-fallback", opts.no_fallback, "Fail instead of falling back when a row length does not fit the type");
   app.add_option("-t,--threads", opts.threads, "Worker threads (default: all cores)");
   app.add_option("--json", json_path, "Write the machine-readable report to FILE ('-' for stdout)");
   app.add_flag("--dry-run", dry_run, "Print the per-tensor plan and the output size; write nothing");

@@ -25,6 +25,9 @@ struct QuantizeOptions {
   int bits = 4;           // absmax / zeropoint
   int group_size = 128;   // > 0: groups of that many input columns; -1: per output row; 0: per tensor
   std::vector<TensorTypeOverride> tensor_types;  // first match wins
+  bool pure = false;         // --pure: no per-tensor mix choices, every weight gets the base type
+  bool no_fallback = false;  // --no-fallback: a row length the type cannot store is an error
+  bool has_imatrix = false;  // an importance matrix is given (changes some mix choices)
   unsigned threads = 0;   // 0: all hardware threads
 
   unsigned effective_threads() const;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,8 @@ struct SkippedTensor {
 };
 
 struct Plan {
+  std::optional<uint32_t> file_type;  // general.file_type of the chosen llama-quantize mix
+  std::string target;                 // what was asked for: a mix or a format name
   std::vector<TensorPlan> tensors;
   std::vector<SkippedTensor> skipped;
   uint64_t input_bytes = 0;    // bytes of the source tensors that are written

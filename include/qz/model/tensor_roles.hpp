@@ -1,0 +1,34 @@
+// What a tensor is in a LLaMA-family model, from its name: Hugging Face names
+// (model.layers.3.self_attn.v_proj.weight) and GGUF names (blk.3.attn_v.weight) alike. The mixes (which type for
+// which tensor) and the imatrix lookup work on roles, not on spellings.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace qz {
+
+enum class TensorRole {
+  TokenEmbedding,
+  Output,  // lm_head / output.weight
+  AttnQ,
+  AttnK,
+  AttnV,
+  AttnQkv,
+  AttnOutput,
+  FfnGate,
+  FfnUp,
+  FfnDown,
+  Norm,
+  Other,
+};
+
+struct TensorRoleInfo {
+  TensorRole role = TensorRole::Other;
+  int layer = -1;  // decoder block index, -1 outside the blocks
+};
+
+TensorRoleInfo classify_tensor(std::string_view name);
+std::string_view role_name(TensorRole role);  // "attn_v", "ffn_down", ... (llama.cpp's spelling)
+
+}  // namespace qz
