@@ -112,4 +112,41 @@ void write_demo_checkpoint(const fs::path& dir, const DemoConfig& c) {
   std::ofstream(dir / "config.json") << config.dump(2) << "\n";
 }
 
+namespace {
+
+// Activations [tokens, width]: 8 shared factors mixed into every channel plus channel noise, channel scales spread
+// log-normally, and every 61st channel an outlier 20x larger.
+std::vector<float> activations(XorShift64& rng, size_t tokens, size_t width) {
+  constexpr size_t kFactors = 8;
+  std::vector<double> mix(width * kFactors), scale(width);
+  for (auto& m : mix) m = rng.gauss();
+  for (size_t j = 0; j < width; ++j) scale[j] = std::exp(0.5 * rng.gauss()) * (j % 61 == 7 ? 20.0 : 1.0);
+  std::vector<float> x(tokens * width);
+  double c[kFactors];
+  for (size_t t = 0; t < tokens; ++t) {
+    for (auto& v : c) v = rng.gauss();
+    for (size_t j = 0; j < width; ++j) {
+      double v = 0.5 * rng.gauss();
+      for (size_t k = 0; k < kFactors; ++k) v += mix[j * kFactors + k] * c[k] / std::sqrt(double(kFactors));
+      x[t * width + j] = static_cast<float>(scale[j] * v);
+    }
+  }
+  return x;
+}
+
+}  // namespace
+
+void write_demo_calibration(const fs::path& file, const DemoConfig& c, size_t tokens) {
+  XorShift64 rng(c.seed ^ 0xC0FFEEull);
+  std::vector<SafetensorsBlob> blobs;
+  const auto h = static_cast<uint64_t>(c.hidden), ff = static_cast<uint64_t>(c.intermediate);
+  for (int l = 0; l < c.layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    for (const auto& [module, width] : std::vector<std::pair<std::string, uint64_t>>{
+             {"self_attn.q_proj", h}, {"self_attn.o_proj", h}, {"mlp.gate_proj", h}, {"mlp.down_proj", ff}})
+      blobs.push_back({p + module, DType::F32, {tokens, width}, encode(activations(rng, tokens, width), DType::F32)});
+  }
+  write_safetensors(file, blobs, {{"format", "pt"}, {"producer", "quantize make-demo"}});
+}
+
 }  // namespace qz

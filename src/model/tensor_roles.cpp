@@ -79,4 +79,17 @@ std::string_view role_name(TensorRole role) {
   return "other";
 }
 
+std::string gguf_weight_name(std::string_view name) {
+  const TensorRoleInfo r = classify_tensor(name);
+  switch (r.role) {
+    case TensorRole::Output: return "output.weight";
+    case TensorRole::TokenEmbedding: return "token_embd.weight";
+    case TensorRole::Norm:
+    case TensorRole::Other: return {};
+    default:
+      if (!name.ends_with(".weight")) return {};
+      return "blk." + std::to_string(r.layer) + "." + std::string(role_name(r.role)) + ".weight";
+  }
+}
+
 }  // namespace qz

@@ -8,6 +8,7 @@
 #include "qz/formats/format_table.hpp"
 #include "qz/formats/int_grid.hpp"
 #include "qz/model/tensor_roles.hpp"
+#include "qz/pipeline/importance.hpp"
 #include "qz/pipeline/mixes.hpp"
 
 namespace qz {
@@ -132,7 +133,10 @@ void validate_options(const QuantizeOptions& o) {
   for (const auto& t : o.tensor_types) (void)resolve_type(t.type, 256, "--tensor-type " + t.pattern + "=");
 }
 
-Plan make_plan(const Checkpoint& ckpt, const QuantizeOptions& opts) {
+Plan make_plan(const Checkpoint& ckpt, const QuantizeOptions& opts_in, const Imatrix* imatrix,
+               const std::string& imatrix_file) {
+  QuantizeOptions opts = opts_in;
+  if (imatrix) opts.has_imatrix = true;
   validate_options(opts);
   const Target target = resolve_target(opts);
   Plan plan;
@@ -229,6 +233,15 @@ Plan make_plan(const Checkpoint& ckpt, const QuantizeOptions& opts) {
     plan.tensors.push_back(std::move(p));
   }
   if (plan.tensors.empty()) throw InputError(ckpt.source().string() + ": no tensor to write");
+  if (imatrix) {
+    ImatrixUse use;
+    use.file = imatrix_file;
+    use.dataset = imatrix->datasets.empty() ? std::string() : imatrix->datasets.front();
+    use.entries = static_cast<uint32_t>(imatrix->tensors.size());
+    use.chunks = imatrix->chunk_count;
+    use.missing = attach_importance(plan, *imatrix, imatrix_file);
+    plan.imatrix = std::move(use);
+  }
   plan.file_bytes = make_gguf_layout(plan, ckpt, opts).file_bytes();
   return plan;
 }
@@ -246,6 +259,12 @@ GgufWriter make_gguf_layout(const Plan& plan, const Checkpoint& ckpt, const Quan
   w.set("quantize.version", std::string(kVersion));
   w.set("quantize.method", method_name(opts.method));
   w.set("quantize.target", plan.target);
+  if (plan.imatrix) {
+    w.set("quantize.imatrix.file", plan.imatrix->file);
+    if (!plan.imatrix->dataset.empty()) w.set("quantize.imatrix.dataset", plan.imatrix->dataset);
+    w.set("quantize.imatrix.entries_count", static_cast<int32_t>(plan.imatrix->entries));
+    w.set("quantize.imatrix.chunks_count", static_cast<int32_t>(plan.imatrix->chunks));
+  }
   for (const auto& t : plan.tensors) {
     if (t.format->llama_native()) continue;
     w.set(custom_format_key(t.name), t.format->name());

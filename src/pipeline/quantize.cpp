@@ -78,7 +78,8 @@ QuantizedTensor quantize_tensor(const TensorPlan& t, unsigned threads, const std
       return;
     }
     uint8_t* dst = out.bytes.data() + r0 * row_bytes;
-    rtn_quantize_rows(f, x.data(), nr, t.cols, nullptr, tensor_grid ? &*tensor_grid : nullptr, dst);
+    rtn_quantize_rows(f, x.data(), nr, t.cols, t.importance ? t.importance->data() : nullptr,
+                      tensor_grid ? &*tensor_grid : nullptr, dst);
     for (size_t r = 0; r < nr; ++r) f.dequantize_row(dst + r * row_bytes, y.data() + r * t.cols, t.cols);
     stats[c].add(x.data(), y.data(), n);
     const size_t finished = done.fetch_add(1) + 1;

@@ -51,6 +51,10 @@ nlohmann::json Report::to_json() const {
   j["method"] = method;
   j["threads"] = threads;
   j["dry_run"] = dry_run;
+  j["target"] = target;
+  j["file_type"] = file_type ? nlohmann::json(*file_type) : nlohmann::json(nullptr);
+  j["imatrix"] = imatrix.empty() ? nlohmann::json(nullptr)
+                                 : nlohmann::json{{"file", imatrix}, {"missing", imatrix_missing}};
   auto& ts = j["tensors"] = nlohmann::json::array();
   for (const auto& t : tensors) {
     nlohmann::json r;
@@ -59,6 +63,7 @@ nlohmann::json Report::to_json() const {
     r["format"] = t.format;
     r["reason"] = t.reason;
     r["fallback"] = t.fallback;
+    r["imatrix"] = t.weighted;
     r["bits_per_weight"] = t.bits_per_weight;
     r["input_bytes"] = t.input_bytes;
     r["output_bytes"] = t.output_bytes;
@@ -97,12 +102,19 @@ Report report_from_plan(const Plan& plan) {
     tr.format = t.format->name();
     tr.reason = t.reason;
     tr.fallback = t.fallback;
+    tr.weighted = t.importance != nullptr;
     tr.bits_per_weight = t.format->bits_per_weight();
     tr.input_bytes = t.input_bytes;
     tr.output_bytes = t.output_bytes;
     r.tensors.push_back(std::move(tr));
   }
   r.skipped = plan.skipped;
+  r.target = plan.target;
+  r.file_type = plan.file_type;
+  if (plan.imatrix) {
+    r.imatrix = plan.imatrix->file;
+    r.imatrix_missing = plan.imatrix->missing;
+  }
   r.input_bytes = plan.input_bytes;
   r.output_bytes = plan.file_bytes;
   r.tensor_bytes = plan.tensor_bytes;

@@ -16,7 +16,9 @@
 #include "qz/io/gguf.hpp"
 #include "qz/io/safetensors.hpp"
 #include "qz/model/demo_checkpoint.hpp"
+#include "qz/io/imatrix.hpp"
 #include "qz/pipeline/dequantize.hpp"
+#include "qz/pipeline/importance.hpp"
 #include "qz/pipeline/mixes.hpp"
 #include "qz/pipeline/plan.hpp"
 #include "qz/pipeline/quantize.hpp"
@@ -98,7 +100,8 @@ int main(int argc, char** argv) {
 
   CLI::App app{"quantize: shrink LLM checkpoints (Hugging Face safetensors) into GGUF files.\n"
                "  quantize [options] INPUT -o OUTPUT.gguf\n"
-               "  quantize inspect FILE.gguf | dequantize FILE.gguf -o OUT.safetensors | make-demo DIR",
+               "  quantize inspect FILE.gguf | dequantize FILE.gguf -o OUT.safetensors | imatrix MODEL --calib F -o I.gguf\n"
+               "  quantize make-demo DIR",
                "quantize"};
   app.footer(format_list());
   app.set_version_flag("--version", std::string("quantize ") + QUANTIZE_VERSION);
@@ -119,6 +122,8 @@ int main(int argc, char** argv) {
   app.add_option("-g,--group-size", opts.group_size, "Input columns per absmax/zeropoint group; -1 per output row, 0 per tensor")
       ->capture_default_str();
   app.add_option("--tensor-type", tensor_types, "PATTERN=TYPE: store tensors whose name matches the regex PATTERN as TYPE (repeatable; first match wins)");
+  std::string imatrix_path;
+  app.add_option("--imatrix", imatrix_path, "Importance matrix (llama.cpp's GGUF or legacy .dat imatrix) for weighted rounding");
   app.add_flag("--pure", opts.pure, "With a mix: give every weight the mix's base type (no per-tensor choices)");
   app.add_flag("--no-fallback", opts.no_fallback, "Fail instead of falling back when a row length does not fit the type");
   app.add_option("-t,--threads", opts.threads, "Worker threads (default: all cores)");
@@ -140,7 +145,16 @@ int main(int argc, char** argv) {
   deq->add_option("--dtype", deq_dtype, "f32, f16 or bf16")->capture_default_str();
   deq->add_flag("-f,--force", deq_force, "Overwrite an existing output file");
 
-  auto* demo = app.add_subcommand("make-demo", "Write a tiny LLaMA-shaped demo checkpoint (config.json, 2 shards, index)");
+  auto* imx = app.add_subcommand("imatrix", "Compute an importance matrix (llama.cpp's GGUF imatrix) from calibration activations");
+  std::string imx_model, imx_out;
+  std::vector<std::string> imx_calib;
+  bool imx_force = false;
+  imx->add_option("model", imx_model, "Checkpoint directory or .safetensors file")->required();
+  imx->add_option("--calib", imx_calib, "Calibration safetensors file(s) (docs/calibration.md)")->required();
+  imx->add_option("-o,--output", imx_out, "Output imatrix .gguf")->required();
+  imx->add_flag("-f,--force", imx_force, "Overwrite an existing output file");
+
+  auto* demo = app.add_subcommand("make-demo", "Write a tiny LLaMA-shaped demo checkpoint (config.json, 2 shards, index) and calib.safetensors");
   std::string demo_dir;
   DemoConfig demo_cfg;
   demo->add_option("dir", demo_dir, "Directory to write")->required();
@@ -177,9 +191,22 @@ int main(int argc, char** argv) {
       if (!quiet) fmt::print("wrote {}: {} tensors as {}\n", deq_out, n, deq_dtype);
       return 0;
     }
+    if (*imx) {
+      const Checkpoint model = Checkpoint::open(imx_model);
+      const CalibrationSet calib(std::vector<fs::path>(imx_calib.begin(), imx_calib.end()));
+      std::vector<std::string> missing;
+      Imatrix m = compute_imatrix(model, calib, opts.effective_threads(), &missing);
+      for (const auto& c : imx_calib) m.datasets.push_back(fs::path(c).filename().string());
+      for (const auto& name : missing) spdlog::warn("{}: no calibration activations", name);
+      if (m.tensors.empty()) throw InputError("no weight of " + imx_model + " has calibration activations");
+      write_imatrix_gguf(imx_out, m, imx_force);
+      if (!quiet) fmt::print("wrote {}: {} entries from {} calibration file(s)\n", imx_out, m.tensors.size(), imx_calib.size());
+      return 0;
+    }
     if (*demo) {
       write_demo_checkpoint(demo_dir, demo_cfg);
-      if (!quiet) fmt::print("wrote demo checkpoint to {}\n", demo_dir);
+      write_demo_calibration(fs::path(demo_dir) / "calib.safetensors", demo_cfg);
+      if (!quiet) fmt::print("wrote demo checkpoint and calibration activations (calib.safetensors) to {}\n", demo_dir);
       return 0;
     }
 
@@ -194,7 +221,11 @@ int main(int argc, char** argv) {
 
     std::vector<fs::path> paths(inputs.begin(), inputs.end());
     const Checkpoint ckpt = Checkpoint::open_files(paths);
-    const Plan plan = make_plan(ckpt, opts);
+    std::optional<Imatrix> imatrix;
+    if (!imatrix_path.empty()) imatrix = read_imatrix(imatrix_path);
+    const Plan plan = make_plan(ckpt, opts, imatrix ? &*imatrix : nullptr, imatrix_path);
+    if (plan.imatrix)
+      for (const auto& name : plan.imatrix->missing) spdlog::warn("{}: no imatrix entry, quantized without importance", name);
     spdlog::debug("{} tensors from {} file(s), {} skipped", plan.tensors.size(), ckpt.file_count(), plan.skipped.size());
     for (const auto& t : plan.tensors)
       if (t.fallback) spdlog::warn("{}: {}", t.name, t.reason);

@@ -23,4 +23,9 @@ struct DemoConfig {
 // Writes the checkpoint into `dir` (created if needed; existing files of the same names are replaced).
 void write_demo_checkpoint(const std::filesystem::path& dir, const DemoConfig& cfg = {});
 
+// Writes synthetic calibration activations for the demo model (docs/calibration.md): per layer, inputs of
+// q_proj (shared by k/v), o_proj, gate_proj (shared by up) and down_proj, F32 [tokens, in_features], with
+// correlated channels and a few outlier channels, as real activations have.
+void write_demo_calibration(const std::filesystem::path& file, const DemoConfig& cfg = {}, size_t tokens = 256);
+
 }  // namespace qz

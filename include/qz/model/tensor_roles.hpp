@@ -31,4 +31,8 @@ struct TensorRoleInfo {
 TensorRoleInfo classify_tensor(std::string_view name);
 std::string_view role_name(TensorRole role);  // "attn_v", "ffn_down", ... (llama.cpp's spelling)
 
+// llama.cpp's name of a weight ("blk.3.attn_v.weight", "output.weight", "token_embd.weight") for a Hugging Face or
+// GGUF name of a known projection, embedding or output role; empty otherwise.
+std::string gguf_weight_name(std::string_view name);
+
 }  // namespace qz

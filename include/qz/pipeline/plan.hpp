@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -25,6 +26,7 @@ struct TensorPlan {
   bool fallback = false;        // the method's format did not fit the row length
   uint64_t input_bytes = 0;
   uint64_t output_bytes = 0;
+  std::shared_ptr<const std::vector<float>> importance;  // per-column imatrix values, when given
   // GGUF ne of the stored tensor: the logical shape for llama.cpp types, [row bytes, rows...] for custom layouts.
   std::vector<uint64_t> stored_ne() const;
   std::vector<uint64_t> logical_ne() const;
@@ -35,7 +37,16 @@ struct SkippedTensor {
   std::string reason;
 };
 
+struct ImatrixUse {
+  std::string file;     // as given on the command line
+  std::string dataset;  // first dataset named in the file
+  uint32_t entries = 0;
+  uint32_t chunks = 0;
+  std::vector<std::string> missing;  // quantized tensors without an entry (quantized without importance)
+};
+
 struct Plan {
+  std::optional<ImatrixUse> imatrix;
   std::optional<uint32_t> file_type;  // general.file_type of the chosen llama-quantize mix
   std::string target;                 // what was asked for: a mix or a format name
   std::vector<TensorPlan> tensors;
@@ -54,8 +65,12 @@ struct Plan {
 // Checks option combinations and names (UsageError) before anything is read.
 void validate_options(const QuantizeOptions& opts);
 
-// Decides every tensor's format. Throws UsageError for bad options, InputError for tensors that cannot be written.
-Plan make_plan(const Checkpoint& ckpt, const QuantizeOptions& opts);
+struct Imatrix;
+
+// Decides every tensor's format (and, with an imatrix, attaches each tensor's importance). Throws UsageError for
+// bad options, InputError for tensors that cannot be written or an imatrix that does not fit.
+Plan make_plan(const Checkpoint& ckpt, const QuantizeOptions& opts, const Imatrix* imatrix = nullptr,
+               const std::string& imatrix_file = {});
 
 // Declares the output file: metadata and tensor infos, in plan order.
 GgufWriter make_gguf_layout(const Plan& plan, const Checkpoint& ckpt, const QuantizeOptions& opts);

@@ -31,6 +31,7 @@ struct TensorReport {
   std::string format;
   std::string reason;
   bool fallback = false;
+  bool weighted = false;  // quantized with imatrix importance
   double bits_per_weight = 0.0;
   uint64_t input_bytes = 0;
   uint64_t output_bytes = 0;
@@ -46,6 +47,10 @@ struct Report {
   bool dry_run = false;
   std::vector<TensorReport> tensors;
   std::vector<SkippedTensor> skipped;
+  std::string imatrix;                        // the imatrix file, if one was used
+  std::vector<std::string> imatrix_missing;   // quantized tensors it had no entry for
+  std::optional<uint32_t> file_type;
+  std::string target;
   uint64_t input_bytes = 0;
   uint64_t output_bytes = 0;  // output file size
   uint64_t tensor_bytes = 0;

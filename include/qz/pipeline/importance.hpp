@@ -1,0 +1,42 @@
+// Importance (imatrix) for quantization: reading it into the plan, and computing it from calibration activations.
+//
+// Calibration files (docs/calibration.md): safetensors holding, per linear layer, its input activations
+// [tokens, in_features] (F32, F16 or BF16) under the layer's module name (the weight's name without ".weight",
+// e.g. model.layers.0.self_attn.q_proj). Layers that read the same input may share one entry: q_proj, k_proj and
+// v_proj of a layer; gate_proj and up_proj of a layer. Several files accumulate.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "qz/io/imatrix.hpp"
+#include "qz/io/safetensors.hpp"
+#include "qz/pipeline/plan.hpp"
+
+namespace qz {
+
+// Attaches to every quantized tensor of the plan its importance from `m`, found by name (llama.cpp's GGUF names
+// match Hugging Face names through their role). Throws InputError when an entry's length does not match the
+// tensor's row length; returns the names of quantized tensors the imatrix has no entry for.
+std::vector<std::string> attach_importance(Plan& plan, const Imatrix& m, const std::string& imatrix_file);
+
+// Calibration activations from one or more safetensors files.
+class CalibrationSet {
+ public:
+  explicit CalibrationSet(const std::vector<std::filesystem::path>& files);
+  // The activation entries (one per file that has it) feeding the weight `weight_name`, empty if none.
+  std::vector<std::pair<const SafetensorsFile*, const SafetensorsTensor*>> inputs_of(const std::string& weight_name) const;
+  size_t file_count() const { return files_.size(); }
+
+ private:
+  std::vector<std::unique_ptr<SafetensorsFile>> files_;
+};
+
+// Sum of squared activations per input column and token count for every 2-D weight of the checkpoint with
+// calibration data, keyed by llama.cpp's tensor name. Weights without data are listed in `missing`.
+// Throws InputError for NaN/Inf activations or a width that does not match the weight.
+Imatrix compute_imatrix(const Checkpoint& model, const CalibrationSet& calib, unsigned threads,
+                        std::vector<std::string>* missing = nullptr);
+
+}  // namespace qz
