@@ -1,0 +1,160 @@
+#include "qz/methods/gptq.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <stdexcept>
+#include <vector>
+
+#include "qz/core/parallel.hpp"
+
+namespace qz {
+
+namespace {
+
+using MatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+constexpr size_t kRowsPerTask = 32;  // fixed, so results do not depend on the thread count
+
+// U, the upper Cholesky factor of (H + lambda I)^-1, raising lambda until the factorizations succeed.
+Eigen::MatrixXd inverse_cholesky_upper(const Eigen::MatrixXd& H, double damp, GptqStats& stats) {
+  const auto n = H.rows();
+  const double mean_diag = H.diagonal().mean();
+  double frac = damp;
+  for (int attempt = 1; attempt <= 200; ++attempt) {
+    stats.damp_attempts = attempt;
+    Eigen::MatrixXd Hd = H;
+    Hd.diagonal().array() += frac * mean_diag;
+    Eigen::LLT<Eigen::MatrixXd> llt(Hd);
+    if (llt.info() == Eigen::Success) {
+      Eigen::MatrixXd Hinv = llt.solve(Eigen::MatrixXd::Identity(n, n));
+      Hinv = 0.5 * (Hinv + Hinv.transpose());
+      Eigen::LLT<Eigen::MatrixXd> llt_inv(Hinv);
+      if (llt_inv.info() == Eigen::Success && Hinv.allFinite()) {
+        stats.damp = frac;
+        return llt_inv.matrixU();
+      }
+    }
+    frac = frac < 1.0 ? std::min(1.0, frac + 0.01) : frac * 2.0;  // +0.01 steps up to 1, then doubling
+  }
+  throw std::runtime_error("GPTQ: the Hessian is not positive definite even with damping");
+}
+
+}  // namespace
+
+GptqStats gptq_quantize(const Format& f, const float* w, size_t rows, size_t cols, const Eigen::MatrixXd& H_in,
+                        const GptqConfig& cfg, unsigned threads, uint8_t* dst) {
+  if (static_cast<size_t>(H_in.rows()) != cols || static_cast<size_t>(H_in.cols()) != cols)
+    throw std::invalid_argument(fmt::format("GPTQ: Hessian is {}x{} for {} columns", H_in.rows(), H_in.cols(), cols));
+  if (!H_in.allFinite()) throw std::invalid_argument("GPTQ: Hessian has NaN or Inf entries");
+  GptqStats stats;
+  const auto n = static_cast<Eigen::Index>(cols);
+
+  // Dead columns and the column order.
+  Eigen::MatrixXd H = H_in;
+  std::vector<bool> dead(cols, false);
+  for (size_t i = 0; i < cols; ++i) {
+    if (H(static_cast<Eigen::Index>(i), static_cast<Eigen::Index>(i)) == 0.0) {
+      dead[i] = true;
+      H(static_cast<Eigen::Index>(i), static_cast<Eigen::Index>(i)) = 1.0;
+      ++stats.dead_columns;
+    }
+  }
+  std::vector<size_t> perm(cols);
+  std::iota(perm.begin(), perm.end(), 0);
+  if (cfg.act_order)
+    std::stable_sort(perm.begin(), perm.end(), [&](size_t a, size_t b) {
+      return H(static_cast<Eigen::Index>(a), static_cast<Eigen::Index>(a)) >
+             H(static_cast<Eigen::Index>(b), static_cast<Eigen::Index>(b));
+    });
+  Eigen::MatrixXd Hp(n, n);
+  for (Eigen::Index a = 0; a < n; ++a)
+    for (Eigen::Index b = 0; b < n; ++b) Hp(a, b) = H(static_cast<Eigen::Index>(perm[a]), static_cast<Eigen::Index>(perm[b]));
+  const MatF U = inverse_cholesky_upper(Hp, cfg.damp, stats).cast<float>();
+
+  const size_t gs = f.scope() == GridScope::Tensor ? cols : f.block_size();
+  const size_t groups = cols / gs;
+  const bool static_groups = cfg.act_order || f.scope() == GridScope::Tensor;
+  size_t B = std::max<size_t>(1, cfg.block_size);
+  if (!static_groups) B = (B + gs - 1) / gs * gs;  // every group inside one lazy block
+  const size_t row_bytes = f.row_bytes(cols);
+
+  // The original weights with dead columns zeroed.
+  auto load_row = [&](size_t r, float* out) {
+    for (size_t c = 0; c < cols; ++c) out[c] = dead[c] ? 0.0f : w[r * cols + c];
+  };
+  BlockGrid tensor_grid;
+  if (f.scope() == GridScope::Tensor) {
+    std::vector<float> all(rows * cols);
+    for (size_t r = 0; r < rows; ++r) load_row(r, all.data() + r * cols);
+    f.fit(all.data(), all.size(), nullptr, tensor_grid);
+  }
+
+  const size_t tasks = (rows + kRowsPerTask - 1) / kRowsPerTask;
+  std::vector<double> task_loss(tasks, 0.0);
+  parallel_for(tasks, threads, [&](size_t task, unsigned) {
+    const size_t r0 = task * kRowsPerTask, nr = std::min(kRowsPerTask, rows - r0);
+    const auto enr = static_cast<Eigen::Index>(nr);
+    MatF W(enr, n);  // permuted columns
+    std::vector<float> orig(cols);
+    std::vector<BlockGrid> grids(nr * groups);
+    for (size_t r = 0; r < nr; ++r) {
+      load_row(r0 + r, orig.data());
+      for (size_t c = 0; c < cols; ++c) W(static_cast<Eigen::Index>(r), static_cast<Eigen::Index>(c)) = orig[perm[c]];
+      if (f.scope() == GridScope::Tensor) {
+        grids[r] = tensor_grid;
+      } else if (static_groups) {
+        for (size_t g = 0; g < groups; ++g) f.fit(orig.data() + g * gs, gs, nullptr, grids[r * groups + g]);
+      }
+    }
+    std::vector<int32_t> codes(nr * cols);
+    double loss = 0.0;
+    std::vector<float> fit_buf(gs);
+    for (size_t i1 = 0; i1 < cols; i1 += B) {
+      const size_t count = std::min(B, cols - i1);
+      const auto ec = static_cast<Eigen::Index>(count);
+      MatF W1 = W.middleCols(static_cast<Eigen::Index>(i1), ec);
+      MatF Err(enr, ec);
+      for (size_t i = 0; i < count; ++i) {
+        const size_t col = i1 + i, oc = perm[col], g = oc / gs, pos = oc % gs;
+        const auto ei = static_cast<Eigen::Index>(i);
+        if (!static_groups && pos == 0) {
+          for (size_t r = 0; r < nr; ++r) {
+            for (size_t j = 0; j < gs; ++j) fit_buf[j] = W1(static_cast<Eigen::Index>(r), ei + static_cast<Eigen::Index>(j));
+            f.fit(fit_buf.data(), gs, nullptr, grids[r * groups + g]);
+          }
+        }
+        const float d = U(static_cast<Eigen::Index>(col), static_cast<Eigen::Index>(col));
+        for (size_t r = 0; r < nr; ++r) {
+          const auto er = static_cast<Eigen::Index>(r);
+          const BlockGrid& grid = grids[r * groups + g];
+          const float wv = W1(er, ei);
+          const int32_t code = f.quantize_value(grid, pos, wv);
+          const float qv = f.dequantize_value(grid, pos, code);
+          codes[r * cols + oc] = code;
+          const float e = (wv - qv) / d;
+          loss += static_cast<double>(wv - qv) * (wv - qv) / (static_cast<double>(d) * d) / 2.0;
+          Err(er, ei) = e;
+        }
+        const auto rest = ec - ei - 1;
+        if (rest > 0)
+          W1.rightCols(rest).noalias() -=
+              Err.col(ei) * U.row(static_cast<Eigen::Index>(col)).segment(static_cast<Eigen::Index>(col) + 1, rest);
+      }
+      const auto after = n - static_cast<Eigen::Index>(i1 + count);
+      if (after > 0)
+        W.rightCols(after).noalias() -=
+            Err * U.block(static_cast<Eigen::Index>(i1), static_cast<Eigen::Index>(i1 + count), ec, after);
+    }
+    for (size_t r = 0; r < nr; ++r)
+      for (size_t g = 0; g < groups; ++g)
+        f.encode(grids[r * groups + g], codes.data() + r * cols + g * gs,
+                 dst + (r0 + r) * row_bytes + g * f.block_bytes());
+    task_loss[task] = loss;
+  });
+  for (double l : task_loss) stats.loss += l;
+  return stats;
+}
+
+}  // namespace qz
