@@ -9,6 +9,7 @@
 #include "qz/formats/format_table.hpp"
 #include "qz/model/demo_checkpoint.hpp"
 #include "qz/pipeline/dequantize.hpp"
+#include "qz/pipeline/importance.hpp"
 #include "qz/pipeline/plan.hpp"
 #include "qz/pipeline/quantize.hpp"
 #include "test_util.hpp"
@@ -268,6 +269,122 @@ TEST(Pipeline, DemoCheckpointIsShardedLlamaShaped) {
   ASSERT_TRUE(ck.config());
   EXPECT_EQ((*ck.config())["architectures"][0], "LlamaForCausalLM");
   EXPECT_EQ(ck.find("model.layers.1.mlp.down_proj.weight")->tensor->shape, (std::vector<uint64_t>{256, 768}));
+}
+
+}  // namespace
+}  // namespace qz
+
+namespace qz {
+namespace {
+
+class GptqPipeline : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    write_demo_checkpoint(dir_ / "demo");
+    write_demo_calibration(dir_ / "calib.safetensors");
+  }
+  QuantizeOptions gptq_options(const std::string& type = {}) const {
+    QuantizeOptions o;
+    o.method = MethodKind::Gptq;
+    o.type = type;
+    o.bits = 4;
+    o.group_size = 64;
+    o.compare_rtn = true;
+    o.threads = 2;
+    return o;
+  }
+  test::TempDir dir_;
+};
+
+TEST_F(GptqPipeline, LowersOutputErrorBelowRoundToNearestForEveryLayer) {
+  const Checkpoint ck = Checkpoint::open(dir_ / "demo");
+  const CalibrationSet calib({dir_ / "calib.safetensors"});
+  for (const std::string type : {"", "Q4_K_M", "Q4_0"}) {
+    SCOPED_TRACE(type.empty() ? "int4_asym_g64" : type);
+    const QuantizeOptions o = gptq_options(type);
+    const Plan plan = make_plan(ck, o, nullptr, {}, &calib);
+    const Report r = quantize_to_gguf(ck, plan, o, dir_ / ("g" + type + ".gguf"), true);
+    size_t gptq_layers = 0;
+    for (const auto& t : r.tensors) {
+      if (!t.gptq) continue;
+      ++gptq_layers;
+      ASSERT_TRUE(t.gptq->rtn_output_rel_error);
+      EXPECT_LT(t.gptq->output_rel_error, *t.gptq->rtn_output_rel_error) << t.name;
+      EXPECT_EQ(t.gptq->tokens, 256u);
+    }
+    EXPECT_EQ(gptq_layers, 14u);  // 7 projections x 2 layers; embeddings and the output head round to nearest
+    const auto j = r.to_json();
+    EXPECT_EQ(j["tensors"][2]["method"], "gptq");
+    EXPECT_TRUE(j["tensors"][2]["gptq"].contains("damp"));
+  }
+}
+
+TEST_F(GptqPipeline, SameFileForAnyThreadCount) {
+  const Checkpoint ck = Checkpoint::open(dir_ / "demo");
+  const CalibrationSet calib({dir_ / "calib.safetensors"});
+  QuantizeOptions o = gptq_options("Q4_K_S");
+  o.compare_rtn = false;
+  std::vector<std::vector<uint8_t>> files;
+  for (unsigned threads : {1u, 3u}) {
+    o.threads = threads;
+    const fs::path out = dir_ / ("t" + std::to_string(threads) + ".gguf");
+    quantize_to_gguf(ck, make_plan(ck, o, nullptr, {}, &calib), o, out, false);
+    files.push_back(test::read_bytes(out));
+  }
+  EXPECT_EQ(files[0], files[1]);
+}
+
+TEST_F(GptqPipeline, MissingCalibrationIsAnErrorUnlessAllowed) {
+  const Checkpoint ck = Checkpoint::open(dir_ / "demo");
+  // Only layer 0's attention inputs.
+  const SafetensorsFile full(dir_ / "calib.safetensors");
+  const auto* q = full.find("model.layers.0.self_attn.q_proj");
+  std::vector<uint8_t> bytes(full.data(*q).begin(), full.data(*q).end());
+  write_safetensors(dir_ / "part.safetensors", {{q->name, q->dtype, q->shape, bytes}});
+  const CalibrationSet calib({dir_ / "part.safetensors"});
+  QuantizeOptions o = gptq_options();
+  test::expect_error<InputError>([&] { make_plan(ck, o, nullptr, {}, &calib); },
+                                 {"model.layers.0.self_attn.o_proj.weight", "no calibration activations",
+                                  "--allow-missing-calib"});
+  o.allow_missing_calib = true;
+  const Plan plan = make_plan(ck, o, nullptr, {}, &calib);
+  EXPECT_EQ(plan.calibration_missing.size(), 11u);  // 14 projections, 3 of them fed by layer 0's q_proj entry
+  EXPECT_THROW(make_plan(ck, o), UsageError);       // GPTQ without any calibration set
+}
+
+TEST_F(GptqPipeline, NonFiniteActivationsAreAnError) {
+  const Checkpoint ck = Checkpoint::open(dir_ / "demo");
+  std::vector<float> x(8 * 256, 0.5f);
+  x[3 * 256 + 17] = std::numeric_limits<float>::infinity();
+  write_safetensors(dir_ / "bad.safetensors", {blob("model.layers.0.self_attn.q_proj", {8, 256}, x, DType::F32)});
+  const CalibrationSet calib({dir_ / "bad.safetensors"});
+  QuantizeOptions o = gptq_options();
+  o.allow_missing_calib = true;
+  const Plan plan = make_plan(ck, o, nullptr, {}, &calib);
+  test::expect_error<InputError>([&] { quantize_to_gguf(ck, plan, o, dir_ / "x.gguf", false); },
+                                 {"bad.safetensors", "q_proj", "token 3, column 17"});
+  EXPECT_FALSE(fs::exists(dir_ / "x.gguf"));
+}
+
+TEST_F(GptqPipeline, PrecomputedHessianEqualsActivations) {
+  const SafetensorsFile acts(dir_ / "calib.safetensors");
+  const auto* t = acts.find("model.layers.0.mlp.down_proj");
+  const CalibrationSet from_acts({dir_ / "calib.safetensors"});
+  uint64_t tokens = 0;
+  const Eigen::MatrixXd h = hessian_of(from_acts.inputs_of("model.layers.0.mlp.down_proj.weight"), t->shape[1], 2, &tokens);
+  std::vector<float> hf(static_cast<size_t>(h.size()));
+  for (Eigen::Index i = 0; i < h.rows(); ++i)
+    for (Eigen::Index j = 0; j < h.cols(); ++j) hf[static_cast<size_t>(i * h.cols() + j)] = static_cast<float>(h(i, j));
+  write_safetensors(dir_ / "h.safetensors",
+                    {blob("model.layers.0.mlp.down_proj.hessian", {t->shape[1], t->shape[1]}, hf, DType::F32),
+                     blob("model.layers.0.mlp.down_proj.hessian_tokens", {1}, {static_cast<float>(tokens)}, DType::F32)});
+  // Half the tokens as activations and the Hessian of all of them: the merge weighs by token counts.
+  const CalibrationSet both({dir_ / "h.safetensors", dir_ / "calib.safetensors"});
+  uint64_t merged_tokens = 0;
+  const Eigen::MatrixXd merged =
+      hessian_of(both.inputs_of("model.layers.0.mlp.down_proj.weight"), t->shape[1], 2, &merged_tokens);
+  EXPECT_EQ(merged_tokens, 2 * tokens);
+  EXPECT_LT((merged - h).cwiseAbs().maxCoeff(), 1e-5 * h.cwiseAbs().maxCoeff());
 }
 
 }  // namespace

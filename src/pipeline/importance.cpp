@@ -7,6 +7,7 @@
 
 #include "qz/core/error.hpp"
 #include "qz/core/parallel.hpp"
+#include "qz/methods/hessian.hpp"
 #include "qz/model/tensor_roles.hpp"
 
 namespace qz {
@@ -40,9 +41,8 @@ CalibrationSet::CalibrationSet(const std::vector<fs::path>& files) {
   for (const auto& f : files) files_.push_back(std::make_unique<SafetensorsFile>(f));
 }
 
-std::vector<std::pair<const SafetensorsFile*, const SafetensorsTensor*>> CalibrationSet::inputs_of(
-    const std::string& weight_name) const {
-  std::vector<std::pair<const SafetensorsFile*, const SafetensorsTensor*>> out;
+std::vector<CalibInput> CalibrationSet::inputs_of(const std::string& weight_name) const {
+  std::vector<CalibInput> out;
   if (!weight_name.ends_with(".weight")) return out;
   const std::string module = weight_name.substr(0, weight_name.size() - 7);
   // The module itself first, then the siblings that read the same input.
@@ -59,7 +59,14 @@ std::vector<std::pair<const SafetensorsFile*, const SafetensorsTensor*>> Calibra
   for (const auto& f : files_) {
     for (const auto& c : candidates) {
       if (const SafetensorsTensor* t = f->find(c)) {
-        out.emplace_back(f.get(), t);
+        out.push_back({f.get(), t, nullptr});
+        break;
+      }
+      if (const SafetensorsTensor* h = f->find(c + ".hessian")) {
+        const SafetensorsTensor* n = f->find(c + ".hessian_tokens");
+        if (n == nullptr || n->numel() != 1)
+          throw InputError(fmt::format("{}: '{}.hessian' needs a one-value '{}.hessian_tokens'", f->path().string(), c, c));
+        out.push_back({f.get(), h, n});
         break;
       }
     }
@@ -118,6 +125,66 @@ ColumnSums column_sums(const SafetensorsFile& file, const SafetensorsTensor& t, 
 
 }  // namespace
 
+namespace {
+
+uint64_t token_count(const CalibInput& in) {
+  float v = 0;
+  convert_to_f32(in.file->data(*in.hessian_tokens).data(), in.hessian_tokens->dtype, &v, 1);
+  if (!(v >= 1.0f)) throw InputError(fmt::format("{}: '{}' must be a positive token count", in.file->path().string(),
+                                                 in.hessian_tokens->name));
+  return static_cast<uint64_t>(v);
+}
+
+void check_width(const CalibInput& in, size_t columns, const std::string& weight) {
+  const auto& s = in.tensor->shape;
+  const bool hessian = in.hessian_tokens != nullptr;
+  if (s.size() != 2 || s[1] != columns || (hessian && s[0] != columns))
+    throw InputError(fmt::format("{}: calibration tensor '{}' has width {} but weight '{}' has {} input columns",
+                                 in.file->path().string(), in.tensor->name, s.size() == 2 ? s[1] : 0, weight, columns));
+}
+
+Eigen::MatrixXd read_hessian(const CalibInput& in, size_t columns) {
+  std::vector<float> v(columns * columns);
+  convert_to_f32(in.file->data(*in.tensor).data(), in.tensor->dtype, v.data(), v.size());
+  for (size_t i = 0; i < v.size(); ++i)
+    if (!std::isfinite(v[i]))
+      throw InputError(fmt::format("{}: Hessian '{}' has a non-finite entry at ({}, {})", in.file->path().string(),
+                                   in.tensor->name, i / columns, i % columns));
+  Eigen::MatrixXd h(columns, columns);
+  for (size_t i = 0; i < columns; ++i)
+    for (size_t j = 0; j < columns; ++j) h(static_cast<Eigen::Index>(i), static_cast<Eigen::Index>(j)) = v[i * columns + j];
+  return h;
+}
+
+}  // namespace
+
+Eigen::MatrixXd hessian_of(const std::vector<CalibInput>& inputs, size_t columns, unsigned threads, uint64_t* tokens) {
+  HessianAccumulator acc(columns);
+  constexpr size_t kChunk = 2048;
+  std::vector<float> x;
+  for (const auto& in : inputs) {
+    check_width(in, columns, in.tensor->name);
+    if (in.hessian_tokens) {
+      acc.add_hessian(read_hessian(in, columns), token_count(in));
+      continue;
+    }
+    const size_t n = in.tensor->shape[0], esize = dtype_size(in.tensor->dtype);
+    const auto bytes = in.file->data(*in.tensor);
+    for (size_t t0 = 0; t0 < n; t0 += kChunk) {
+      const size_t nt = std::min(kChunk, n - t0);
+      x.resize(nt * columns);
+      convert_to_f32(bytes.data() + t0 * columns * esize, in.tensor->dtype, x.data(), x.size());
+      for (size_t i = 0; i < x.size(); ++i)
+        if (!std::isfinite(x[i]))
+          throw InputError(fmt::format("{}: calibration tensor '{}': token {}, column {} is not finite",
+                                       in.file->path().string(), in.tensor->name, t0 + i / columns, i % columns));
+      acc.add_rows(x.data(), nt, threads);
+    }
+  }
+  if (tokens) *tokens = acc.tokens();
+  return acc.hessian();
+}
+
 Imatrix compute_imatrix(const Checkpoint& model, const CalibrationSet& calib, unsigned threads,
                         std::vector<std::string>* missing) {
   Imatrix m;
@@ -130,20 +197,25 @@ Imatrix compute_imatrix(const Checkpoint& model, const CalibrationSet& calib, un
       if (missing) missing->push_back(w.name);
       continue;
     }
-    ImatrixTensor entry;
-    entry.sum2.assign(w.shape[1], 0.0f);
-    std::vector<double> acc(w.shape[1], 0.0);
+    const size_t cols = w.shape[1];
+    std::vector<double> acc(cols, 0.0);
     uint64_t tokens = 0;
-    for (const auto& [file, act] : inputs) {
-      if (act->shape.size() != 2 || act->shape[1] != w.shape[1])
-        throw InputError(fmt::format("{}: calibration tensor '{}' has width {} but weight '{}' has {} input columns",
-                                     file->path().string(), act->name, act->shape.size() == 2 ? act->shape[1] : 0,
-                                     w.name, w.shape[1]));
-      const ColumnSums s = column_sums(*file, *act, threads);
-      for (size_t j = 0; j < acc.size(); ++j) acc[j] += s.sum2[j];
+    for (const auto& in : inputs) {
+      check_width(in, cols, w.name);
+      if (in.hessian_tokens) {  // diag(H) * N / 2 is the sum of x^2
+        const uint64_t n = token_count(in);
+        const Eigen::MatrixXd h = read_hessian(in, cols);
+        for (size_t j = 0; j < cols; ++j) acc[j] += h(static_cast<Eigen::Index>(j), static_cast<Eigen::Index>(j)) * static_cast<double>(n) / 2.0;
+        tokens += n;
+        continue;
+      }
+      const ColumnSums s = column_sums(*in.file, *in.tensor, threads);
+      for (size_t j = 0; j < cols; ++j) acc[j] += s.sum2[j];
       tokens += s.tokens;
     }
-    for (size_t j = 0; j < acc.size(); ++j) entry.sum2[j] = static_cast<float>(acc[j]);
+    ImatrixTensor entry;
+    entry.sum2.resize(cols);
+    for (size_t j = 0; j < cols; ++j) entry.sum2[j] = static_cast<float>(acc[j]);
     entry.counts = {static_cast<float>(tokens)};
     std::string name = gguf_weight_name(w.name);
     if (name.empty()) name = w.name;

@@ -14,6 +14,7 @@ std::string method_name(MethodKind m) {
     case MethodKind::Rtn: return "rtn";
     case MethodKind::Absmax: return "absmax";
     case MethodKind::Zeropoint: return "zeropoint";
+    case MethodKind::Gptq: return "gptq";
   }
   return "?";
 }
@@ -22,7 +23,8 @@ MethodKind parse_method(const std::string& s) {
   if (s == "rtn") return MethodKind::Rtn;
   if (s == "absmax") return MethodKind::Absmax;
   if (s == "zeropoint") return MethodKind::Zeropoint;
-  throw UsageError(fmt::format("--method {}: unknown method (known: rtn, absmax, zeropoint)", s));
+  if (s == "gptq") return MethodKind::Gptq;
+  throw UsageError(fmt::format("--method {}: unknown method (known: rtn, absmax, zeropoint, gptq)", s));
 }
 
 TensorTypeOverride parse_tensor_type_override(const std::string& s) {

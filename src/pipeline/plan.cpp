@@ -28,7 +28,7 @@ std::string known_types() {
 IntGridSpec int_spec(const QuantizeOptions& o) {
   IntGridSpec s;
   s.bits = o.bits;
-  s.symmetric = o.method == MethodKind::Absmax;
+  s.symmetric = o.method == MethodKind::Absmax || (o.method == MethodKind::Gptq && o.symmetric);
   if (o.group_size > 0) {
     s.granularity = Granularity::Group;
     s.group = static_cast<size_t>(o.group_size);
@@ -56,7 +56,7 @@ struct Target {
 
 Target resolve_target(const QuantizeOptions& o) {
   Target t;
-  if (o.method == MethodKind::Rtn) {
+  if (o.method == MethodKind::Rtn || (o.method == MethodKind::Gptq && !o.type.empty())) {
     t.name = o.type.empty() ? "Q8_0" : o.type;
     if ((t.mix = find_mix(t.name))) {
       t.name = std::string(t.mix->name);
@@ -84,7 +84,7 @@ Target resolve_target(const QuantizeOptions& o) {
 std::pair<FormatPtr, std::string> single_format(const Target& t, const QuantizeOptions& o, const TensorRoleInfo& role,
                                                 bool has_output, size_t cols) {
   FormatPtr base = t.format ? t.format : make_int_format(*t.grid, cols);
-  std::string why = o.method == MethodKind::Rtn ? "--type " + t.name
+  std::string why = o.method == MethodKind::Rtn || !o.type.empty() ? "--type " + t.name
                     : t.format ? fmt::format("{} {}-bit groups of {} is llama.cpp's {}", method_name(o.method),
                                              o.bits, o.group_size, t.name)
                                : "--method " + method_name(o.method);
@@ -122,11 +122,16 @@ std::string custom_format_key(const std::string& tensor) { return "quantize.tens
 std::string custom_shape_key(const std::string& tensor) { return "quantize.tensor." + tensor + ".shape"; }
 
 void validate_options(const QuantizeOptions& o) {
-  if (o.method != MethodKind::Rtn && !o.type.empty())
+  const bool grid_method = o.method == MethodKind::Absmax || o.method == MethodKind::Zeropoint;
+  if (o.method == MethodKind::Gptq) {
+    if (!(o.damp >= 0.0) || o.damp > 100.0) throw UsageError(fmt::format("--damp {}: use a value in [0, 100]", o.damp));
+    if (o.block_size < 1) throw UsageError(fmt::format("--block-size {}: must be positive", o.block_size));
+  }
+  if (grid_method && !o.type.empty())
     throw UsageError(fmt::format("--type {} cannot be combined with --method {}: absmax and zeropoint choose their "
                                  "own integer grid from --bits and --group-size",
                                  o.type, method_name(o.method)));
-  if (o.method != MethodKind::Rtn && o.group_size < -1)
+  if (o.method != MethodKind::Rtn && o.type.empty() && o.group_size < -1)
     throw UsageError(fmt::format("--group-size {}: use a positive group, -1 (per output row) or 0 (per tensor)",
                                  o.group_size));
   (void)resolve_target(o);
@@ -134,7 +139,7 @@ void validate_options(const QuantizeOptions& o) {
 }
 
 Plan make_plan(const Checkpoint& ckpt, const QuantizeOptions& opts_in, const Imatrix* imatrix,
-               const std::string& imatrix_file) {
+               const std::string& imatrix_file, const CalibrationSet* calib) {
   QuantizeOptions opts = opts_in;
   if (imatrix) opts.has_imatrix = true;
   validate_options(opts);
@@ -233,6 +238,32 @@ Plan make_plan(const Checkpoint& ckpt, const QuantizeOptions& opts_in, const Ima
     plan.tensors.push_back(std::move(p));
   }
   if (plan.tensors.empty()) throw InputError(ckpt.source().string() + ": no tensor to write");
+  if (opts.method == MethodKind::Gptq) {
+    if (calib == nullptr) throw UsageError("--method gptq needs calibration activations: --calib FILE");
+    for (auto& t : plan.tensors) {
+      if (!t.format->is_quantized() || t.shape.size() != 2) continue;
+      const TensorRole role = classify_tensor(t.name).role;
+      if (role == TensorRole::TokenEmbedding) {
+        t.reason += "; embeddings are looked up, not multiplied: round-to-nearest";
+        continue;
+      }
+      t.calibration = calib->inputs_of(t.name);
+      if (!t.calibration.empty()) {
+        t.gptq = true;
+        continue;
+      }
+      if (role == TensorRole::Output) {
+        t.reason += "; no calibration data for the output head: round-to-nearest";
+        continue;
+      }
+      if (!opts.allow_missing_calib)
+        throw InputError(fmt::format("tensor '{}': no calibration activations for GPTQ (expected '{}' in the "
+                                     "calibration files; --allow-missing-calib rounds such layers to nearest)",
+                                     t.name, t.name.substr(0, t.name.size() - 7)));
+      t.reason += "; no calibration data: round-to-nearest (--allow-missing-calib)";
+      plan.calibration_missing.push_back(t.name);
+    }
+  }
   if (imatrix) {
     ImatrixUse use;
     use.file = imatrix_file;

@@ -12,7 +12,9 @@
 #include "qz/core/error.hpp"
 #include "qz/core/parallel.hpp"
 #include "qz/io/output_file.hpp"
+#include "qz/methods/gptq.hpp"
 #include "qz/methods/rtn.hpp"
+#include "qz/pipeline/importance.hpp"
 
 namespace qz {
 
@@ -37,7 +39,90 @@ size_t first_non_finite(const float* x, size_t n) {
 
 }  // namespace
 
-QuantizedTensor quantize_tensor(const TensorPlan& t, unsigned threads, const std::function<void(double)>& progress) {
+std::shared_ptr<const Eigen::MatrixXd> HessianCache::get(const TensorPlan& t, unsigned threads, uint64_t* tokens) {
+  std::string key;
+  for (const auto& in : t.calibration) key += in.key() + ";";
+  for (const auto& e : entries_) {
+    if (e.key == key) {
+      *tokens = e.tokens;
+      return e.h;
+    }
+  }
+  auto h = std::make_shared<const Eigen::MatrixXd>(hessian_of(t.calibration, t.cols, threads, tokens));
+  entries_.push_back({key, h, *tokens});
+  if (entries_.size() > 2) entries_.erase(entries_.begin());
+  return h;
+}
+
+namespace {
+
+// tr(E H E^T) for E = A - B (rows x cols, row-major).
+double h_norm(const float* a, const float* b, size_t rows, size_t cols, const Eigen::MatrixXf& Hf) {
+  using MatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  double total = 0.0;
+  const size_t chunk = 64;
+  MatF E;
+  for (size_t r0 = 0; r0 < rows; r0 += chunk) {
+    const auto nr = static_cast<Eigen::Index>(std::min(chunk, rows - r0));
+    const auto n = static_cast<Eigen::Index>(cols);
+    E = Eigen::Map<const MatF>(a + r0 * cols, nr, n);
+    if (b != nullptr) E -= Eigen::Map<const MatF>(b + r0 * cols, nr, n);
+    const MatF EH = E * Hf;
+    total += static_cast<double>(EH.cwiseProduct(E).sum());
+  }
+  return total;
+}
+
+QuantizedTensor quantize_tensor_gptq(const TensorPlan& t, const QuantizeOptions& opts, HessianCache* cache,
+                                     const std::function<void(double)>& progress) {
+  const Format& f = *t.format;
+  const unsigned threads = opts.effective_threads();
+  std::vector<float> w(t.rows * t.cols);
+  convert_to_f32(t.source->bytes().data(), t.source->tensor->dtype, w.data(), w.size());
+  if (const size_t bad = first_non_finite(w.data(), w.size()); bad != kNoBadValue) throw_non_finite(t, bad, w[bad]);
+  HessianCache local;
+  GptqReport rep;
+  const auto H = (cache ? cache : &local)->get(t, threads, &rep.tokens);
+  if (progress) progress(0.3);
+  GptqConfig cfg;
+  cfg.damp = opts.damp;
+  cfg.block_size = static_cast<size_t>(opts.block_size);
+  cfg.act_order = opts.act_order;
+  QuantizedTensor out;
+  out.bytes.resize(t.rows * f.row_bytes(t.cols));
+  GptqStats stats;
+  try {
+    stats = gptq_quantize(f, w.data(), t.rows, t.cols, *H, cfg, threads, out.bytes.data());
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error(fmt::format("tensor '{}': {}", t.name, e.what()));
+  }
+  if (progress) progress(0.9);
+  rep.loss = stats.loss;
+  rep.damp = stats.damp;
+  rep.dead_columns = stats.dead_columns;
+  std::vector<float> q(w.size());
+  const size_t rb = f.row_bytes(t.cols);
+  for (size_t r = 0; r < t.rows; ++r) f.dequantize_row(out.bytes.data() + r * rb, q.data() + r * t.cols, t.cols);
+  out.error.add(w.data(), q.data(), w.size());
+  const Eigen::MatrixXf Hf = H->cast<float>();
+  const double signal = h_norm(w.data(), nullptr, t.rows, t.cols, Hf);
+  rep.output_rel_error = signal > 0 ? h_norm(w.data(), q.data(), t.rows, t.cols, Hf) / signal : 0.0;
+  if (opts.compare_rtn) {
+    std::vector<uint8_t> rtn(out.bytes.size());
+    rtn_quantize_rows(f, w.data(), t.rows, t.cols, nullptr, nullptr, rtn.data());
+    for (size_t r = 0; r < t.rows; ++r) f.dequantize_row(rtn.data() + r * rb, q.data() + r * t.cols, t.cols);
+    rep.rtn_output_rel_error = signal > 0 ? h_norm(w.data(), q.data(), t.rows, t.cols, Hf) / signal : 0.0;
+  }
+  out.gptq = rep;
+  return out;
+}
+
+}  // namespace
+
+QuantizedTensor quantize_tensor(const TensorPlan& t, const QuantizeOptions& opts, HessianCache* cache,
+                                const std::function<void(double)>& progress) {
+  if (t.gptq) return quantize_tensor_gptq(t, opts, cache, progress);
+  const unsigned threads = opts.effective_threads();
   const Format& f = *t.format;
   const auto src = t.source->bytes();
   const DType dtype = t.source->tensor->dtype;
@@ -109,17 +194,19 @@ Report quantize_to_gguf(const Checkpoint& ckpt, const Plan& plan, const Quantize
 
   GgufWriter writer = make_gguf_layout(plan, ckpt, opts);
   OutputFile out(output, overwrite);
+  HessianCache hessians;
   writer.write_header(out);
   for (size_t i = 0; i < plan.tensors.size(); ++i) {
     const TensorPlan& t = plan.tensors[i];
     if (progress) progress->begin_tensor(i, plan.tensors.size(), t);
     const auto ts = Clock::now();
-    QuantizedTensor q = quantize_tensor(t, report.threads, [&](double frac) {
+    QuantizedTensor q = quantize_tensor(t, opts, &hessians, [&](double frac) {
       if (progress) progress->advance(frac);
     });
     writer.write_tensor_data(out, q.bytes);
     TensorReport& tr = report.tensors[i];
     tr.error = q.error;
+    tr.gptq = q.gptq;
     tr.seconds = std::chrono::duration<double>(Clock::now() - ts).count();
     if (progress) progress->end_tensor(tr);
   }

@@ -64,6 +64,15 @@ nlohmann::json Report::to_json() const {
     r["reason"] = t.reason;
     r["fallback"] = t.fallback;
     r["imatrix"] = t.weighted;
+    r["method"] = t.method;
+    if (t.gptq) {
+      r["gptq"] = {{"loss", t.gptq->loss},
+                   {"damp", t.gptq->damp},
+                   {"tokens", t.gptq->tokens},
+                   {"dead_columns", t.gptq->dead_columns},
+                   {"output_rel_error", t.gptq->output_rel_error},
+                   {"rtn_output_rel_error", number_or_null(t.gptq->rtn_output_rel_error)}};
+    }
     r["bits_per_weight"] = t.bits_per_weight;
     r["input_bytes"] = t.input_bytes;
     r["output_bytes"] = t.output_bytes;
@@ -75,6 +84,7 @@ nlohmann::json Report::to_json() const {
     }
     ts.push_back(std::move(r));
   }
+  j["calibration_missing"] = calibration_missing;
   auto& sk = j["skipped"] = nlohmann::json::array();
   for (const auto& s : skipped) sk.push_back({{"name", s.name}, {"reason", s.reason}});
   j["totals"] = {
@@ -103,6 +113,7 @@ Report report_from_plan(const Plan& plan) {
     tr.reason = t.reason;
     tr.fallback = t.fallback;
     tr.weighted = t.importance != nullptr;
+    tr.method = t.gptq ? "gptq" : "rtn";
     tr.bits_per_weight = t.format->bits_per_weight();
     tr.input_bytes = t.input_bytes;
     tr.output_bytes = t.output_bytes;
@@ -110,6 +121,7 @@ Report report_from_plan(const Plan& plan) {
   }
   r.skipped = plan.skipped;
   r.target = plan.target;
+  r.calibration_missing = plan.calibration_missing;
   r.file_type = plan.file_type;
   if (plan.imatrix) {
     r.imatrix = plan.imatrix->file;

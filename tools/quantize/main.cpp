@@ -60,6 +60,19 @@ void print_totals(const Report& r, const Plan& plan) {
     for (const auto& t : r.tensors)
       if (plan.tensors[&t - r.tensors.data()].format->is_quantized()) all.merge(t.error);
     if (const auto sqnr = all.sqnr_db()) fmt::print(", quantized weights SQNR {:.2f} dB", *sqnr);
+    double out_err = 0, rtn_err = 0;
+    size_t n_gptq = 0, n_rtn = 0;
+    for (const auto& t : r.tensors) {
+      if (!t.gptq) continue;
+      out_err += t.gptq->output_rel_error;
+      ++n_gptq;
+      if (t.gptq->rtn_output_rel_error) {
+        rtn_err += *t.gptq->rtn_output_rel_error;
+        ++n_rtn;
+      }
+    }
+    if (n_gptq) fmt::print(", GPTQ mean relative output error {:.3e}", out_err / static_cast<double>(n_gptq));
+    if (n_rtn) fmt::print(" (round-to-nearest {:.3e})", rtn_err / static_cast<double>(n_rtn));
     fmt::print(", {:.2f} s on {} threads, peak memory {}", r.wall_seconds, r.threads,
                human_bytes(r.peak_memory_bytes));
   }
@@ -115,8 +128,16 @@ int main(int argc, char** argv) {
 
   app.add_option("input", inputs, "Checkpoint directory (with or without model.safetensors.index.json) or .safetensors file(s)");
   app.add_option("-o,--output", output, "Output GGUF file");
-  app.add_option("-m,--method", method, "Method: rtn (the --type's own quantizer), absmax (symmetric integer grid), zeropoint (asymmetric integer grid)")
+  app.add_option("-m,--method", method, "Method: rtn (the --type's own quantizer), absmax (symmetric integer grid), zeropoint (asymmetric integer grid), gptq (error feedback, needs --calib)")
       ->capture_default_str();
+  std::vector<std::string> calib_files;
+  app.add_option("--calib", calib_files, "Calibration activations (safetensors, docs/calibration.md); several accumulate");
+  app.add_option("--damp", opts.damp, "GPTQ: damping as a fraction of mean(diag H), raised step by step if needed")->capture_default_str();
+  app.add_option("--block-size", opts.block_size, "GPTQ: lazy-batch width in columns")->capture_default_str();
+  app.add_flag("--act-order", opts.act_order, "GPTQ: columns by decreasing Hessian diagonal (grids fixed up front: static groups)");
+  app.add_flag("--sym,!--asym", opts.symmetric, "GPTQ integer grids: symmetric (absmax) or asymmetric (zero-point, default)");
+  app.add_flag("--allow-missing-calib", opts.allow_missing_calib, "GPTQ: round layers without calibration data to nearest instead of failing");
+  app.add_flag("--compare-rtn", opts.compare_rtn, "GPTQ: also report round-to-nearest's output error on the calibration data");
   app.add_option("--type", type, "A llama-quantize mix (Q4_K_M, Q8_0, ...) or an integer grid name; default Q8_0");
   app.add_option("-b,--bits", opts.bits, "Bits per weight of the absmax/zeropoint grid, 2..8")->capture_default_str();
   app.add_option("-g,--group-size", opts.group_size, "Input columns per absmax/zeropoint group; -1 per output row, 0 per tensor")
@@ -223,7 +244,11 @@ int main(int argc, char** argv) {
     const Checkpoint ckpt = Checkpoint::open_files(paths);
     std::optional<Imatrix> imatrix;
     if (!imatrix_path.empty()) imatrix = read_imatrix(imatrix_path);
-    const Plan plan = make_plan(ckpt, opts, imatrix ? &*imatrix : nullptr, imatrix_path);
+    std::optional<CalibrationSet> calib;
+    if (!calib_files.empty()) calib.emplace(std::vector<fs::path>(calib_files.begin(), calib_files.end()));
+    if (calib && opts.method != MethodKind::Gptq) spdlog::warn("--calib is only used by --method gptq");
+    const Plan plan = make_plan(ckpt, opts, imatrix ? &*imatrix : nullptr, imatrix_path, calib ? &*calib : nullptr);
+    for (const auto& name : plan.calibration_missing) spdlog::warn("{}: no calibration data, rounded to nearest", name);
     if (plan.imatrix)
       for (const auto& name : plan.imatrix->missing) spdlog::warn("{}: no imatrix entry, quantized without importance", name);
     spdlog::debug("{} tensors from {} file(s), {} skipped", plan.tensors.size(), ckpt.file_count(), plan.skipped.size());

@@ -30,8 +30,13 @@ void ConsoleProgress::end_tensor(const TensorReport& r) {
   if (quiet_) return;
   const auto sqnr = r.error.sqnr_db();
   const std::string quality = sqnr ? fmt::format("SQNR {:5.1f} dB", *sqnr) : std::string("lossless     ");
+  std::string extra = r.fallback ? "  (fallback)" : "";
+  if (r.gptq) {
+    extra += fmt::format("  gptq out-err {:.2e}", r.gptq->output_rel_error);
+    if (r.gptq->rtn_output_rel_error) extra += fmt::format(" (rtn {:.2e})", *r.gptq->rtn_output_rel_error);
+  }
   fmt::print(out_, "{}{} {:5.2f} bpw  {}  rmse {:.3g}  {:.3f} s{}\n", tty_ ? "\r\033[K" : "", prefix_,
-             r.bits_per_weight, quality, r.error.rmse(), r.seconds, r.fallback ? "  (fallback)" : "");
+             r.bits_per_weight, quality, r.error.rmse(), r.seconds, extra);
   std::fflush(out_);
 }
 

@@ -6,12 +6,14 @@
 // v_proj of a layer; gate_proj and up_proj of a layer. Several files accumulate.
 #pragma once
 
+#include <Eigen/Dense>
 #include <filesystem>
 #include <string>
 #include <vector>
 
 #include "qz/io/imatrix.hpp"
 #include "qz/io/safetensors.hpp"
+#include "qz/pipeline/importance_fwd.hpp"
 #include "qz/pipeline/plan.hpp"
 
 namespace qz {
@@ -25,8 +27,8 @@ std::vector<std::string> attach_importance(Plan& plan, const Imatrix& m, const s
 class CalibrationSet {
  public:
   explicit CalibrationSet(const std::vector<std::filesystem::path>& files);
-  // The activation entries (one per file that has it) feeding the weight `weight_name`, empty if none.
-  std::vector<std::pair<const SafetensorsFile*, const SafetensorsTensor*>> inputs_of(const std::string& weight_name) const;
+  // The entries (at most one per file) feeding the weight `weight_name`, empty if none.
+  std::vector<CalibInput> inputs_of(const std::string& weight_name) const;
   size_t file_count() const { return files_.size(); }
 
  private:
@@ -38,5 +40,10 @@ class CalibrationSet {
 // Throws InputError for NaN/Inf activations or a width that does not match the weight.
 Imatrix compute_imatrix(const Checkpoint& model, const CalibrationSet& calib, unsigned threads,
                         std::vector<std::string>* missing = nullptr);
+
+// The GPTQ Hessian 2/N sum x x^T of a weight with `columns` input columns from its calibration entries, streamed
+// in chunks. Throws InputError for NaN/Inf activations or shapes that do not match.
+Eigen::MatrixXd hessian_of(const std::vector<CalibInput>& inputs, size_t columns, unsigned threads,
+                           uint64_t* tokens = nullptr);
 
 }  // namespace qz

@@ -11,6 +11,7 @@ enum class MethodKind {
   Rtn,        // the target format's own round-to-nearest quantizer (--type)
   Absmax,     // symmetric integer grid, round-to-nearest
   Zeropoint,  // asymmetric integer grid, round-to-nearest
+  Gptq,       // GPTQ error feedback into the target format (needs calibration activations)
 };
 
 struct TensorTypeOverride {
@@ -29,6 +30,14 @@ struct QuantizeOptions {
   bool no_fallback = false;  // --no-fallback: a row length the type cannot store is an error
   bool has_imatrix = false;  // an importance matrix is given (changes some mix choices)
   unsigned threads = 0;   // 0: all hardware threads
+
+  // GPTQ
+  double damp = 0.01;               // --damp: fraction of mean(diag H) added to the diagonal
+  int block_size = 128;             // --block-size: lazy-batch width
+  bool act_order = false;           // --act-order (with static groups)
+  bool symmetric = false;           // --sym / --asym for integer grids (default asymmetric, as the reference)
+  bool allow_missing_calib = false; // --allow-missing-calib: layers without data fall back to RTN
+  bool compare_rtn = false;         // --compare-rtn: also measure RTN's output error on the calibration data
 
   unsigned effective_threads() const;
 };

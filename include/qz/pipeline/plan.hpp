@@ -11,6 +11,7 @@
 #include "qz/formats/format.hpp"
 #include "qz/io/gguf.hpp"
 #include "qz/io/safetensors.hpp"
+#include "qz/pipeline/importance_fwd.hpp"
 #include "qz/pipeline/options.hpp"
 
 namespace qz {
@@ -27,6 +28,8 @@ struct TensorPlan {
   uint64_t input_bytes = 0;
   uint64_t output_bytes = 0;
   std::shared_ptr<const std::vector<float>> importance;  // per-column imatrix values, when given
+  bool gptq = false;                                    // quantized by GPTQ (else round-to-nearest)
+  std::vector<CalibInput> calibration;                  // GPTQ's calibration entries for this weight
   // GGUF ne of the stored tensor: the logical shape for llama.cpp types, [row bytes, rows...] for custom layouts.
   std::vector<uint64_t> stored_ne() const;
   std::vector<uint64_t> logical_ne() const;
@@ -57,6 +60,7 @@ struct Plan {
   uint64_t weights = 0;        // number of values written
   size_t fallbacks = 0;
   uint64_t fallback_bytes = 0;
+  std::vector<std::string> calibration_missing;  // GPTQ weights rounded to nearest for lack of data
   double bits_per_weight() const {
     return weights ? 8.0 * static_cast<double>(tensor_bytes) / static_cast<double>(weights) : 0.0;
   }
@@ -66,11 +70,14 @@ struct Plan {
 void validate_options(const QuantizeOptions& opts);
 
 struct Imatrix;
+class CalibrationSet;
 
 // Decides every tensor's format (and, with an imatrix, attaches each tensor's importance). Throws UsageError for
 // bad options, InputError for tensors that cannot be written or an imatrix that does not fit.
+// GPTQ needs `calib`: a 2-D weight without calibration data is an error unless --allow-missing-calib (then RTN);
+// token embeddings, and an output head without data, are always rounded to nearest.
 Plan make_plan(const Checkpoint& ckpt, const QuantizeOptions& opts, const Imatrix* imatrix = nullptr,
-               const std::string& imatrix_file = {});
+               const std::string& imatrix_file = {}, const CalibrationSet* calib = nullptr);
 
 // Declares the output file: metadata and tensor infos, in plan order.
 GgufWriter make_gguf_layout(const Plan& plan, const Checkpoint& ckpt, const QuantizeOptions& opts);

@@ -3,7 +3,10 @@
 // byte-identical for any thread count.
 #pragma once
 
+#include <Eigen/Dense>
 #include <filesystem>
+#include <memory>
+#include <optional>
 #include <functional>
 #include <vector>
 
@@ -25,10 +28,26 @@ class ProgressSink {
 struct QuantizedTensor {
   std::vector<uint8_t> bytes;
   ErrorStats error;
+  std::optional<GptqReport> gptq;
 };
 
-// Quantizes one planned tensor. Throws InputError naming the tensor and file for NaN or Inf values.
-QuantizedTensor quantize_tensor(const TensorPlan& t, unsigned threads,
+// Hessians of recent calibration inputs (q/k/v, and gate/up, share theirs), so each is accumulated once.
+class HessianCache {
+ public:
+  std::shared_ptr<const Eigen::MatrixXd> get(const TensorPlan& t, unsigned threads, uint64_t* tokens);
+
+ private:
+  struct Entry {
+    std::string key;
+    std::shared_ptr<const Eigen::MatrixXd> h;
+    uint64_t tokens;
+  };
+  std::vector<Entry> entries_;  // most recent last
+};
+
+// Quantizes one planned tensor (GPTQ when the plan says so). Throws InputError naming the tensor and file for
+// NaN or Inf values.
+QuantizedTensor quantize_tensor(const TensorPlan& t, const QuantizeOptions& opts, HessianCache* cache = nullptr,
                                 const std::function<void(double)>& progress = {});
 
 // Quantizes every tensor of the plan into `output`. On any error nothing is left at `output`.

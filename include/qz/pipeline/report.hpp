@@ -25,6 +25,17 @@ struct ErrorStats {
   std::optional<double> sqnr_db() const;
 };
 
+// What GPTQ did for one weight. The output error is measured on the calibration data through the Hessian:
+// tr(E H E^T) / tr(W H W^T) with E = W - Q, i.e. ||X E^T||^2 / ||X W^T||^2.
+struct GptqReport {
+  double loss = 0.0;          // sum (w - q)^2 / U_ii^2 / 2, as the reference reports it
+  double damp = 0.0;          // damping fraction used
+  uint64_t tokens = 0;        // calibration tokens behind the Hessian
+  size_t dead_columns = 0;
+  double output_rel_error = 0.0;
+  std::optional<double> rtn_output_rel_error;  // the same for round-to-nearest (--compare-rtn)
+};
+
 struct TensorReport {
   std::string name;
   std::vector<uint64_t> shape;
@@ -32,6 +43,8 @@ struct TensorReport {
   std::string reason;
   bool fallback = false;
   bool weighted = false;  // quantized with imatrix importance
+  std::string method = "rtn";
+  std::optional<GptqReport> gptq;
   double bits_per_weight = 0.0;
   uint64_t input_bytes = 0;
   uint64_t output_bytes = 0;
@@ -51,6 +64,7 @@ struct Report {
   std::vector<std::string> imatrix_missing;   // quantized tensors it had no entry for
   std::optional<uint32_t> file_type;
   std::string target;
+  std::vector<std::string> calibration_missing;
   uint64_t input_bytes = 0;
   uint64_t output_bytes = 0;  // output file size
   uint64_t tensor_bytes = 0;
