@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <numeric>
 #include <stdexcept>
@@ -17,27 +18,50 @@ namespace {
 using MatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 constexpr size_t kRowsPerTask = 32;  // fixed, so results do not depend on the thread count
 
-// U, the upper Cholesky factor of (H + lambda I)^-1, raising lambda until the factorizations succeed.
-Eigen::MatrixXd inverse_cholesky_upper(const Eigen::MatrixXd& H, double damp, GptqStats& stats) {
+// Inverse of a lower-triangular matrix (in float: U is used in float), by independent blocks of columns (column
+// block [j0, j1) of the inverse is zero above row j0 and solves the trailing triangle), spread over threads; the
+// same result for any count.
+Eigen::MatrixXf lower_inverse(const Eigen::MatrixXf& L, unsigned threads) {
+  const auto n = L.rows();
+  constexpr Eigen::Index kBlock = 128;
+  Eigen::MatrixXf inv = Eigen::MatrixXf::Zero(n, n);
+  const auto blocks = static_cast<size_t>((n + kBlock - 1) / kBlock);
+  parallel_for(blocks, threads, [&](size_t b, unsigned) {
+    const Eigen::Index j0 = static_cast<Eigen::Index>(b) * kBlock, w = std::min(kBlock, n - j0), m = n - j0;
+    Eigen::MatrixXf rhs = Eigen::MatrixXf::Zero(m, w);
+    rhs.topRows(w).setIdentity();
+    L.bottomRightCorner(m, m).triangularView<Eigen::Lower>().solveInPlace(rhs);
+    inv.block(j0, j0, m, w) = rhs;
+  });
+  return inv;
+}
+
+// U, the upper Cholesky factor of (H + lambda I)^-1, raising lambda until the factorization succeeds.
+// With R the reversal permutation and R (H + lambda I) R = L L^T, the inverse is (R L^-T R)(R L^-1 R), a lower
+// times an upper triangle, so U = R L^-1 R: one Cholesky and one triangular inverse.
+Eigen::MatrixXf inverse_cholesky_upper(const Eigen::MatrixXd& H, double damp, unsigned threads, GptqStats& stats) {
   const auto n = H.rows();
   const double mean_diag = H.diagonal().mean();
+  const Eigen::MatrixXd Hrev = H.reverse();  // both rows and columns reversed
   double frac = damp;
   for (int attempt = 1; attempt <= 200; ++attempt) {
     stats.damp_attempts = attempt;
-    Eigen::MatrixXd Hd = H;
+    Eigen::MatrixXd Hd = Hrev;
     Hd.diagonal().array() += frac * mean_diag;
     Eigen::LLT<Eigen::MatrixXd> llt(Hd);
     if (llt.info() == Eigen::Success) {
-      Eigen::MatrixXd Hinv = llt.solve(Eigen::MatrixXd::Identity(n, n));
-      Hinv = 0.5 * (Hinv + Hinv.transpose());
-      Eigen::LLT<Eigen::MatrixXd> llt_inv(Hinv);
-      if (llt_inv.info() == Eigen::Success && Hinv.allFinite()) {
-        stats.damp = frac;
-        return llt_inv.matrixU();
+      const Eigen::MatrixXd L = llt.matrixL();
+      if (L.allFinite() && (L.diagonal().array() > 0.0).all()) {
+        Eigen::MatrixXf U = lower_inverse(L.cast<float>(), threads).reverse();
+        if (U.allFinite()) {
+          stats.damp = frac;
+          return U;
+        }
       }
     }
     frac = frac < 1.0 ? std::min(1.0, frac + 0.01) : frac * 2.0;  // +0.01 steps up to 1, then doubling
   }
+  (void)n;
   throw std::runtime_error("GPTQ: the Hessian is not positive definite even with damping");
 }
 
@@ -71,7 +95,10 @@ GptqStats gptq_quantize(const Format& f, const float* w, size_t rows, size_t col
   Eigen::MatrixXd Hp(n, n);
   for (Eigen::Index a = 0; a < n; ++a)
     for (Eigen::Index b = 0; b < n; ++b) Hp(a, b) = H(static_cast<Eigen::Index>(perm[a]), static_cast<Eigen::Index>(perm[b]));
-  const MatF U = inverse_cholesky_upper(Hp, cfg.damp, stats).cast<float>();
+  const auto t0 = std::chrono::steady_clock::now();
+  const MatF U = inverse_cholesky_upper(Hp, cfg.damp, threads, stats);
+  const auto t1 = std::chrono::steady_clock::now();
+  stats.factor_seconds = std::chrono::duration<double>(t1 - t0).count();
 
   const size_t gs = f.scope() == GridScope::Tensor ? cols : f.block_size();
   const size_t groups = cols / gs;
@@ -154,6 +181,7 @@ GptqStats gptq_quantize(const Format& f, const float* w, size_t rows, size_t col
     task_loss[task] = loss;
   });
   for (double l : task_loss) stats.loss += l;
+  stats.update_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
   return stats;
 }
 

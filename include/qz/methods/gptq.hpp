@@ -31,6 +31,8 @@ struct GptqStats {
   double damp = 0.0;         // the damping fraction that made H positive definite
   int damp_attempts = 0;     // Cholesky attempts made
   size_t dead_columns = 0;   // columns whose inputs were always zero
+  double factor_seconds = 0.0;  // damping, Cholesky and inverse
+  double update_seconds = 0.0;  // the column loop and the lazy-batch products
 };
 
 // Quantizes w (rows x cols, row-major) into rows * f.row_bytes(cols) bytes at dst. H is the cols x cols Hessian

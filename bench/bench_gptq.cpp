@@ -1,0 +1,97 @@
+// GPTQ on one 4096 x 4096 layer at 4 bits (int4 groups of 128, and Q4_K), with a given Hessian: seconds per layer
+// and GFLOP/s of the update products, beside a plain Eigen GEMM of the same size on the same machine.
+//   ./build/bench/bench_gptq
+#include <benchmark/benchmark.h>
+
+#include <Eigen/Dense>
+#include <random>
+#include <vector>
+
+#include "qz/core/parallel.hpp"
+#include "qz/formats/format_table.hpp"
+#include "qz/methods/gptq.hpp"
+
+namespace {
+
+constexpr size_t kN = 4096;
+
+const Eigen::MatrixXd& hessian() {
+  static const Eigen::MatrixXd H = [] {
+    std::mt19937 rng(3);
+    std::normal_distribution<float> d(0.0f, 1.0f);
+    Eigen::MatrixXf B(kN, 256);
+    for (Eigen::Index i = 0; i < B.size(); ++i) B(i) = d(rng);
+    Eigen::MatrixXf h = B * B.transpose() / 256.0f;
+    h.diagonal().array() += 0.1f;
+    return Eigen::MatrixXd(h.cast<double>());
+  }();
+  return H;
+}
+
+const std::vector<float>& weights() {
+  static const std::vector<float> w = [] {
+    std::mt19937 rng(4);
+    std::normal_distribution<float> d(0.0f, 0.02f);
+    std::vector<float> v(kN * kN);
+    for (auto& x : v) x = d(rng);
+    return v;
+  }();
+  return w;
+}
+
+// Multiply-adds of the lazy-batch products and the in-block rank-1 updates, times 2.
+double update_flops(size_t rows, size_t cols, size_t block) {
+  double f = 0;
+  for (size_t i1 = 0; i1 < cols; i1 += block) {
+    const double count = static_cast<double>(std::min(block, cols - i1));
+    f += 2.0 * rows * count * static_cast<double>(cols - i1 - static_cast<size_t>(count));  // block product
+    f += rows * count * count;                                                               // rank-1 updates
+  }
+  return f;
+}
+
+void BM_GptqLayer(benchmark::State& state) {
+  const char* name = state.range(0) == 0 ? "int4_asym_g128" : "Q4_K";
+  const auto f = qz::find_format(name, kN);
+  const auto& H = hessian();
+  const auto& w = weights();
+  std::vector<uint8_t> out(kN * f->row_bytes(kN));
+  qz::GptqConfig cfg;
+  const unsigned threads = qz::hardware_threads();
+  qz::GptqStats stats;
+  for (auto _ : state) {
+    stats = qz::gptq_quantize(*f, w.data(), kN, kN, H, cfg, threads, out.data());
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.counters["factor_s"] = stats.factor_seconds;
+  state.counters["update_s"] = stats.update_seconds;
+  const size_t block = (cfg.block_size + f->block_size() - 1) / f->block_size() * f->block_size();
+  state.counters["update_GFLOP"] = update_flops(kN, kN, block) / 1e9;
+  state.counters["update_GFLOPs"] =
+      benchmark::Counter(update_flops(kN, kN, block) / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(std::string(name) + ", " + std::to_string(threads) + " threads");
+}
+
+void BM_EigenGemm(benchmark::State& state) {
+  // The same product size as the updates (rows x cols times cols x cols), split over threads by rows as GPTQ is.
+  Eigen::MatrixXf A = Eigen::MatrixXf::Random(kN, 128), B = Eigen::MatrixXf::Random(128, kN), C(kN, kN);
+  const unsigned threads = qz::hardware_threads();
+  const size_t steps = kN / 128;
+  for (auto _ : state) {
+    C.setZero();
+    for (size_t s = 0; s < steps; ++s)  // 32 products of rank 128, as 32 lazy blocks would do
+      qz::parallel_for(kN / 512, threads, [&](size_t t, unsigned) {
+        C.middleRows(static_cast<Eigen::Index>(t * 512), 512).noalias() -= A.middleRows(static_cast<Eigen::Index>(t * 512), 512) * B;
+      });
+    benchmark::DoNotOptimize(C.data());
+  }
+  const double flops = 2.0 * kN * 128.0 * kN * steps;
+  state.counters["GFLOPs"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(std::to_string(threads) + " threads");
+}
+
+}  // namespace
+
+BENCHMARK(BM_GptqLayer)->Arg(0)->Arg(1)->Iterations(1)->Unit(benchmark::kSecond)->UseRealTime();
+BENCHMARK(BM_EigenGemm)->Iterations(2)->Unit(benchmark::kSecond)->UseRealTime();
+BENCHMARK_MAIN();
