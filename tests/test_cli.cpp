@@ -123,3 +123,31 @@ TEST(Cli, DryRunPrintsThePlanAndWritesNothing) {
 
 }  // namespace
 }  // namespace qz
+
+namespace qz {
+namespace {
+
+TEST(Cli, GptqOnTheDemoReportsLowerOutputErrorThanRoundToNearest) {
+  TempDir dir;
+  const std::string demo = (dir / "demo").string();
+  ASSERT_EQ(quantize("make-demo " + demo).code, 0);
+  const std::string json = (dir / "r.json").string();
+  const Result r = quantize(demo + " -o " + (dir / "g.gguf").string() + " --method gptq --bits 4 --calib " + demo +
+                            "/calib.safetensors --compare-rtn --json " + json);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "GPTQ mean relative output error")) << r.output;
+  const auto j = nlohmann::json::parse(std::ifstream(json));
+  size_t layers = 0;
+  for (const auto& t : j["tensors"]) {
+    if (t["method"] != "gptq") continue;
+    ++layers;
+    EXPECT_LT(t["gptq"]["output_rel_error"].get<double>(), t["gptq"]["rtn_output_rel_error"].get<double>());
+  }
+  EXPECT_EQ(layers, 14u);
+  const Result missing = quantize(demo + " -o " + (dir / "x.gguf").string() + " --method gptq");
+  EXPECT_EQ(missing.code, 2);
+  EXPECT_TRUE(contains(missing.output, "--calib")) << missing.output;
+}
+
+}  // namespace
+}  // namespace qz
