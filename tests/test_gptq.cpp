@@ -171,16 +171,20 @@ TEST(Gptq, BeatsRoundToNearestOnCorrelatedInputsAndReportsItsLoss) {
   }
 }
 
-TEST(Gptq, ActOrderAlsoBeatsRoundToNearest) {
+TEST(Gptq, ActOrderAndStaticGroupsAlsoBeatRoundToNearest) {
   const Layer l = correlated_layer(32, 256, 512, 11);
-  GptqConfig cfg;
-  cfg.act_order = true;
+  GptqConfig act, fixed;
+  act.act_order = true;
+  fixed.static_groups = true;
   for (const char* name : {"Q4_K", "Q4_0", "int4_asym_g64"}) {
     SCOPED_TRACE(name);
     const auto f = find_format(name, l.cols);
-    const auto qg = dequantize(*f, gptq(*f, l.w, l.rows, l.cols, l.H, cfg), l.rows, l.cols);
     const auto qr = dequantize(*f, rtn(*f, l.w, l.rows, l.cols), l.rows, l.cols);
-    EXPECT_LT(output_error(l, qg), output_error(l, qr));
+    for (const GptqConfig& cfg : {act, fixed}) {
+      const auto qg = dequantize(*f, gptq(*f, l.w, l.rows, l.cols, l.H, cfg), l.rows, l.cols);
+      EXPECT_LT(output_error(l, qg), output_error(l, qr));
+      // Static grids are the ones RTN fits: every stored scale is RTN's, only the codes differ.
+    }
   }
 }
 

@@ -102,7 +102,7 @@ GptqStats gptq_quantize(const Format& f, const float* w, size_t rows, size_t col
 
   const size_t gs = f.scope() == GridScope::Tensor ? cols : f.block_size();
   const size_t groups = cols / gs;
-  const bool static_groups = cfg.act_order || f.scope() == GridScope::Tensor;
+  const bool static_groups = cfg.static_groups || cfg.act_order || f.scope() == GridScope::Tensor;
   size_t B = std::max<size_t>(1, cfg.block_size);
   if (!static_groups) B = (B + gs - 1) / gs * gs;  // every group inside one lazy block
   const size_t row_bytes = f.row_bytes(cols);

@@ -88,6 +88,7 @@ QuantizedTensor quantize_tensor_gptq(const TensorPlan& t, const QuantizeOptions&
   cfg.damp = opts.damp;
   cfg.block_size = static_cast<size_t>(opts.block_size);
   cfg.act_order = opts.act_order;
+  cfg.static_groups = opts.static_groups;
   QuantizedTensor out;
   out.bytes.resize(t.rows * f.row_bytes(t.cols));
   GptqStats stats;

@@ -134,7 +134,8 @@ int main(int argc, char** argv) {
   app.add_option("--calib", calib_files, "Calibration activations (safetensors, docs/calibration.md); several accumulate");
   app.add_option("--damp", opts.damp, "GPTQ: damping as a fraction of mean(diag H), raised step by step if needed")->capture_default_str();
   app.add_option("--block-size", opts.block_size, "GPTQ: lazy-batch width in columns")->capture_default_str();
-  app.add_flag("--act-order", opts.act_order, "GPTQ: columns by decreasing Hessian diagonal (grids fixed up front: static groups)");
+  app.add_flag("--act-order", opts.act_order, "GPTQ: columns by decreasing Hessian diagonal (implies --static-groups)");
+  app.add_flag("--static-groups", opts.static_groups, "GPTQ: fit every block's grid up front on the original weights");
   app.add_flag("--sym,!--asym", opts.symmetric, "GPTQ integer grids: symmetric (absmax) or asymmetric (zero-point, default)");
   app.add_flag("--allow-missing-calib", opts.allow_missing_calib, "GPTQ: round layers without calibration data to nearest instead of failing");
   app.add_flag("--compare-rtn", opts.compare_rtn, "GPTQ: also report round-to-nearest's output error on the calibration data");

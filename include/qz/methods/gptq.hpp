@@ -24,6 +24,7 @@ struct GptqConfig {
   double damp = 0.01;       // fraction of mean(diag H) added to the diagonal (raised step by step if needed)
   size_t block_size = 128;  // lazy-batch width (rounded up to a multiple of the format's block)
   bool act_order = false;   // process columns by decreasing diag(H), with static groups
+  bool static_groups = false;  // fit every grid up front on the original weights (always so with act_order)
 };
 
 struct GptqStats {

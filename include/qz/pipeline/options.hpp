@@ -34,7 +34,8 @@ struct QuantizeOptions {
   // GPTQ
   double damp = 0.01;               // --damp: fraction of mean(diag H) added to the diagonal
   int block_size = 128;             // --block-size: lazy-batch width
-  bool act_order = false;           // --act-order (with static groups)
+  bool act_order = false;           // --act-order (implies static groups)
+  bool static_groups = false;       // --static-groups: grids fitted up front on the original weights
   bool symmetric = false;           // --sym / --asym for integer grids (default asymmetric, as the reference)
   bool allow_missing_calib = false; // --allow-missing-calib: layers without data fall back to RTN
   bool compare_rtn = false;         // --compare-rtn: also measure RTN's output error on the calibration data
