@@ -183,7 +183,6 @@ TEST(Gptq, ActOrderAndStaticGroupsAlsoBeatRoundToNearest) {
     for (const GptqConfig& cfg : {act, fixed}) {
       const auto qg = dequantize(*f, gptq(*f, l.w, l.rows, l.cols, l.H, cfg), l.rows, l.cols);
       EXPECT_LT(output_error(l, qg), output_error(l, qr));
-      // Static grids are the ones RTN fits: every stored scale is RTN's, only the codes differ.
     }
   }
 }
