@@ -101,7 +101,8 @@ TEST(Cli, QuantizeInspectDequantizeAndJsonReport) {
   r = quantize("inspect " + out);
   EXPECT_EQ(r.code, 0);
   EXPECT_TRUE(contains(r.output, "general.quantization_version")) << r.output;
-  EXPECT_TRUE(contains(r.output, "lm_head.weight")) << r.output;
+  EXPECT_TRUE(contains(r.output, "output.weight")) << r.output;
+  EXPECT_TRUE(contains(r.output, "llama.block_count")) << r.output;
   EXPECT_TRUE(contains(r.output, "q8_0")) << r.output;
 
   r = quantize("dequantize " + out + " -o " + (dir / "back.safetensors").string());
@@ -115,7 +116,7 @@ TEST(Cli, DryRunPrintsThePlanAndWritesNothing) {
   ASSERT_EQ(quantize("make-demo " + demo).code, 0);
   const Result r = quantize(demo + " -o " + (dir / "o.gguf").string() + " --dry-run --type q8_0 --tensor-type 'embed=f16'");
   EXPECT_EQ(r.code, 0) << r.output;
-  EXPECT_TRUE(contains(r.output, "model.embed_tokens.weight")) << r.output;
+  EXPECT_TRUE(contains(r.output, "token_embd.weight")) << r.output;
   EXPECT_TRUE(contains(r.output, "--tensor-type embed=f16")) << r.output;
   EXPECT_TRUE(contains(r.output, "1-D tensors")) << r.output;
   EXPECT_FALSE(fs::exists(dir / "o.gguf"));

@@ -151,15 +151,15 @@ TEST(ImatrixUse, ReachesTheQuantizerAndIsMatchedByRole) {
   o.pure = true;
   const Plan plan = make_plan(ck, o, &loaded, "i.gguf");
   ASSERT_TRUE(plan.imatrix);
-  EXPECT_EQ(plan.imatrix->missing, (std::vector<std::string>{"model.embed_tokens.weight", "lm_head.weight"}));
+  EXPECT_EQ(plan.imatrix->missing, (std::vector<std::string>{"token_embd.weight", "output.weight"}));
   quantize_to_gguf(ck, plan, o, dir / "w.gguf", false);
   const Plan plain = make_plan(ck, o);
   quantize_to_gguf(ck, plain, o, dir / "p.gguf", false);
 
   const GgufFile weighted(dir / "w.gguf"), unweighted(dir / "p.gguf");
   EXPECT_EQ(*weighted.find("quantize.imatrix.entries_count")->get_if<int32_t>(), 14);
-  const std::string name = "model.layers.1.mlp.down_proj.weight";
-  const auto* entry = ck.find(name);
+  const std::string name = "blk.1.ffn_down.weight";  // model.layers.1.mlp.down_proj.weight in the checkpoint
+  const auto* entry = ck.find("model.layers.1.mlp.down_proj.weight");
   std::vector<float> x(entry->tensor->numel());
   convert_to_f32(entry->bytes().data(), entry->tensor->dtype, x.data(), x.size());
   const auto imp = loaded.tensors.at("blk.1.ffn_down.weight").importance();

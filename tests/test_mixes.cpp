@@ -66,9 +66,10 @@ std::map<std::string, std::string> plan_types(const fs::path& ckpt, const std::s
   o.type = type;
   o.has_imatrix = imatrix;
   o.pure = pure;
-  const Plan p = make_plan(Checkpoint::open(ckpt), o);
+  const Checkpoint ck = Checkpoint::open(ckpt);
+  const Plan p = make_plan(ck, o);
   std::map<std::string, std::string> out;
-  for (const auto& t : p.tensors) out[t.name] = t.format->name();
+  for (const auto& t : p.tensors) out[t.source_name()] = t.format->name();
   return out;
 }
 

@@ -251,9 +251,10 @@ TEST(Pipeline, DequantizeWritesSafetensorsWithOriginalShapes) {
   run(dir / "demo", dir / "o.gguf", method(MethodKind::Zeropoint, 4, 128));
   EXPECT_EQ(dequantize_gguf(dir / "o.gguf", dir / "back.safetensors", DType::F16, false), 21u);
   const Checkpoint orig = Checkpoint::open(dir / "demo");
+  const ModelConfig model = parse_model_config(*orig.config(), "config.json", "demo");
   const SafetensorsFile back(dir / "back.safetensors");
   for (const auto& e : orig.tensors()) {
-    const SafetensorsTensor* t = back.find(e.tensor->name);
+    const SafetensorsTensor* t = back.find(*gguf_tensor_name(model, e.tensor->name));
     ASSERT_NE(t, nullptr) << e.tensor->name;
     EXPECT_EQ(t->shape, e.tensor->shape);
     EXPECT_EQ(t->dtype, DType::F16);

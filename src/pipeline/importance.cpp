@@ -29,8 +29,9 @@ std::vector<std::string> attach_importance(Plan& plan, const Imatrix& m, const s
     }
     const ImatrixTensor& e = it->second;
     if (e.counts.size() != 1 || e.columns() != t.cols)
-      throw InputError(fmt::format("{}: entry '{}' has {} values in {} matrices but tensor '{}' has rows of {}",
-                                   imatrix_file, it->first, e.sum2.size(), e.counts.size(), t.name, t.cols));
+      throw InputError(fmt::format("{}: entry '{}' has {} values in {} matrices but tensor '{}' ('{}') has rows of {}",
+                                   imatrix_file, it->first, e.sum2.size(), e.counts.size(), t.name, t.source_name(),
+                                   t.cols));
     t.importance = std::make_shared<const std::vector<float>>(e.importance());
   }
   return missing;

@@ -13,6 +13,8 @@
 
 namespace qz {
 
+namespace fs = std::filesystem;
+
 namespace {
 
 constexpr const char* kVersion = QUANTIZE_VERSION;
@@ -157,6 +159,11 @@ Plan make_plan(const Checkpoint& ckpt, const QuantizeOptions& opts_in, const Ima
     if (r.role == TensorRole::AttnV || r.role == TensorRole::AttnQkv) ++ctx.n_attn_v;
     if (r.role == TensorRole::FfnDown) ++ctx.n_ffn_down;
   }
+  if (ckpt.config()) {
+    const fs::path dir = fs::is_directory(ckpt.source()) ? ckpt.source() : ckpt.source().parent_path();
+    plan.model = parse_model_config(*ckpt.config(), (dir / "config.json").string(), dir.filename().string());
+    plan.vocab = read_vocabulary(dir, std::string(plan.model->arch->gguf_name), plan.model->vocab_size);
+  }
   const int heads = config_int(ckpt, "num_attention_heads", 1);
   const int kv_heads = config_int(ckpt, "num_key_value_heads", heads);
   ctx.n_gqa = kv_heads > 0 ? heads / kv_heads : 1;
@@ -180,6 +187,15 @@ Plan make_plan(const Checkpoint& ckpt, const QuantizeOptions& opts_in, const Ima
     TensorPlan p;
     p.source = &e;
     p.name = t.name;
+    if (plan.model) {
+      const auto gguf = gguf_tensor_name(*plan.model, t.name);
+      if (!gguf) {
+        plan.skipped.push_back({t.name, "not used by llama.cpp"});
+        continue;
+      }
+      p.name = *gguf;
+      p.row_order = gguf_row_order(*plan.model, t.name, t.shape.empty() ? 1 : t.shape.front());
+    }
     p.shape = t.shape;
     p.cols = t.shape.empty() ? 1 : t.shape.back();
     p.rows = t.numel() / p.cols;
@@ -189,9 +205,10 @@ Plan make_plan(const Checkpoint& ckpt, const QuantizeOptions& opts_in, const Ima
       p.format = format_for_ggml_type(GgmlType::F32);
       p.reason = t.shape.size() < 2 ? "1-D tensors (norms, biases) stay F32" : "tensors that are not 2-D stay F32";
     } else {
-      const TensorRoleInfo role = classify_tensor(t.name);
-      const auto ov = std::find_if(opts.tensor_types.begin(), opts.tensor_types.end(),
-                                   [&](const TensorTypeOverride& o) { return std::regex_search(t.name, o.re); });
+      const TensorRoleInfo role = classify_tensor(p.name);
+      const auto ov = std::find_if(opts.tensor_types.begin(), opts.tensor_types.end(), [&](const TensorTypeOverride& o) {
+        return std::regex_search(p.name, o.re) || std::regex_search(t.name, o.re);
+      });
       if (ov != opts.tensor_types.end()) {
         p.format = resolve_type(ov->type, p.cols, "--tensor-type");
         p.reason = fmt::format("--tensor-type {}={}", ov->pattern, ov->type);
@@ -238,6 +255,15 @@ Plan make_plan(const Checkpoint& ckpt, const QuantizeOptions& opts_in, const Ima
     plan.tensors.push_back(std::move(p));
   }
   if (plan.tensors.empty()) throw InputError(ckpt.source().string() + ": no tensor to write");
+  if (plan.model && plan.model->arch->requires_qkv_bias) {
+    for (uint32_t l = 0; l < plan.model->block_count; ++l)
+      for (const char* b : {"attn_q.bias", "attn_k.bias", "attn_v.bias"}) {
+        const std::string want = fmt::format("blk.{}.{}", l, b);
+        if (std::none_of(plan.tensors.begin(), plan.tensors.end(), [&](const TensorPlan& t) { return t.name == want; }))
+          throw InputError(fmt::format("{}: architecture {} needs the q/k/v biases, but '{}' is missing",
+                                       ckpt.source().string(), plan.model->arch->hf_name, want));
+      }
+  }
   if (opts.method == MethodKind::Gptq) {
     if (calib == nullptr) throw UsageError("--method gptq needs calibration activations: --calib FILE");
     for (auto& t : plan.tensors) {
@@ -247,7 +273,7 @@ Plan make_plan(const Checkpoint& ckpt, const QuantizeOptions& opts_in, const Ima
         t.reason += "; embeddings are looked up, not multiplied: round-to-nearest";
         continue;
       }
-      t.calibration = calib->inputs_of(t.name);
+      t.calibration = calib->inputs_of(t.source_name());
       if (!t.calibration.empty()) {
         t.gptq = true;
         continue;
@@ -259,9 +285,9 @@ Plan make_plan(const Checkpoint& ckpt, const QuantizeOptions& opts_in, const Ima
       if (!opts.allow_missing_calib)
         throw InputError(fmt::format("tensor '{}': no calibration activations for GPTQ (expected '{}' in the "
                                      "calibration files; --allow-missing-calib rounds such layers to nearest)",
-                                     t.name, t.name.substr(0, t.name.size() - 7)));
+                                     t.source_name(), t.source_name().substr(0, t.source_name().rfind('.'))));
       t.reason += "; no calibration data: round-to-nearest (--allow-missing-calib)";
-      plan.calibration_missing.push_back(t.name);
+      plan.calibration_missing.push_back(t.source_name());
     }
   }
   if (imatrix) {
@@ -279,9 +305,13 @@ Plan make_plan(const Checkpoint& ckpt, const QuantizeOptions& opts_in, const Ima
 
 GgufWriter make_gguf_layout(const Plan& plan, const Checkpoint& ckpt, const QuantizeOptions& opts) {
   GgufWriter w;
-  std::string name = ckpt.source().filename().string();
-  if (name.empty()) name = ckpt.source().parent_path().filename().string();
-  w.set("general.name", name);
+  if (plan.model) {
+    write_architecture_metadata(w, *plan.model);
+  } else {
+    std::string name = ckpt.source().filename().string();
+    if (name.empty()) name = ckpt.source().parent_path().filename().string();
+    w.set("general.name", name);
+  }
   const bool native_quantized = std::any_of(plan.tensors.begin(), plan.tensors.end(), [](const TensorPlan& t) {
     return t.format->llama_native() && t.format->is_quantized();
   });
@@ -295,6 +325,10 @@ GgufWriter make_gguf_layout(const Plan& plan, const Checkpoint& ckpt, const Quan
     if (!plan.imatrix->dataset.empty()) w.set("quantize.imatrix.dataset", plan.imatrix->dataset);
     w.set("quantize.imatrix.entries_count", static_cast<int32_t>(plan.imatrix->entries));
     w.set("quantize.imatrix.chunks_count", static_cast<int32_t>(plan.imatrix->chunks));
+  }
+  if (plan.model) {
+    if (plan.vocab) write_vocabulary_metadata(w, *plan.vocab);
+    else w.set("tokenizer.ggml.model", "no_vocab");
   }
   for (const auto& t : plan.tensors) {
     if (t.format->llama_native()) continue;

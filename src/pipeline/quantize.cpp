@@ -31,10 +31,32 @@ size_t first_non_finite(const float* x, size_t n) {
   return kNoBadValue;
 }
 
-[[noreturn]] void throw_non_finite(const TensorPlan& t, size_t index, float value) {
+[[noreturn]] void throw_non_finite(const TensorPlan& t, size_t out_index, float value) {
+  // Report the element where the checkpoint has it (before llama.cpp's row permutation).
+  size_t index = out_index;
+  if (!t.row_order.empty()) {
+    index = t.rows == 1 ? t.row_order[out_index]
+                        : static_cast<size_t>(t.row_order[out_index / t.cols]) * t.cols + out_index % t.cols;
+  }
   throw InputError(fmt::format("{}: tensor '{}': element {} (row {}, column {}) is {}; weights must be finite",
                                t.source->file->path().string(), t.name, index, index / t.cols, index % t.cols,
                                std::isnan(value) ? "NaN" : (value > 0 ? "+Inf" : "-Inf")));
+}
+
+// Rows [r0, r0 + nr) of the tensor as the output stores them (after llama.cpp's row permutation, if any), as float.
+void read_rows(const TensorPlan& t, size_t r0, size_t nr, float* out) {
+  const auto src = t.source->bytes();
+  const DType dtype = t.source->tensor->dtype;
+  const size_t esize = dtype_size(dtype);
+  if (t.row_order.empty()) {
+    convert_to_f32(src.data() + r0 * t.cols * esize, dtype, out, nr * t.cols);
+  } else if (t.rows == 1) {  // a permuted bias: the order applies to its elements
+    for (size_t c = 0; c < t.cols; ++c) convert_to_f32(src.data() + t.row_order[c] * esize, dtype, out + c, 1);
+  } else {
+    for (size_t r = 0; r < nr; ++r)
+      convert_to_f32(src.data() + static_cast<size_t>(t.row_order[r0 + r]) * t.cols * esize, dtype, out + r * t.cols,
+                     t.cols);
+  }
 }
 
 }  // namespace
@@ -78,7 +100,7 @@ QuantizedTensor quantize_tensor_gptq(const TensorPlan& t, const QuantizeOptions&
   const Format& f = *t.format;
   const unsigned threads = opts.effective_threads();
   std::vector<float> w(t.rows * t.cols);
-  convert_to_f32(t.source->bytes().data(), t.source->tensor->dtype, w.data(), w.size());
+  read_rows(t, 0, t.rows, w.data());
   if (const size_t bad = first_non_finite(w.data(), w.size()); bad != kNoBadValue) throw_non_finite(t, bad, w[bad]);
   HessianCache local;
   GptqReport rep;
@@ -125,9 +147,6 @@ QuantizedTensor quantize_tensor(const TensorPlan& t, const QuantizeOptions& opts
   if (t.gptq) return quantize_tensor_gptq(t, opts, cache, progress);
   const unsigned threads = opts.effective_threads();
   const Format& f = *t.format;
-  const auto src = t.source->bytes();
-  const DType dtype = t.source->tensor->dtype;
-  const size_t esize = dtype_size(dtype);
   const size_t row_bytes = f.row_bytes(t.cols);
   QuantizedTensor out;
   out.bytes.resize(t.rows * row_bytes);
@@ -136,7 +155,7 @@ QuantizedTensor quantize_tensor(const TensorPlan& t, const QuantizeOptions& opts
   if (f.scope() == GridScope::Tensor) {
     // One grid for the whole tensor: fit it on all values first.
     std::vector<float> all(t.rows * t.cols);
-    convert_to_f32(src.data(), dtype, all.data(), all.size());
+    read_rows(t, 0, t.rows, all.data());
     if (const size_t bad = first_non_finite(all.data(), all.size()); bad != kNoBadValue)
       throw_non_finite(t, bad, all[bad]);
     tensor_grid = rtn_fit_tensor(f, all.data(), all.size());
@@ -158,7 +177,7 @@ QuantizedTensor quantize_tensor(const TensorPlan& t, const QuantizeOptions& opts
     auto& y = ybuf[w];
     x.resize(rows_per_chunk * t.cols);
     y.resize(rows_per_chunk * t.cols);
-    convert_to_f32(src.data() + r0 * t.cols * esize, dtype, x.data(), n);
+    read_rows(t, r0, nr, x.data());
     if (const size_t b = first_non_finite(x.data(), n); b != kNoBadValue) {
       bad[c] = r0 * t.cols + b;
       return;
@@ -174,9 +193,9 @@ QuantizedTensor quantize_tensor(const TensorPlan& t, const QuantizeOptions& opts
 
   for (size_t c = 0; c < chunks; ++c) {
     if (bad[c] != kNoBadValue) {
-      float v;
-      convert_to_f32(src.data() + bad[c] * esize, dtype, &v, 1);
-      throw_non_finite(t, bad[c], v);
+      std::vector<float> row(t.cols);
+      read_rows(t, bad[c] / t.cols, 1, row.data());
+      throw_non_finite(t, bad[c], row[bad[c] % t.cols]);
     }
     out.error.merge(stats[c]);
   }

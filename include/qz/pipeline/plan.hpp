@@ -11,6 +11,8 @@
 #include "qz/formats/format.hpp"
 #include "qz/io/gguf.hpp"
 #include "qz/io/safetensors.hpp"
+#include "qz/model/architecture.hpp"
+#include "qz/model/tokenizer.hpp"
 #include "qz/pipeline/importance_fwd.hpp"
 #include "qz/pipeline/options.hpp"
 
@@ -30,6 +32,8 @@ struct TensorPlan {
   std::shared_ptr<const std::vector<float>> importance;  // per-column imatrix values, when given
   bool gptq = false;                                    // quantized by GPTQ (else round-to-nearest)
   std::vector<CalibInput> calibration;                  // GPTQ's calibration entries for this weight
+  std::vector<uint32_t> row_order;  // source row of each output row (llama.cpp's q/k permutation), empty = same
+  const std::string& source_name() const { return source->tensor->name; }
   // GGUF ne of the stored tensor: the logical shape for llama.cpp types, [row bytes, rows...] for custom layouts.
   std::vector<uint64_t> stored_ne() const;
   std::vector<uint64_t> logical_ne() const;
@@ -49,6 +53,8 @@ struct ImatrixUse {
 };
 
 struct Plan {
+  std::optional<ModelConfig> model;  // a model conversion (config.json with a supported architecture)
+  std::optional<Vocabulary> vocab;   // its tokenizer
   std::optional<ImatrixUse> imatrix;
   std::optional<uint32_t> file_type;  // general.file_type of the chosen llama-quantize mix
   std::string target;                 // what was asked for: a mix or a format name

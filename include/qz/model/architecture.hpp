@@ -1,0 +1,56 @@
+// What the toolkit knows about model architectures, as data: which Hugging Face architectures map to which
+// llama.cpp architecture, how their tensors are named in GGUF, which rows llama.cpp expects permuted, and how
+// config.json becomes GGUF metadata. Adding an architecture is one entry in each table (src/model/architecture.cpp).
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace qz {
+
+class GgufWriter;
+
+struct ArchitectureInfo {
+  std::string_view hf_name;    // config.json "architectures"[0]
+  std::string_view gguf_name;  // general.architecture
+  bool permute_qk;             // q_proj/k_proj rows from HF's rotate-half layout to llama.cpp's interleaved RoPE
+  bool requires_qkv_bias;      // llama.cpp fails to load without attn_{q,k,v}.bias
+};
+
+const std::vector<ArchitectureInfo>& architectures();
+// Throws InputError listing the supported architectures when `hf_name` is not one of them.
+const ArchitectureInfo& find_architecture(std::string_view hf_name, const std::string& config_path);
+
+// Hyper-parameters from config.json.
+struct ModelConfig {
+  const ArchitectureInfo* arch = nullptr;
+  std::string name;
+  uint32_t context_length = 0, embedding_length = 0, block_count = 0, feed_forward_length = 0;
+  uint32_t head_count = 0, head_count_kv = 0, head_dim = 0, vocab_size = 0;
+  float rms_norm_eps = 1e-5f, rope_freq_base = 10000.0f;
+  std::string rope_scaling_type;  // "linear" or "yarn", empty if none
+  float rope_scaling_factor = 1.0f;
+  uint32_t rope_original_context = 0;
+  bool tie_word_embeddings = false;
+};
+
+// Reads config.json (InputError naming the key when a required one is missing or of the wrong type).
+ModelConfig parse_model_config(const nlohmann::json& config, const std::string& config_path, const std::string& name);
+
+// The GGUF name of a checkpoint tensor (HF name), or nullopt for a tensor llama.cpp does not load (e.g.
+// rotary_emb.inv_freq). Throws InputError for a tensor the architecture does not know.
+std::optional<std::string> gguf_tensor_name(const ModelConfig& m, const std::string& hf_name);
+
+// For llama-style q_proj/k_proj (and their biases): the source row of every output row; empty for other tensors.
+// llama.cpp's converter views the rows as [n_head, 2, head_dim/2] and swaps the last two axes.
+std::vector<uint32_t> gguf_row_order(const ModelConfig& m, const std::string& hf_name, size_t rows);
+
+// Architecture keys: general.architecture, general.name, <arch>.context_length, ... (u32 / f32 as llama.cpp
+// checks them).
+void write_architecture_metadata(GgufWriter& w, const ModelConfig& m);
+
+}  // namespace qz

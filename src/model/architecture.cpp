@@ -1,0 +1,175 @@
+#include "qz/model/architecture.hpp"
+
+#include <fmt/format.h>
+
+#include <charconv>
+
+#include "qz/core/error.hpp"
+#include "qz/io/gguf.hpp"
+
+namespace qz {
+
+namespace {
+
+// Per-layer tensors: HF suffix after "model.layers.N." -> GGUF suffix after "blk.N.". Shared by the
+// LLaMA-family architectures below.
+struct LayerName {
+  std::string_view hf;
+  std::string_view gguf;
+};
+constexpr LayerName kLayerNames[] = {
+    {"input_layernorm.weight", "attn_norm.weight"},
+    {"self_attn.q_proj.weight", "attn_q.weight"},
+    {"self_attn.q_proj.bias", "attn_q.bias"},
+    {"self_attn.k_proj.weight", "attn_k.weight"},
+    {"self_attn.k_proj.bias", "attn_k.bias"},
+    {"self_attn.v_proj.weight", "attn_v.weight"},
+    {"self_attn.v_proj.bias", "attn_v.bias"},
+    {"self_attn.o_proj.weight", "attn_output.weight"},
+    {"self_attn.o_proj.bias", "attn_output.bias"},
+    {"post_attention_layernorm.weight", "ffn_norm.weight"},
+    {"mlp.gate_proj.weight", "ffn_gate.weight"},
+    {"mlp.up_proj.weight", "ffn_up.weight"},
+    {"mlp.down_proj.weight", "ffn_down.weight"},
+};
+constexpr LayerName kGlobalNames[] = {
+    {"model.embed_tokens.weight", "token_embd.weight"},
+    {"model.norm.weight", "output_norm.weight"},
+    {"lm_head.weight", "output.weight"},
+};
+constexpr std::string_view kIgnoredSuffixes[] = {"rotary_emb.inv_freq"};
+
+uint32_t get_u32(const nlohmann::json& c, const char* key, const std::string& path, std::optional<uint32_t> fallback = {}) {
+  const auto it = c.find(key);
+  if (it == c.end() || it->is_null()) {
+    if (fallback) return *fallback;
+    throw InputError(fmt::format("{}: missing \"{}\"", path, key));
+  }
+  if (!it->is_number_integer() || it->get<int64_t>() <= 0 || it->get<int64_t>() > UINT32_MAX)
+    throw InputError(fmt::format("{}: \"{}\" must be a positive integer", path, key));
+  return it->get<uint32_t>();
+}
+
+float get_f32(const nlohmann::json& c, const char* key, const std::string& path, float fallback) {
+  const auto it = c.find(key);
+  if (it == c.end() || it->is_null()) return fallback;
+  if (!it->is_number()) throw InputError(fmt::format("{}: \"{}\" must be a number", path, key));
+  return it->get<float>();
+}
+
+}  // namespace
+
+const std::vector<ArchitectureInfo>& architectures() {
+  static const std::vector<ArchitectureInfo> table = {
+      {"LlamaForCausalLM", "llama", true, false},
+      {"MistralForCausalLM", "llama", true, false},
+      {"Qwen2ForCausalLM", "qwen2", false, true},
+  };
+  return table;
+}
+
+const ArchitectureInfo& find_architecture(std::string_view hf_name, const std::string& config_path) {
+  for (const auto& a : architectures())
+    if (a.hf_name == hf_name) return a;
+  std::string known;
+  for (const auto& a : architectures()) known += (known.empty() ? "" : ", ") + std::string(a.hf_name);
+  throw InputError(fmt::format("{}: architecture '{}' is not supported (supported: {})", config_path, hf_name, known));
+}
+
+ModelConfig parse_model_config(const nlohmann::json& c, const std::string& path, const std::string& name) {
+  const auto archs = c.find("architectures");
+  if (archs == c.end() || !archs->is_array() || archs->empty() || !(*archs)[0].is_string())
+    throw InputError(path + ": missing \"architectures\"");
+  ModelConfig m;
+  m.arch = &find_architecture((*archs)[0].get<std::string>(), path);
+  m.name = name;
+  m.embedding_length = get_u32(c, "hidden_size", path);
+  m.block_count = get_u32(c, "num_hidden_layers", path);
+  m.feed_forward_length = get_u32(c, "intermediate_size", path);
+  m.head_count = get_u32(c, "num_attention_heads", path);
+  m.head_count_kv = get_u32(c, "num_key_value_heads", path, m.head_count);
+  m.context_length = get_u32(c, "max_position_embeddings", path);
+  m.vocab_size = get_u32(c, "vocab_size", path, 0u);
+  m.head_dim = get_u32(c, "head_dim", path, m.embedding_length / m.head_count);
+  m.rms_norm_eps = get_f32(c, "rms_norm_eps", path, 1e-5f);
+  m.rope_freq_base = get_f32(c, "rope_theta", path, 10000.0f);
+  if (const auto tie = c.find("tie_word_embeddings"); tie != c.end() && tie->is_boolean()) m.tie_word_embeddings = *tie;
+  if (const auto rs = c.find("rope_scaling"); rs != c.end() && rs->is_object()) {
+    std::string type = rs->value("rope_type", rs->value("type", std::string()));
+    if (type == "linear" || type == "yarn") {
+      m.rope_scaling_type = type;
+      m.rope_scaling_factor = rs->value("factor", 1.0f);
+      m.rope_original_context = rs->value("original_max_position_embeddings", 0u);
+    } else if (!type.empty() && type != "default") {
+      throw InputError(fmt::format("{}: rope_scaling type '{}' is not supported yet (linear and yarn are)", path, type));
+    }
+  }
+  if (m.head_count_kv == 0 || m.head_count % m.head_count_kv != 0)
+    throw InputError(fmt::format("{}: num_attention_heads {} is not a multiple of num_key_value_heads {}", path,
+                                 m.head_count, m.head_count_kv));
+  return m;
+}
+
+std::optional<std::string> gguf_tensor_name(const ModelConfig& m, const std::string& hf) {
+  for (const auto& s : kIgnoredSuffixes)
+    if (hf.ends_with(s)) return std::nullopt;
+  for (const auto& g : kGlobalNames)
+    if (hf == g.hf) return std::string(g.gguf);
+  constexpr std::string_view prefix = "model.layers.";
+  if (hf.starts_with(prefix)) {
+    const char* begin = hf.data() + prefix.size();
+    uint32_t layer = 0;
+    const auto [p, ec] = std::from_chars(begin, hf.data() + hf.size(), layer);
+    if (ec == std::errc() && p < hf.data() + hf.size() && *p == '.') {
+      const std::string_view rest(p + 1, static_cast<size_t>(hf.data() + hf.size() - p - 1));
+      for (const auto& l : kLayerNames)
+        if (rest == l.hf) return fmt::format("blk.{}.{}", layer, l.gguf);
+    }
+  }
+  throw InputError(fmt::format("tensor '{}' has no GGUF name for architecture {} (llama.cpp would not load it)", hf,
+                               m.arch->hf_name));
+}
+
+std::vector<uint32_t> gguf_row_order(const ModelConfig& m, const std::string& hf, size_t rows) {
+  if (!m.arch->permute_qk) return {};
+  uint32_t heads = 0;
+  if (hf.find("self_attn.q_proj.") != std::string::npos) heads = m.head_count;
+  else if (hf.find("self_attn.k_proj.") != std::string::npos) heads = m.head_count_kv;
+  else return {};
+  if (rows % heads != 0 || (rows / heads) % 2 != 0)
+    throw InputError(fmt::format("tensor '{}': {} rows cannot be split into {} heads of even size", hf, rows, heads));
+  const size_t hd = rows / heads, half = hd / 2;
+  std::vector<uint32_t> order(rows);
+  for (size_t r = 0; r < rows; ++r) {
+    const size_t h = r / hd, within = r % hd, i = within / 2, j = within % 2;
+    order[r] = static_cast<uint32_t>(h * hd + j * half + i);
+  }
+  return order;
+}
+
+void write_architecture_metadata(GgufWriter& w, const ModelConfig& m) {
+  const std::string a(m.arch->gguf_name);
+  w.set("general.architecture", a);
+  w.set("general.name", m.name);
+  w.set(a + ".context_length", m.context_length);
+  w.set(a + ".embedding_length", m.embedding_length);
+  w.set(a + ".block_count", m.block_count);
+  w.set(a + ".feed_forward_length", m.feed_forward_length);
+  w.set(a + ".attention.head_count", m.head_count);
+  w.set(a + ".attention.head_count_kv", m.head_count_kv);
+  w.set(a + ".attention.layer_norm_rms_epsilon", m.rms_norm_eps);
+  w.set(a + ".rope.freq_base", m.rope_freq_base);
+  w.set(a + ".rope.dimension_count", m.head_dim);
+  if (m.head_dim != m.embedding_length / m.head_count) {
+    w.set(a + ".attention.key_length", m.head_dim);
+    w.set(a + ".attention.value_length", m.head_dim);
+  }
+  if (m.vocab_size) w.set(a + ".vocab_size", m.vocab_size);
+  if (!m.rope_scaling_type.empty()) {
+    w.set(a + ".rope.scaling.type", m.rope_scaling_type);
+    w.set(a + ".rope.scaling.factor", m.rope_scaling_factor);
+    if (m.rope_original_context) w.set(a + ".rope.scaling.original_context_length", m.rope_original_context);
+  }
+}
+
+}  // namespace qz
