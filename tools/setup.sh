@@ -2,20 +2,27 @@
 # Installs the Debian packages the build and the tests need, if any is missing. Idempotent; needs root (or sudo)
 # only when something has to be installed.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 packages=(g++ cmake ninja-build pkg-config libcli11-dev libfmt-dev libspdlog-dev nlohmann-json3-dev
           libeigen3-dev libgtest-dev libbenchmark-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+    sudo="sudo"
+  fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-echo "installing: ${missing[*]}"
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then
-  command -v sudo >/dev/null || { echo "need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
-  sudo="sudo"
+
+# Real llama.cpp for the integration test (node-llama-cpp's CPU prebuilt, from the npm registry; nothing is
+# downloaded or compiled at run time). Optional: without Node.js >= 20 the test says so and skips.
+if command -v npm >/dev/null && [ ! -d tests/integration/node_modules/node-llama-cpp ]; then
+  (cd tests/integration && npm ci --omit=optional --ignore-scripts --no-audit --no-fund >/dev/null) ||
+    echo "warning: node-llama-cpp could not be installed; the llama.cpp integration test will be skipped"
 fi
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

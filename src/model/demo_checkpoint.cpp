@@ -9,12 +9,40 @@
 #include "qz/core/half.hpp"
 #include "qz/core/random.hpp"
 #include "qz/io/safetensors.hpp"
+#include "qz/model/tokenizer.hpp"
 
 namespace qz {
 
 namespace fs = std::filesystem;
 
 namespace {
+
+// A SentencePiece vocabulary of `size` pieces shaped like LLaMA's: <unk>, <s>, </s>, the 256 byte tokens, then
+// letters, word-initial letters ("\u2581a"), digits, punctuation and letter pairs.
+void write_demo_tokenizer(const fs::path& dir, int size) {
+  std::vector<SentencePiece> pieces = {{"<unk>", 0.0f, 2}, {"<s>", 0.0f, 3}, {"</s>", 0.0f, 3}};
+  for (int b = 0; b < 256; ++b) {
+    char name[8];
+    std::snprintf(name, sizeof(name), "<0x%02X>", b);
+    pieces.push_back({name, 0.0f, 6});
+  }
+  std::vector<std::string> words;
+  const std::string space = "\xe2\x96\x81";  // U+2581, SentencePiece's word-boundary mark
+  for (char ch = 'a'; ch <= 'z'; ++ch) words.push_back(space + ch);
+  for (char ch = 'a'; ch <= 'z'; ++ch) words.emplace_back(1, ch);
+  for (char ch = 'A'; ch <= 'Z'; ++ch) words.emplace_back(1, ch);
+  for (char ch = '0'; ch <= '9'; ++ch) words.emplace_back(1, ch);
+  for (const char* p : {".", ",", "!", "?", "'", space.c_str()}) words.emplace_back(p);
+  for (char x = 'a'; x <= 'z' && words.size() + pieces.size() < static_cast<size_t>(size); ++x)
+    for (char y = 'a'; y <= 'z' && words.size() + pieces.size() < static_cast<size_t>(size); ++y)
+      words.push_back(std::string{x, y});
+  for (size_t i = 0; i < words.size() && pieces.size() < static_cast<size_t>(size); ++i)
+    pieces.push_back({words[i], -static_cast<float>(i), 1});
+  write_sentencepiece(dir / "tokenizer.model", pieces);
+  std::ofstream(dir / "tokenizer_config.json")
+      << R"({"add_bos_token": true, "add_eos_token": false, "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"})"
+      << "\n";
+}
 
 std::vector<uint8_t> encode(const std::vector<float>& v, DType t) {
   std::vector<uint8_t> out(v.size() * dtype_size(t));
@@ -91,6 +119,8 @@ void write_demo_checkpoint(const fs::path& dir, const DemoConfig& c) {
   }
   index["metadata"]["total_size"] = total;
   std::ofstream(dir / "model.safetensors.index.json") << index.dump(2) << "\n";
+
+  write_demo_tokenizer(dir, c.vocab);
 
   const nlohmann::ordered_json config = {
       {"architectures", {"LlamaForCausalLM"}},

@@ -84,6 +84,31 @@ size_t dequantize_gguf(const std::filesystem::path& input, const std::filesystem
   return decls.size();
 }
 
+size_t dequantize_gguf_to_gguf(const std::filesystem::path& input, const std::filesystem::path& output,
+                               bool overwrite) {
+  const GgufFile file(input);
+  GgufWriter w(file.alignment());
+  for (const auto& kv : file.metadata()) {
+    if (kv.key == "general.alignment" || kv.key.starts_with("quantize.tensor.")) continue;
+    if (kv.key == "general.file_type") {
+      w.set(kv.key, uint32_t{0});
+      continue;
+    }
+    if (kv.key == "general.quantization_version") continue;
+    w.set(kv.key, kv.value);
+  }
+  for (const auto& t : file.tensors()) w.add_tensor(t.name, stored_format(file, t).logical_ne, GgmlType::F32);
+  OutputFile out(output, overwrite);
+  w.write_header(out);
+  for (const auto& t : file.tensors()) {
+    const std::vector<float> v = dequantize_tensor(file, t);
+    w.write_tensor_data(out, {reinterpret_cast<const uint8_t*>(v.data()), v.size() * 4});
+  }
+  w.finish();
+  out.commit();
+  return file.tensors().size();
+}
+
 std::string describe_gguf(const GgufFile& file) {
   std::string s = fmt::format("{}: GGUF v{}, {} metadata keys, {} tensors, alignment {}, data at byte {}\n",
                               file.path().string(), file.version(), file.metadata().size(), file.tensors().size(),

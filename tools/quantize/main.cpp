@@ -163,7 +163,7 @@ int main(int argc, char** argv) {
   std::string deq_in, deq_out, deq_dtype = "f32";
   bool deq_force = false;
   deq->add_option("file", deq_in, "GGUF file")->required();
-  deq->add_option("-o,--output", deq_out, "Output .safetensors file")->required();
+  deq->add_option("-o,--output", deq_out, "Output .safetensors file, or .gguf for an all-F32 GGUF with the same metadata")->required();
   deq->add_option("--dtype", deq_dtype, "f32, f16 or bf16")->capture_default_str();
   deq->add_flag("-f,--force", deq_force, "Overwrite an existing output file");
 
@@ -183,6 +183,7 @@ int main(int argc, char** argv) {
   demo->add_option("--layers", demo_cfg.layers, "Decoder layers")->capture_default_str();
   demo->add_option("--seed", demo_cfg.seed, "Random seed")->capture_default_str();
 
+  for (auto* sub : {inspect, deq, imx, demo}) sub->fallthrough();  // -q, -v, -t also after the subcommand
   app.require_subcommand(0, 1);
   try {
     app.parse(argc, argv);
@@ -209,6 +210,11 @@ int main(int argc, char** argv) {
       if (deq_dtype == "f16") dt = DType::F16;
       else if (deq_dtype == "bf16") dt = DType::BF16;
       else if (deq_dtype != "f32") throw UsageError("--dtype " + deq_dtype + ": use f32, f16 or bf16");
+      if (fs::path(deq_out).extension() == ".gguf") {
+        const size_t n = dequantize_gguf_to_gguf(deq_in, deq_out, deq_force);
+        if (!quiet) fmt::print("wrote {}: {} tensors as F32, metadata kept\n", deq_out, n);
+        return 0;
+      }
       const size_t n = dequantize_gguf(deq_in, deq_out, dt, deq_force);
       if (!quiet) fmt::print("wrote {}: {} tensors as {}\n", deq_out, n, deq_dtype);
       return 0;

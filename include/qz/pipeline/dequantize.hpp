@@ -27,6 +27,10 @@ std::vector<float> dequantize_tensor(const GgufFile& file, const GgufTensorInfo&
 size_t dequantize_gguf(const std::filesystem::path& input, const std::filesystem::path& output, DType dtype,
                        bool overwrite);
 
+// Writes `input` as a GGUF file whose tensors are all F32 (decoded), with the same metadata (less the custom-layout
+// keys, general.file_type = 0): a float reference of exactly the quantized weights, loadable by llama.cpp.
+size_t dequantize_gguf_to_gguf(const std::filesystem::path& input, const std::filesystem::path& output, bool overwrite);
+
 // `quantize inspect`: metadata and a tensor table (name, shape, type, bytes, offset).
 std::string describe_gguf(const GgufFile& file);
 
