@@ -1,0 +1,149 @@
+// Architecture tables, tensor names, the q/k permutation, config.json parsing and tokenizers.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "qz/core/error.hpp"
+#include "qz/io/gguf.hpp"
+#include "qz/model/architecture.hpp"
+#include "qz/model/tokenizer.hpp"
+#include "test_util.hpp"
+
+namespace qz {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+json llama_config(const char* arch = "LlamaForCausalLM") {
+  return {{"architectures", {arch}}, {"hidden_size", 64},      {"intermediate_size", 172},
+          {"num_hidden_layers", 2},  {"num_attention_heads", 8}, {"num_key_value_heads", 4},
+          {"max_position_embeddings", 512}, {"rms_norm_eps", 1e-6}, {"rope_theta", 500000.0}, {"vocab_size", 300}};
+}
+
+TEST(Architecture, ConfigBecomesMetadata) {
+  const ModelConfig m = parse_model_config(llama_config(), "config.json", "tiny");
+  EXPECT_EQ(m.arch->gguf_name, "llama");
+  EXPECT_EQ(m.head_dim, 8u);
+  EXPECT_EQ(m.head_count_kv, 4u);
+  EXPECT_FLOAT_EQ(m.rope_freq_base, 500000.0f);
+  GgufWriter w;
+  write_architecture_metadata(w, m);
+  auto find = [&](const std::string& k) -> const GgufValue* {
+    for (const auto& kv : w.metadata())
+      if (kv.key == k) return &kv.value;
+    return nullptr;
+  };
+  ASSERT_NE(find("llama.block_count"), nullptr);
+  EXPECT_EQ(find("llama.block_count")->type(), GgufType::U32);  // llama.cpp checks the value types strictly
+  EXPECT_EQ(*find("llama.attention.layer_norm_rms_epsilon")->get_if<float>(), 1e-6f);
+  EXPECT_EQ(*find("llama.rope.dimension_count")->get_if<uint32_t>(), 8u);
+  EXPECT_EQ(find("llama.rope.scaling.type"), nullptr);
+
+  json scaled = llama_config("MistralForCausalLM");
+  scaled["rope_scaling"] = {{"type", "linear"}, {"factor", 4.0}};
+  const ModelConfig s = parse_model_config(scaled, "config.json", "s");
+  EXPECT_EQ(s.arch->gguf_name, "llama");
+  EXPECT_EQ(s.rope_scaling_type, "linear");
+  EXPECT_FLOAT_EQ(s.rope_scaling_factor, 4.0f);
+}
+
+TEST(Architecture, BadConfigsAreClearErrors) {
+  test::expect_error<InputError>([] { parse_model_config(llama_config("GPTNeoXForCausalLM"), "c.json", "x"); },
+                                 {"c.json", "GPTNeoXForCausalLM", "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"});
+  json no_layers = llama_config();
+  no_layers.erase("num_hidden_layers");
+  test::expect_error<InputError>([&] { parse_model_config(no_layers, "c.json", "x"); }, {"c.json", "num_hidden_layers"});
+  json bad_heads = llama_config();
+  bad_heads["num_key_value_heads"] = 3;
+  test::expect_error<InputError>([&] { parse_model_config(bad_heads, "c.json", "x"); }, {"not a multiple"});
+}
+
+TEST(Architecture, TensorNames) {
+  const ModelConfig m = parse_model_config(llama_config(), "config.json", "tiny");
+  EXPECT_EQ(*gguf_tensor_name(m, "model.embed_tokens.weight"), "token_embd.weight");
+  EXPECT_EQ(*gguf_tensor_name(m, "lm_head.weight"), "output.weight");
+  EXPECT_EQ(*gguf_tensor_name(m, "model.norm.weight"), "output_norm.weight");
+  EXPECT_EQ(*gguf_tensor_name(m, "model.layers.1.self_attn.q_proj.weight"), "blk.1.attn_q.weight");
+  EXPECT_EQ(*gguf_tensor_name(m, "model.layers.0.self_attn.o_proj.weight"), "blk.0.attn_output.weight");
+  EXPECT_EQ(*gguf_tensor_name(m, "model.layers.0.post_attention_layernorm.weight"), "blk.0.ffn_norm.weight");
+  EXPECT_EQ(*gguf_tensor_name(m, "model.layers.0.mlp.down_proj.weight"), "blk.0.ffn_down.weight");
+  EXPECT_EQ(*gguf_tensor_name(m, "model.layers.0.self_attn.k_proj.bias"), "blk.0.attn_k.bias");
+  EXPECT_FALSE(gguf_tensor_name(m, "model.layers.0.self_attn.rotary_emb.inv_freq"));
+  EXPECT_THROW(gguf_tensor_name(m, "model.layers.0.mlp.experts.0.w1.weight"), InputError);
+}
+
+TEST(Architecture, QueryKeyPermutationFollowsLlamaCppsConverter) {
+  const ModelConfig m = parse_model_config(llama_config(), "config.json", "tiny");
+  // 8 heads of 8: within a head, new row 2i + j takes old row j * 4 + i (llama.cpp's LlamaModel.permute).
+  const auto q = gguf_row_order(m, "model.layers.0.self_attn.q_proj.weight", 64);
+  ASSERT_EQ(q.size(), 64u);
+  EXPECT_EQ((std::vector<uint32_t>(q.begin(), q.begin() + 8)), (std::vector<uint32_t>{0, 4, 1, 5, 2, 6, 3, 7}));
+  EXPECT_EQ(q[8], 8u);
+  EXPECT_EQ(q[9], 12u);
+  // k uses the KV heads: 4 heads of 8 over 32 rows.
+  const auto k = gguf_row_order(m, "model.layers.0.self_attn.k_proj.weight", 32);
+  EXPECT_EQ(k[1], 4u);
+  EXPECT_TRUE(gguf_row_order(m, "model.layers.0.self_attn.v_proj.weight", 32).empty());
+  // Qwen2 uses NEOX RoPE: no permutation.
+  const ModelConfig qwen = parse_model_config(llama_config("Qwen2ForCausalLM"), "config.json", "q");
+  EXPECT_TRUE(gguf_row_order(qwen, "model.layers.0.self_attn.q_proj.weight", 64).empty());
+  EXPECT_TRUE(qwen.arch->requires_qkv_bias);
+}
+
+TEST(Tokenizer, SentencePieceRoundTripAndSpecialTokens) {
+  test::TempDir dir;
+  std::vector<SentencePiece> pieces = {{"<unk>", 0, 2}, {"<s>", 0, 3}, {"</s>", 0, 3}, {"<0x0A>", 0, 6},
+                                       {"\xe2\x96\x81hello", -1.5f, 1}, {"<pad>", 0, 4}};
+  write_sentencepiece(dir / "tokenizer.model", pieces);
+  const auto back = read_sentencepiece(dir / "tokenizer.model");
+  ASSERT_EQ(back.size(), pieces.size());
+  EXPECT_EQ(back[4].piece, "\xe2\x96\x81hello");
+  EXPECT_EQ(back[4].score, -1.5f);
+  EXPECT_EQ(back[3].type, 6);
+  std::ofstream(dir / "tokenizer_config.json")
+      << R"({"add_bos_token": true, "add_eos_token": false, "pad_token": "<pad>", "chat_template": "{{ x }}"})";
+  std::ofstream(dir / "generation_config.json") << R"({"bos_token_id": 1, "eos_token_id": [2, 3]})";
+  const auto v = read_vocabulary(dir.path(), "llama", 8);
+  ASSERT_TRUE(v);
+  EXPECT_EQ(v->model, "llama");
+  ASSERT_EQ(v->tokens.size(), 8u);  // padded to the config's vocab size
+  EXPECT_EQ(v->tokens[7], "[PAD7]");
+  EXPECT_EQ(v->types[7], 5);
+  EXPECT_EQ(v->bos, 1u);
+  EXPECT_EQ(v->eos, 2u);
+  EXPECT_EQ(v->pad, 5u);
+  EXPECT_EQ(v->add_bos, true);
+  EXPECT_EQ(v->chat_template, "{{ x }}");
+}
+
+TEST(Tokenizer, MalformedSentencePieceIsAnError) {
+  test::TempDir dir;
+  test::write_bytes(dir / "tokenizer.model", {0x0A, 0x50, 0x01});  // a piece of 80 bytes in a 3-byte file
+  test::expect_error<InputError>([&] { read_sentencepiece(dir / "tokenizer.model"); },
+                                 {"tokenizer.model", "malformed SentencePiece"});
+}
+
+TEST(Tokenizer, ByteLevelBpeFromTokenizerJson) {
+  test::TempDir dir;
+  const json tok = {
+      {"model", {{"type", "BPE"}, {"vocab", {{"a", 0}, {"b", 1}, {"ab", 2}}}, {"merges", {"a b"}}}},
+      {"added_tokens", {{{"id", 3}, {"content", "<|endoftext|>"}, {"special", true}}}},
+      {"pre_tokenizer", {{"type", "Split"}, {"pattern", {{"Regex", "\\p{N}{1,3}"}}}}},
+  };
+  std::ofstream(dir / "tokenizer.json") << tok.dump();
+  std::ofstream(dir / "tokenizer_config.json") << R"({"eos_token": "<|endoftext|>", "add_bos_token": false})";
+  const auto v = read_vocabulary(dir.path(), "llama", 0);
+  ASSERT_TRUE(v);
+  EXPECT_EQ(v->model, "gpt2");
+  EXPECT_EQ(v->pre, "llama-bpe");
+  EXPECT_EQ(v->tokens, (std::vector<std::string>{"a", "b", "ab", "<|endoftext|>"}));
+  EXPECT_EQ(v->types, (std::vector<int32_t>{1, 1, 1, 3}));
+  EXPECT_EQ(v->merges, std::vector<std::string>{"a b"});
+  EXPECT_EQ(v->eos, 3u);
+  EXPECT_EQ(v->add_bos, false);
+  EXPECT_FALSE(read_vocabulary(dir / "nowhere", "llama", 0));
+}
+
+}  // namespace
+}  // namespace qz
