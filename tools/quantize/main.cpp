@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -47,8 +48,8 @@ std::string shape_string(const std::vector<uint64_t>& s) { return fmt::format("{
 void print_plan(const Plan& plan) {
   fmt::print("{:<44} {:<12} {:<18} {:>12}  {}\n", "tensor", "shape", "type", "bytes", "why");
   for (const auto& t : plan.tensors)
-    fmt::print("{:<44} {:<12} {:<18} {:>12}  {}\n", t.name, shape_string(t.shape), t.format->name(), t.output_bytes,
-               t.reason);
+    fmt::print("{:<44} {:<12} {:<18} {:>12}  {}{}\n", t.name, shape_string(t.shape), t.format->name(), t.output_bytes,
+               t.reason, t.name == t.source_name() ? "" : " [" + t.source_name() + "]");
   for (const auto& s : plan.skipped) fmt::print("{:<44} skipped: {}\n", s.name, s.reason);
 }
 
@@ -276,6 +277,11 @@ int main(int argc, char** argv) {
       return 0;
     }
 
+    if (plan.model && std::any_of(plan.tensors.begin(), plan.tensors.end(),
+                                  [](const TensorPlan& t) { return !t.format->llama_native(); }))
+      spdlog::warn("integer grids are not llama.cpp types: llama.cpp will not load {}; `quantize dequantize` reads "
+                   "it (use --type Q4_K_M, Q4_0, ... for llama.cpp)",
+                   output);
     cli::ConsoleProgress progress(stderr, isatty(STDERR_FILENO) != 0, quiet);
     const Report r = quantize_to_gguf(ckpt, plan, opts, output, force, &progress);
     if (!quiet) {
