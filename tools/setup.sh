@@ -23,6 +23,6 @@ fi
 # Real llama.cpp for the integration test (node-llama-cpp's CPU prebuilt, from the npm registry; nothing is
 # downloaded or compiled at run time). Optional: without Node.js >= 20 the test says so and skips.
 if command -v npm >/dev/null && [ ! -d tests/integration/node_modules/node-llama-cpp ]; then
-  (cd tests/integration && npm ci --omit=optional --ignore-scripts --no-audit --no-fund >/dev/null) ||
+  (cd tests/integration && npm install --omit=optional --ignore-scripts --no-audit --no-fund >/dev/null 2>&1) ||
     echo "warning: node-llama-cpp could not be installed; the llama.cpp integration test will be skipped"
 fi
