@@ -27,12 +27,15 @@ class Q8_0Format final : public Format {
     for (size_t b = 0; b < n / kQK8_0; ++b) {
       const float* xb = x + b * kQK8_0;
       float amax = 0.0f;
-      for (int j = 0; j < kQK8_0; ++j) amax = std::fmax(amax, std::fabs(xb[j]));
+      for (int j = 0; j < kQK8_0; ++j) {
+        const float a = std::fabs(xb[j]);
+        amax = amax > a ? amax : a;  // ggml's MAX (inputs are finite)
+      }
       const float d = amax / 127.0f;
       const float id = d != 0.0f ? 1.0f / d : 0.0f;
       BlockQ8_0 blk;
       blk.d = fp32_to_fp16(d);
-      for (int j = 0; j < kQK8_0; ++j) blk.qs[j] = static_cast<int8_t>(std::round(xb[j] * id));
+      for (int j = 0; j < kQK8_0; ++j) blk.qs[j] = static_cast<int8_t>(std::lround(xb[j] * id));
       std::memcpy(dst + b * sizeof(BlockQ8_0), &blk, sizeof(blk));
     }
   }
@@ -180,6 +183,47 @@ class LegacyFormat final : public Format {
     for (int j = 0; j < 16; ++j) dst[at + j] = static_cast<uint8_t>((codes[j] & 0xF) | ((codes[j + 16] & 0xF) << 4));
   }
 
+  // ggml's reference quantizers written out as tight loops (the same arithmetic as fit + quantize_value in mode 0,
+  // which the format tests check byte for byte).
+  void quantize_row_reference(const float* x, uint8_t* dst, size_t n) const {
+    const int top = (1 << bits_) - 1;
+    const float offset = with_min_ ? 0.5f : static_cast<float>(1 << (bits_ - 1)) + 0.5f;
+    int32_t codes[32];
+    for (size_t b = 0; b < n / 32; ++b) {
+      const float* xb = x + b * 32;
+      float d, m = 0.0f, id;
+      if (!with_min_) {
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < 32; ++j) {
+          const float a = std::fabs(xb[j]);
+          if (amax < a) {
+            amax = a;
+            max = xb[j];
+          }
+        }
+        d = max / static_cast<float>(-(1 << (bits_ - 1)));
+      } else {
+        float min = FLT_MAX, max = -FLT_MAX;
+        for (int j = 0; j < 32; ++j) {
+          min = xb[j] < min ? xb[j] : min;
+          max = xb[j] > max ? xb[j] : max;
+        }
+        d = (max - min) / static_cast<float>(top);
+        m = min;
+      }
+      id = d != 0.0f ? 1.0f / d : 0.0f;
+      for (int j = 0; j < 32; ++j) {
+        const float v = (with_min_ ? (xb[j] - m) * id : xb[j] * id) + offset;
+        const int q = static_cast<int>(v);  // truncation, as ggml's (int8_t) cast; v >= 0 for in-block values
+        codes[j] = q < top ? q : top;
+      }
+      BlockGrid g;
+      g.i[1] = fp32_to_fp16(d);
+      g.i[2] = fp32_to_fp16(m);
+      LegacyFormat::encode(g, codes, dst + b * bytes_);
+    }
+  }
+
   void dequantize_row(const uint8_t* src, float* y, size_t n) const override {
     for (size_t b = 0; b < n / 32; ++b) {
       const uint8_t* blk = src + b * bytes_;
@@ -225,6 +269,7 @@ class LegacyFormat final : public Format {
   }
 
   void quantize_row(const float* x, uint8_t* dst, size_t n, const float* importance) const override {
+    if (importance == nullptr) return quantize_row_reference(x, dst, n);
     std::vector<float> weights;
     if (importance != nullptr) {
       weights.resize(n);
