@@ -112,12 +112,16 @@ std::vector<std::vector<double>> reference_logits(const Checkpoint& ck, const Mo
     const Mat n1 = weight(ck, p + "input_layernorm.weight"), n2 = weight(ck, p + "post_attention_layernorm.weight");
     const Mat wg = weight(ck, p + "mlp.gate_proj.weight"), wu = weight(ck, p + "mlp.up_proj.weight"),
               wd = weight(ck, p + "mlp.down_proj.weight");
+    const bool bias = ck.find(p + "self_attn.q_proj.bias") != nullptr;  // Qwen2
+    const Vec bq = bias ? Vec(weight(ck, p + "self_attn.q_proj.bias").col(0)) : Vec::Zero(wq.rows());
+    const Vec bk = bias ? Vec(weight(ck, p + "self_attn.k_proj.bias").col(0)) : Vec::Zero(wk.rows());
+    const Vec bv = bias ? Vec(weight(ck, p + "self_attn.v_proj.bias").col(0)) : Vec::Zero(wv.rows());
     std::vector<Vec> q, k, v;
     for (size_t t = 0; t < x.size(); ++t) {
       const Vec h = rmsnorm(x[t], n1, m.rms_norm_eps);
-      q.push_back(wq * h);
-      k.push_back(wk * h);
-      v.push_back(wv * h);
+      q.push_back(wq * h + bq);
+      k.push_back(wk * h + bk);
+      v.push_back(wv * h + bv);
       rope(q.back(), H, hd, static_cast<int>(t), m.rope_freq_base);
       rope(k.back(), KV, hd, static_cast<int>(t), m.rope_freq_base);
     }
@@ -199,6 +203,24 @@ TEST_F(LlamaCpp, DemoModelMatchesTheReferenceForwardPassAndItsDequantizedSelf) {
     std::cout << type << ": llama.cpp vs own dequantized F32 rel RMS " << relative_rms(lq, ld)
               << ", vs reference forward pass " << vs_reference << "\n";
   }
+}
+
+TEST_F(LlamaCpp, Qwen2DemoWithBiasesAndByteLevelBpeMatchesTheReference) {
+  DemoConfig c;
+  c.architecture = "Qwen2ForCausalLM";
+  write_demo_checkpoint(dir_ / "qwen", c);
+  const Checkpoint ck = Checkpoint::open(dir_ / "qwen");
+  const ModelConfig m = parse_model_config(*ck.config(), "config.json", "qwen");
+  const std::vector<int> tokens = {300, 301, 302, 260, 261, 400, 401, 511};
+  convert(dir_ / "qwen", dir_ / "f32.gguf", "F32");
+  const auto reference = reference_logits(ck, m, tokens);
+  const auto f32 = llama_logits(dir_ / "f32.gguf", tokens, static_cast<int>(m.vocab_size));
+  ASSERT_EQ(f32.size(), tokens.size());
+  EXPECT_LT(relative_rms(f32, reference), 1e-3);
+  convert(dir_ / "qwen", dir_ / "q.gguf", "Q4_K_M");
+  dequantize_gguf_to_gguf(dir_ / "q.gguf", dir_ / "q-deq.gguf", true);
+  EXPECT_LT(relative_rms(llama_logits(dir_ / "q.gguf", tokens, 512), llama_logits(dir_ / "q-deq.gguf", tokens, 512)), 5e-2);
+  EXPECT_EQ(run_node("parse_gguf.mjs", (dir_ / "q.gguf").string()).value("architecture", ""), "qwen2");
 }
 
 TEST_F(LlamaCpp, Stories260KTellsItsStoryAndKeepsItsPerplexity) {

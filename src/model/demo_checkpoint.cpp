@@ -44,6 +44,57 @@ void write_demo_tokenizer(const fs::path& dir, int size) {
       << "\n";
 }
 
+// UTF-8 of one code point.
+std::string utf8(uint32_t cp) {
+  std::string s;
+  if (cp < 0x80) {
+    s += static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    s += static_cast<char>(0xC0 | (cp >> 6));
+    s += static_cast<char>(0x80 | (cp & 0x3F));
+  } else {
+    s += static_cast<char>(0xE0 | (cp >> 12));
+    s += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    s += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+  return s;
+}
+
+// A byte-level BPE tokenizer.json like Qwen2's: the 256 byte tokens (GPT-2's byte-to-character map), merges of
+// letter pairs, and <|endoftext|> as the last id.
+void write_demo_bpe_tokenizer(const fs::path& dir, int size) {
+  std::vector<uint32_t> chars(256);
+  uint32_t next = 256;
+  for (uint32_t b = 0; b < 256; ++b) {
+    const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+    chars[b] = printable ? b : next++;
+  }
+  nlohmann::ordered_json vocab = nlohmann::ordered_json::object();
+  std::vector<std::string> merges;
+  for (uint32_t b = 0; b < 256; ++b) vocab[utf8(chars[b])] = b;
+  const std::string space = utf8(chars[' ']);
+  int id = 256;
+  for (char x = 'a'; x <= 'z' && id < size - 1; ++x) {
+    vocab[space + x] = id++;
+    merges.push_back(space + " " + std::string(1, x));
+  }
+  for (char x = 'a'; x <= 'z' && id < size - 1; ++x)
+    for (char y = 'a'; y <= 'z' && id < size - 1; ++y) {
+      vocab[std::string{x, y}] = id++;
+      merges.push_back(std::string(1, x) + " " + std::string(1, y));
+    }
+  const nlohmann::ordered_json tok = {
+      {"version", "1.0"},
+      {"added_tokens", {{{"id", id}, {"content", "<|endoftext|>"}, {"special", true}}}},
+      {"pre_tokenizer", {{"type", "ByteLevel"}}},
+      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}}},
+  };
+  std::ofstream(dir / "tokenizer.json") << tok.dump() << "\n";
+  std::ofstream(dir / "tokenizer_config.json")
+      << R"({"add_bos_token": false, "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "bos_token": null})"
+      << "\n";
+}
+
 std::vector<uint8_t> encode(const std::vector<float>& v, DType t) {
   std::vector<uint8_t> out(v.size() * dtype_size(t));
   for (size_t i = 0; i < v.size(); ++i) {
@@ -84,6 +135,9 @@ void write_demo_checkpoint(const fs::path& dir, const DemoConfig& c) {
   const uint64_t head_dim = h / static_cast<uint64_t>(c.heads);
   const uint64_t kv = head_dim * static_cast<uint64_t>(c.kv_heads);
   const auto vocab = static_cast<uint64_t>(c.vocab);
+  const bool qwen2 = c.architecture == "Qwen2ForCausalLM";
+  if (!qwen2 && c.architecture != "LlamaForCausalLM")
+    throw std::invalid_argument("demo checkpoints are LlamaForCausalLM or Qwen2ForCausalLM");
 
   std::vector<std::vector<SafetensorsBlob>> shards(2);
   auto add = [&](size_t shard, const std::string& name, std::vector<uint64_t> shape, const std::vector<float>& v) {
@@ -97,6 +151,11 @@ void write_demo_checkpoint(const fs::path& dir, const DemoConfig& c) {
     add(s, p + "self_attn.q_proj.weight", {h, h}, weight(rng, h, h, 0.02));
     add(s, p + "self_attn.k_proj.weight", {kv, h}, weight(rng, kv, h, 0.02));
     add(s, p + "self_attn.v_proj.weight", {kv, h}, weight(rng, kv, h, 0.02));
+    if (qwen2) {
+      add(s, p + "self_attn.q_proj.bias", {h}, weight(rng, 1, h, 0.05));
+      add(s, p + "self_attn.k_proj.bias", {kv}, weight(rng, 1, kv, 0.05));
+      add(s, p + "self_attn.v_proj.bias", {kv}, weight(rng, 1, kv, 0.05));
+    }
     add(s, p + "self_attn.o_proj.weight", {h, h}, weight(rng, h, h, 0.02));
     add(s, p + "post_attention_layernorm.weight", {h}, norm(rng, h));
     add(s, p + "mlp.gate_proj.weight", {ff, h}, weight(rng, ff, h, 0.02));
@@ -120,11 +179,12 @@ void write_demo_checkpoint(const fs::path& dir, const DemoConfig& c) {
   index["metadata"]["total_size"] = total;
   std::ofstream(dir / "model.safetensors.index.json") << index.dump(2) << "\n";
 
-  write_demo_tokenizer(dir, c.vocab);
+  if (qwen2) write_demo_bpe_tokenizer(dir, c.vocab);
+  else write_demo_tokenizer(dir, c.vocab);
 
   const nlohmann::ordered_json config = {
-      {"architectures", {"LlamaForCausalLM"}},
-      {"model_type", "llama"},
+      {"architectures", {c.architecture}},
+      {"model_type", qwen2 ? "qwen2" : "llama"},
       {"hidden_size", c.hidden},
       {"intermediate_size", c.intermediate},
       {"num_hidden_layers", c.layers},
@@ -133,11 +193,11 @@ void write_demo_checkpoint(const fs::path& dir, const DemoConfig& c) {
       {"vocab_size", c.vocab},
       {"max_position_embeddings", 512},
       {"rms_norm_eps", 1e-5},
-      {"rope_theta", 10000.0},
+      {"rope_theta", qwen2 ? 1000000.0 : 10000.0},
       {"tie_word_embeddings", false},
       {"torch_dtype", c.dtype == DType::BF16 ? "bfloat16" : (c.dtype == DType::F16 ? "float16" : "float32")},
-      {"bos_token_id", 1},
-      {"eos_token_id", 2},
+      {"bos_token_id", qwen2 ? c.vocab - 1 : 1},
+      {"eos_token_id", qwen2 ? c.vocab - 1 : 2},
   };
   std::ofstream(dir / "config.json") << config.dump(2) << "\n";
 }

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <string>
 
 #include "qz/core/dtype.hpp"
 
@@ -18,6 +19,8 @@ struct DemoConfig {
   int vocab = 512;
   DType dtype = DType::BF16;
   uint64_t seed = 42;
+  // "LlamaForCausalLM" (SentencePiece vocabulary) or "Qwen2ForCausalLM" (q/k/v biases, byte-level BPE vocabulary).
+  std::string architecture = "LlamaForCausalLM";
 };
 
 // Writes the checkpoint into `dir` (created if needed; existing files of the same names are replaced).
