@@ -57,8 +57,14 @@ float make_qx_quants(int n, int nmax, const float* x, int8_t* L, const float* we
   return scale;
 }
 
-float make_qkx3_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min, float rmin,
-                       float rdelta, int nstep, float* iscale_out, float* min_used, bool* degenerate) {
+namespace {
+
+// The asymmetric weighted search shared by make_qkx2_quants (K-quant reference paths, optionally absolute error)
+// and make_qkx3_quants (imatrix paths). The two ggml functions differ only in forms that agree for finite inputs
+// (max == min vs max <= min after min <= 0; clamp(round(v)) vs round(min(v, nmax)) for v > 0), which the golden
+// vectors confirm.
+float search_qkx(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min, float rmin,
+                 float rdelta, int nstep, bool use_mad, float* iscale_out, float* min_used, bool* degenerate) {
   float min = x[0], max = x[0];
   float sum_w = weights[0];
   float sum_x = sum_w * x[0];
@@ -89,7 +95,7 @@ float make_qkx3_quants(int n, int nmax, const float* x, const float* weights, ui
     const int l = nearest_int(iscale * (x[i] - min));
     L[i] = static_cast<uint8_t>(std::clamp(l, 0, nmax));
     float diff = scale * static_cast<float>(L[i]) + min - x[i];
-    diff = diff * diff;
+    diff = use_mad ? std::fabs(diff) : diff * diff;
     best_mad += weights[i] * diff;
   }
   uint8_t Laux[256];
@@ -117,7 +123,7 @@ float make_qkx3_quants(int n, int nmax, const float* x, const float* weights, ui
       float mad = 0;
       for (int i = 0; i < n; ++i) {
         float diff = this_scale * static_cast<float>(Laux[i]) + this_min - x[i];
-        diff = diff * diff;
+        diff = use_mad ? std::fabs(diff) : diff * diff;
         mad += weights[i] * diff;
       }
       if (mad < best_mad) {
@@ -134,72 +140,18 @@ float make_qkx3_quants(int n, int nmax, const float* x, const float* weights, ui
   return scale;
 }
 
+}  // namespace
+
+float make_qkx3_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min, float rmin,
+                       float rdelta, int nstep, float* iscale, float* min_used, bool* degenerate) {
+  return search_qkx(n, nmax, x, weights, L, the_min, rmin, rdelta, nstep, false, iscale, min_used, degenerate);
+}
+
 float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min, float rmin,
                        float rdelta, int nstep, bool use_mad) {
-  float min = x[0], max = x[0];
-  float sum_w = weights[0];
-  float sum_x = sum_w * x[0];
-  for (int i = 1; i < n; ++i) {
-    if (x[i] < min) min = x[i];
-    if (x[i] > max) max = x[i];
-    const float w = weights[i];
-    sum_w += w;
-    sum_x += w * x[i];
-  }
-  if (min > 0) min = 0;
-  if (max == min) {
-    for (int i = 0; i < n; ++i) L[i] = 0;
-    *the_min = -min;
-    return 0.0f;
-  }
-  const auto fnmax = static_cast<float>(nmax);
-  float iscale = fnmax / (max - min);
-  float scale = 1 / iscale;
-  float best_error = 0;
-  for (int i = 0; i < n; ++i) {
-    const int l = nearest_int(iscale * (x[i] - min));
-    L[i] = static_cast<uint8_t>(std::clamp(l, 0, nmax));
-    float diff = scale * static_cast<float>(L[i]) + min - x[i];
-    diff = use_mad ? std::fabs(diff) : diff * diff;
-    best_error += weights[i] * diff;
-  }
-  uint8_t Laux[256];
-  for (int is = 0; is <= nstep; ++is) {
-    iscale = (rmin + rdelta * static_cast<float>(is) + fnmax) / (max - min);
-    float sum_l = 0, sum_l2 = 0, sum_xl = 0;
-    for (int i = 0; i < n; ++i) {
-      const int l = std::clamp(nearest_int(iscale * (x[i] - min)), 0, nmax);
-      Laux[i] = static_cast<uint8_t>(l);
-      const float w = weights[i];
-      const auto fl = static_cast<float>(l);
-      sum_l += w * fl;
-      sum_l2 += w * fl * fl;
-      sum_xl += w * fl * x[i];
-    }
-    const float D = sum_w * sum_l2 - sum_l * sum_l;
-    if (D > 0) {
-      float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
-      float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
-      if (this_min > 0) {
-        this_min = 0;
-        this_scale = sum_xl / sum_l2;
-      }
-      float cur_error = 0;
-      for (int i = 0; i < n; ++i) {
-        float diff = this_scale * static_cast<float>(Laux[i]) + this_min - x[i];
-        diff = use_mad ? std::fabs(diff) : diff * diff;
-        cur_error += weights[i] * diff;
-      }
-      if (cur_error < best_error) {
-        for (int i = 0; i < n; ++i) L[i] = Laux[i];
-        best_error = cur_error;
-        scale = this_scale;
-        min = this_min;
-      }
-    }
-  }
-  *the_min = -min;
-  return scale;
+  float iscale = 0, min_used = 0;
+  bool degenerate = false;
+  return search_qkx(n, nmax, x, weights, L, the_min, rmin, rdelta, nstep, use_mad, &iscale, &min_used, &degenerate);
 }
 
 float make_q3_quants(int n, int nmax, const float* x, int8_t* L) {
