@@ -4,6 +4,7 @@
 #include <fmt/ranges.h>
 
 #include <cstring>
+#include <optional>
 
 #include "qz/core/error.hpp"
 #include "qz/core/half.hpp"
@@ -13,6 +14,60 @@
 
 namespace qz {
 
+namespace {
+
+// The NF4/FP4 options of a stored weight, if it is one.
+std::optional<Nf4Options> nf4_of(const GgufFile& file, const std::string& tensor) {
+  const GgufValue* fv = file.find(custom_format_key(tensor));
+  const auto* name = fv ? fv->get_if<std::string>() : nullptr;
+  Nf4Options o;
+  if (name == nullptr || !parse_nf4_name(*name, &o)) return std::nullopt;
+  return o;
+}
+
+// True for the absmax / nested tensors that belong to an NF4/FP4 weight (decoded with it, not on their own).
+bool is_nf4_companion(const GgufFile& file, const std::string& name) {
+  for (const std::string suffix : {".absmax", ".nested_absmax", ".nested_offset"})
+    if (name.ends_with(suffix) && nf4_of(file, name.substr(0, name.size() - suffix.size()))) return true;
+  return false;
+}
+
+std::vector<float> decode_nf4(const GgufFile& file, const GgufTensorInfo& t, const Nf4Options& o, size_t count) {
+  const std::string where = fmt::format("{}: tensor '{}'", file.path().string(), t.name);
+  Nf4Tensor q;
+  q.count = count;
+  const auto packed = file.data(t);
+  if (packed.size() != (count + 1) / 2) throw InputError(where + ": packed codes do not match the shape");
+  q.packed.assign(packed.begin(), packed.end());
+  const auto names = nf4_companions(t.name, o);
+  auto companion = [&](size_t i) {
+    const GgufTensorInfo* c = file.find_tensor(names[i]);
+    if (c == nullptr) throw InputError(fmt::format("{}: '{}' is missing", where, names[i]));
+    return file.data(*c);
+  };
+  const size_t blocks = nf4_blocks(count, o);
+  auto floats = [&](std::span<const uint8_t> b, size_t n) {
+    if (b.size() != 4 * n) throw InputError(where + ": NF4 side tensor of the wrong size");
+    std::vector<float> v(n);
+    std::memcpy(v.data(), b.data(), b.size());
+    return v;
+  };
+  if (o.double_quant) {
+    const auto qa = companion(0);
+    if (qa.size() != blocks) throw InputError(where + ": quantized absmax of the wrong size");
+    q.qabsmax.assign(qa.begin(), qa.end());
+    q.nested_absmax = floats(companion(1), (blocks + 255) / 256);
+    q.nested_offset = floats(companion(2), 1)[0];
+  } else {
+    q.absmax = floats(companion(0), blocks);
+  }
+  std::vector<float> y(count);
+  dequantize_nf4(q, o, y.data());
+  return y;
+}
+
+}  // namespace
+
 StoredFormat stored_format(const GgufFile& file, const GgufTensorInfo& t) {
   const std::string where = fmt::format("{}: tensor '{}'", file.path().string(), t.name);
   StoredFormat s;
@@ -20,10 +75,16 @@ StoredFormat stored_format(const GgufFile& file, const GgufTensorInfo& t) {
     const auto* name = fv->get_if<std::string>();
     const GgufValue* sv = file.find(custom_shape_key(t.name));
     const auto* arr = sv ? sv->get_if<GgufArray>() : nullptr;
+    Nf4Options nf4;
+    const bool is_nf4 = name != nullptr && parse_nf4_name(*name, &nf4);
     if (name == nullptr || arr == nullptr || arr->element_type != GgufType::U64 || arr->items.empty() ||
-        arr->items.size() != t.ne.size())
+        (!is_nf4 && arr->items.size() != t.ne.size()))
       throw InputError(where + ": custom layout metadata (format string, u64 shape array) is missing or malformed");
     for (const auto& item : arr->items) s.logical_ne.push_back(*item.get_if<uint64_t>());
+    if (is_nf4) {
+      s.format = make_nf4_format(nf4);
+      return s;
+    }
     s.format = find_format(*name, s.logical_ne[0]);
     if (!s.format) throw InputError(fmt::format("{}: unknown custom format '{}'", where, *name));
     if (!s.format->supports_row_length(s.logical_ne[0]) || s.format->row_bytes(s.logical_ne[0]) != t.ne[0])
@@ -46,6 +107,7 @@ std::vector<float> dequantize_tensor(const GgufFile& file, const GgufTensorInfo&
   const size_t cols = s.logical_ne[0];
   size_t rows = 1;
   for (size_t i = 1; i < s.logical_ne.size(); ++i) rows *= s.logical_ne[i];
+  if (const auto o = nf4_of(file, t.name)) return decode_nf4(file, t, *o, rows * cols);
   std::vector<float> out(rows * cols);
   const auto data = file.data(t);
   const size_t rb = s.format->row_bytes(cols);
@@ -59,15 +121,18 @@ size_t dequantize_gguf(const std::filesystem::path& input, const std::filesystem
     throw UsageError("--dtype must be f32, f16 or bf16");
   const GgufFile file(input);
   std::vector<SafetensorsWriter::Decl> decls;
+  std::vector<const GgufTensorInfo*> weights;
   for (const auto& t : file.tensors()) {
+    if (is_nf4_companion(file, t.name)) continue;
     const StoredFormat s = stored_format(file, t);
     decls.push_back({t.name, dtype, std::vector<uint64_t>(s.logical_ne.rbegin(), s.logical_ne.rend())});
+    weights.push_back(&t);
   }
   OutputFile out(output, overwrite);
   SafetensorsWriter writer(out, decls, {{"format", "pt"}, {"source", input.filename().string()}});
   std::vector<uint8_t> bytes;
-  for (const auto& t : file.tensors()) {
-    const std::vector<float> v = dequantize_tensor(file, t);
+  for (const GgufTensorInfo* tp : weights) {
+    const std::vector<float> v = dequantize_tensor(file, *tp);
     bytes.resize(v.size() * dtype_size(dtype));
     for (size_t i = 0; i < v.size(); ++i) {
       if (dtype == DType::F32) {
@@ -89,7 +154,9 @@ size_t dequantize_gguf_to_gguf(const std::filesystem::path& input, const std::fi
   const GgufFile file(input);
   GgufWriter w(file.alignment());
   for (const auto& kv : file.metadata()) {
-    if (kv.key == "general.alignment" || kv.key.starts_with("quantize.tensor.")) continue;
+    if (kv.key == "general.alignment" || kv.key.starts_with("quantize.tensor.") || kv.key.starts_with("quantize.nf4.") ||
+        kv.key.starts_with("quantize.fp4."))
+      continue;
     if (kv.key == "general.file_type") {
       w.set(kv.key, uint32_t{0});
       continue;
@@ -97,16 +164,21 @@ size_t dequantize_gguf_to_gguf(const std::filesystem::path& input, const std::fi
     if (kv.key == "general.quantization_version") continue;
     w.set(kv.key, kv.value);
   }
-  for (const auto& t : file.tensors()) w.add_tensor(t.name, stored_format(file, t).logical_ne, GgmlType::F32);
+  std::vector<const GgufTensorInfo*> weights;
+  for (const auto& t : file.tensors()) {
+    if (is_nf4_companion(file, t.name)) continue;
+    w.add_tensor(t.name, stored_format(file, t).logical_ne, GgmlType::F32);
+    weights.push_back(&t);
+  }
   OutputFile out(output, overwrite);
   w.write_header(out);
-  for (const auto& t : file.tensors()) {
-    const std::vector<float> v = dequantize_tensor(file, t);
+  for (const GgufTensorInfo* tp : weights) {
+    const std::vector<float> v = dequantize_tensor(file, *tp);
     w.write_tensor_data(out, {reinterpret_cast<const uint8_t*>(v.data()), v.size() * 4});
   }
   w.finish();
   out.commit();
-  return file.tensors().size();
+  return weights.size();
 }
 
 std::string describe_gguf(const GgufFile& file) {

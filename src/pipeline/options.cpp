@@ -15,6 +15,8 @@ std::string method_name(MethodKind m) {
     case MethodKind::Absmax: return "absmax";
     case MethodKind::Zeropoint: return "zeropoint";
     case MethodKind::Gptq: return "gptq";
+    case MethodKind::Nf4: return "nf4";
+    case MethodKind::Fp4: return "fp4";
   }
   return "?";
 }
@@ -24,7 +26,9 @@ MethodKind parse_method(const std::string& s) {
   if (s == "absmax") return MethodKind::Absmax;
   if (s == "zeropoint") return MethodKind::Zeropoint;
   if (s == "gptq") return MethodKind::Gptq;
-  throw UsageError(fmt::format("--method {}: unknown method (known: rtn, absmax, zeropoint, gptq)", s));
+  if (s == "nf4") return MethodKind::Nf4;
+  if (s == "fp4") return MethodKind::Fp4;
+  throw UsageError(fmt::format("--method {}: unknown method (known: rtn, absmax, zeropoint, gptq, nf4, fp4)", s));
 }
 
 TensorTypeOverride parse_tensor_type_override(const std::string& s) {

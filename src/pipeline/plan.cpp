@@ -50,6 +50,7 @@ FormatPtr resolve_type(const std::string& name, size_t cols, const std::string& 
 
 // What the options ask for: a llama-quantize mix, or one format for every weight.
 struct Target {
+  std::optional<Nf4Options> nf4;  // --method nf4 / fp4
   const Mix* mix = nullptr;
   std::optional<IntGridSpec> grid;  // absmax / zeropoint, or an int grid named by --type
   FormatPtr format;                 // a fixed format (grids mapped to a llama.cpp type)
@@ -58,6 +59,16 @@ struct Target {
 
 Target resolve_target(const QuantizeOptions& o) {
   Target t;
+  if (o.method == MethodKind::Nf4 || o.method == MethodKind::Fp4) {
+    Nf4Options n;
+    n.blocksize = o.nf4_blocksize;
+    n.double_quant = o.double_quant;
+    n.fp4 = o.method == MethodKind::Fp4;
+    validate_nf4_options(n);
+    t.nf4 = n;
+    t.name = n.name();
+    return t;
+  }
   if (o.method == MethodKind::Rtn || (o.method == MethodKind::Gptq && !o.type.empty())) {
     t.name = o.type.empty() ? "Q8_0" : o.type;
     if ((t.mix = find_mix(t.name))) {
@@ -115,25 +126,33 @@ std::vector<uint64_t> TensorPlan::logical_ne() const {
 }
 
 std::vector<uint64_t> TensorPlan::stored_ne() const {
+  if (nf4) return {(rows * cols + 1) / 2};
   std::vector<uint64_t> ne = logical_ne();
   if (format->storage_type() == GgmlType::I8 && format->is_quantized()) ne[0] = format->row_bytes(cols);
   return ne;
+}
+
+std::vector<std::string> nf4_companions(const std::string& tensor, const Nf4Options& o) {
+  if (o.double_quant) return {tensor + ".absmax", tensor + ".nested_absmax", tensor + ".nested_offset"};
+  return {tensor + ".absmax"};
 }
 
 std::string custom_format_key(const std::string& tensor) { return "quantize.tensor." + tensor + ".format"; }
 std::string custom_shape_key(const std::string& tensor) { return "quantize.tensor." + tensor + ".shape"; }
 
 void validate_options(const QuantizeOptions& o) {
-  const bool grid_method = o.method == MethodKind::Absmax || o.method == MethodKind::Zeropoint;
+  const bool grid_method = o.method == MethodKind::Absmax || o.method == MethodKind::Zeropoint ||
+                           o.method == MethodKind::Nf4 || o.method == MethodKind::Fp4;
   if (o.method == MethodKind::Gptq) {
     if (!(o.damp >= 0.0) || o.damp > 100.0) throw UsageError(fmt::format("--damp {}: use a value in [0, 100]", o.damp));
     if (o.block_size < 1) throw UsageError(fmt::format("--block-size {}: must be positive", o.block_size));
   }
   if (grid_method && !o.type.empty())
     throw UsageError(fmt::format("--type {} cannot be combined with --method {}: absmax and zeropoint choose their "
-                                 "own integer grid from --bits and --group-size",
+                                 "own grid from --bits / --group-size",
                                  o.type, method_name(o.method)));
-  if (o.method != MethodKind::Rtn && o.type.empty() && o.group_size < -1)
+  if ((o.method == MethodKind::Absmax || o.method == MethodKind::Zeropoint || o.method == MethodKind::Gptq) &&
+      o.type.empty() && o.group_size < -1)
     throw UsageError(fmt::format("--group-size {}: use a positive group, -1 (per output row) or 0 (per tensor)",
                                  o.group_size));
   (void)resolve_target(o);
@@ -212,6 +231,15 @@ Plan make_plan(const Checkpoint& ckpt, const QuantizeOptions& opts_in, const Ima
       if (ov != opts.tensor_types.end()) {
         p.format = resolve_type(ov->type, p.cols, "--tensor-type");
         p.reason = fmt::format("--tensor-type {}={}", ov->pattern, ov->type);
+      } else if (target.nf4) {
+        if (role.role == TensorRole::TokenEmbedding || role.role == TensorRole::Output) {
+          p.format = format_for_ggml_type(GgmlType::F16);
+          p.reason = "bitsandbytes keeps embeddings and the output head unquantized: F16";
+        } else {
+          p.nf4 = target.nf4;
+          p.format = make_nf4_format(*target.nf4);
+          p.reason = "--method " + method_name(opts.method);
+        }
       } else if (target.mix) {
         if (opts.pure) {
           p.format = format_for_ggml_type(target.mix->base);
@@ -244,7 +272,12 @@ Plan make_plan(const Checkpoint& ckpt, const QuantizeOptions& opts_in, const Ima
                                from_block, p.format->name());
       }
     }
-    p.output_bytes = p.rows * p.format->row_bytes(p.cols);
+    if (p.nf4) {
+      const size_t n = t.numel(), blocks = nf4_blocks(n, *p.nf4);
+      p.output_bytes = (n + 1) / 2 + (p.nf4->double_quant ? blocks + 4 * ((blocks + 255) / 256) + 4 : 4 * blocks);
+    } else {
+      p.output_bytes = p.rows * p.format->row_bytes(p.cols);
+    }
     plan.input_bytes += p.input_bytes;
     plan.tensor_bytes += p.output_bytes;
     plan.weights += t.numel();
@@ -335,7 +368,25 @@ GgufWriter make_gguf_layout(const Plan& plan, const Checkpoint& ckpt, const Quan
     w.set(custom_format_key(t.name), t.format->name());
     w.set(custom_shape_key(t.name), GgufValue::array(t.logical_ne()));
   }
-  for (const auto& t : plan.tensors) w.add_tensor(t.name, t.stored_ne(), t.format->storage_type());
+  if (std::any_of(plan.tensors.begin(), plan.tensors.end(), [](const TensorPlan& t) { return t.nf4.has_value(); })) {
+    const auto& nf4 = nf4_code();
+    const auto& fp4 = fp4_code();
+    const auto& map = dynamic_map();
+    w.set("quantize.nf4.quant_map", GgufValue::array(std::vector<float>(nf4.begin(), nf4.end())));
+    w.set("quantize.fp4.quant_map", GgufValue::array(std::vector<float>(fp4.begin(), fp4.end())));
+    w.set("quantize.nf4.nested_quant_map", GgufValue::array(std::vector<float>(map.begin(), map.end())));
+  }
+  for (const auto& t : plan.tensors) {
+    w.add_tensor(t.name, t.stored_ne(), t.format->storage_type());
+    if (!t.nf4) continue;
+    const uint64_t blocks = nf4_blocks(t.rows * t.cols, *t.nf4);
+    const auto names = nf4_companions(t.name, *t.nf4);
+    w.add_tensor(names[0], {blocks}, t.nf4->double_quant ? GgmlType::I8 : GgmlType::F32);
+    if (t.nf4->double_quant) {
+      w.add_tensor(names[1], {(blocks + 255) / 256}, GgmlType::F32);
+      w.add_tensor(names[2], {1}, GgmlType::F32);
+    }
+  }
   return w;
 }
 

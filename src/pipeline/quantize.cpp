@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <optional>
 #include <cmath>
 #include <limits>
@@ -140,11 +141,37 @@ QuantizedTensor quantize_tensor_gptq(const TensorPlan& t, const QuantizeOptions&
   return out;
 }
 
+template <typename T>
+std::vector<uint8_t> as_bytes(const std::vector<T>& v) {
+  std::vector<uint8_t> b(v.size() * sizeof(T));
+  std::memcpy(b.data(), v.data(), b.size());
+  return b;
+}
+
+QuantizedTensor quantize_tensor_nf4(const TensorPlan& t) {
+  std::vector<float> w(t.rows * t.cols);
+  read_rows(t, 0, t.rows, w.data());
+  if (const size_t bad = first_non_finite(w.data(), w.size()); bad != kNoBadValue) throw_non_finite(t, bad, w[bad]);
+  const Nf4Tensor q = quantize_nf4(w.data(), w.size(), *t.nf4);
+  QuantizedTensor out;
+  out.bytes = q.packed;
+  if (t.nf4->double_quant) {
+    out.companions = {q.qabsmax, as_bytes(q.nested_absmax), as_bytes(std::vector<float>{q.nested_offset})};
+  } else {
+    out.companions = {as_bytes(q.absmax)};
+  }
+  std::vector<float> y(w.size());
+  dequantize_nf4(q, *t.nf4, y.data());
+  out.error.add(w.data(), y.data(), w.size());
+  return out;
+}
+
 }  // namespace
 
 QuantizedTensor quantize_tensor(const TensorPlan& t, const QuantizeOptions& opts, HessianCache* cache,
                                 const std::function<void(double)>& progress) {
   if (t.gptq) return quantize_tensor_gptq(t, opts, cache, progress);
+  if (t.nf4) return quantize_tensor_nf4(t);
   const unsigned threads = opts.effective_threads();
   const Format& f = *t.format;
   const size_t row_bytes = f.row_bytes(t.cols);
@@ -224,6 +251,7 @@ Report quantize_to_gguf(const Checkpoint& ckpt, const Plan& plan, const Quantize
       if (progress) progress->advance(frac);
     });
     writer.write_tensor_data(out, q.bytes);
+    for (const auto& c : q.companions) writer.write_tensor_data(out, c);
     TensorReport& tr = report.tensors[i];
     tr.error = q.error;
     tr.gptq = q.gptq;

@@ -114,7 +114,7 @@ Report report_from_plan(const Plan& plan) {
     tr.fallback = t.fallback;
     tr.weighted = t.importance != nullptr;
     tr.method = t.gptq ? "gptq" : "rtn";
-    tr.bits_per_weight = t.format->bits_per_weight();
+    tr.bits_per_weight = t.nf4 ? nf4_bits_per_weight(t.rows * t.cols, *t.nf4) : t.format->bits_per_weight();
     tr.input_bytes = t.input_bytes;
     tr.output_bytes = t.output_bytes;
     r.tensors.push_back(std::move(tr));

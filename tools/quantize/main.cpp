@@ -129,7 +129,7 @@ int main(int argc, char** argv) {
 
   app.add_option("input", inputs, "Checkpoint directory (with or without model.safetensors.index.json) or .safetensors file(s)");
   app.add_option("-o,--output", output, "Output GGUF file");
-  app.add_option("-m,--method", method, "Method: rtn (the --type's own quantizer), absmax (symmetric integer grid), zeropoint (asymmetric integer grid), gptq (error feedback, needs --calib)")
+  app.add_option("-m,--method", method, "Method: rtn (the --type's own quantizer), absmax (symmetric integer grid), zeropoint (asymmetric integer grid), gptq (error feedback, needs --calib), nf4 / fp4 (bitsandbytes blocks)")
       ->capture_default_str();
   std::vector<std::string> calib_files;
   app.add_option("--calib", calib_files, "Calibration activations (safetensors, docs/calibration.md); several accumulate");
@@ -142,8 +142,12 @@ int main(int argc, char** argv) {
   app.add_flag("--compare-rtn", opts.compare_rtn, "GPTQ: also report round-to-nearest's output error on the calibration data");
   app.add_option("--type", type, "A llama-quantize mix (Q4_K_M, Q8_0, ...) or an integer grid name; default Q8_0");
   app.add_option("-b,--bits", opts.bits, "Bits per weight of the absmax/zeropoint grid, 2..8")->capture_default_str();
-  app.add_option("-g,--group-size", opts.group_size, "Input columns per absmax/zeropoint group; -1 per output row, 0 per tensor")
-      ->capture_default_str();
+  auto* group_opt = app.add_option("-g,--group-size", opts.group_size,
+                                    "Input columns per absmax/zeropoint/GPTQ group (-1 per output row, 0 per tensor); "
+                                    "NF4/FP4 block size (default 64)")
+                        ->capture_default_str();
+  app.add_flag("--double-quant,!--no-double-quant", opts.double_quant,
+               "NF4/FP4: quantize the block absmax values again (8-bit, blocks of 256; default on)");
   app.add_option("--tensor-type", tensor_types, "PATTERN=TYPE: store tensors whose name matches the regex PATTERN as TYPE (repeatable; first match wins)");
   std::string imatrix_path;
   app.add_option("--imatrix", imatrix_path, "Importance matrix (llama.cpp's GGUF or legacy .dat imatrix) for weighted rounding");
@@ -242,6 +246,10 @@ int main(int argc, char** argv) {
     if (inputs.empty()) throw UsageError("no INPUT given (a checkpoint directory or .safetensors file); see --help");
     if (output.empty() && !dry_run) throw UsageError("no output given: -o OUTPUT.gguf");
     opts.method = parse_method(method);
+    if ((opts.method == MethodKind::Nf4 || opts.method == MethodKind::Fp4) && group_opt->count() > 0) {
+      if (opts.group_size <= 0) throw UsageError("--group-size must be positive for nf4/fp4");
+      opts.nf4_blocksize = static_cast<size_t>(opts.group_size);
+    }
     opts.type = type;
     for (const auto& s : tensor_types) opts.tensor_types.push_back(parse_tensor_type_override(s));
     validate_options(opts);

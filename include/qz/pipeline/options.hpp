@@ -12,6 +12,8 @@ enum class MethodKind {
   Absmax,     // symmetric integer grid, round-to-nearest
   Zeropoint,  // asymmetric integer grid, round-to-nearest
   Gptq,       // GPTQ error feedback into the target format (needs calibration activations)
+  Nf4,        // bitsandbytes' block-wise NormalFloat-4 (with double quantization by default)
+  Fp4,        // bitsandbytes' block-wise FP4 (E2M1)
 };
 
 struct TensorTypeOverride {
@@ -30,6 +32,10 @@ struct QuantizeOptions {
   bool no_fallback = false;  // --no-fallback: a row length the type cannot store is an error
   bool has_imatrix = false;  // an importance matrix is given (changes some mix choices)
   unsigned threads = 0;   // 0: all hardware threads
+
+  // NF4 / FP4
+  size_t nf4_blocksize = 64;   // --group-size for nf4/fp4
+  bool double_quant = true;    // --double-quant / --no-double-quant
 
   // GPTQ
   double damp = 0.01;               // --damp: fraction of mean(diag H) added to the diagonal

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "qz/formats/format.hpp"
+#include "qz/formats/nf4.hpp"
 #include "qz/io/gguf.hpp"
 #include "qz/io/safetensors.hpp"
 #include "qz/model/architecture.hpp"
@@ -33,6 +34,7 @@ struct TensorPlan {
   bool gptq = false;                                    // quantized by GPTQ (else round-to-nearest)
   std::vector<CalibInput> calibration;                  // GPTQ's calibration entries for this weight
   std::vector<uint32_t> row_order;  // source row of each output row (llama.cpp's q/k permutation), empty = same
+  std::optional<Nf4Options> nf4;    // stored as bitsandbytes NF4/FP4 blocks (docs/formats.md), several GGUF tensors
   const std::string& source_name() const { return source->tensor->name; }
   // GGUF ne of the stored tensor: the logical shape for llama.cpp types, [row bytes, rows...] for custom layouts.
   std::vector<uint64_t> stored_ne() const;
@@ -91,5 +93,7 @@ GgufWriter make_gguf_layout(const Plan& plan, const Checkpoint& ckpt, const Quan
 // Metadata keys of the project's custom layouts (docs/formats.md).
 std::string custom_format_key(const std::string& tensor);  // "quantize.tensor.<name>.format"
 std::string custom_shape_key(const std::string& tensor);   // "quantize.tensor.<name>.shape"
+// The GGUF tensors of an NF4/FP4 weight besides `<name>` (its packed codes).
+std::vector<std::string> nf4_companions(const std::string& tensor, const Nf4Options& o);
 
 }  // namespace qz

@@ -27,6 +27,7 @@ class ProgressSink {
 
 struct QuantizedTensor {
   std::vector<uint8_t> bytes;
+  std::vector<std::vector<uint8_t>> companions;  // NF4/FP4: absmax, nested absmax, nested offset
   ErrorStats error;
   std::optional<GptqReport> gptq;
 };
