@@ -1,0 +1,186 @@
+// bitsandbytes' NF4/FP4: code tables against their construction, a hand-checked block, error bounds, double
+// quantization, bits per weight, and the GGUF round trip.
+#include "qz/formats/nf4.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "qz/core/error.hpp"
+#include "qz/model/demo_checkpoint.hpp"
+#include "qz/pipeline/dequantize.hpp"
+#include "qz/pipeline/plan.hpp"
+#include "qz/pipeline/quantize.hpp"
+#include "test_util.hpp"
+
+namespace qz {
+namespace {
+
+namespace fs = std::filesystem;
+
+TEST(Nf4Codes, NormalFloatTableEqualsItsConstruction) {
+  // create_normal_map(0.9677083): quantiles of N(0,1), float32, sorted, divided by the largest; bitsandbytes ships
+  // the result as a literal table, which must come out bit for bit.
+  const auto built = construct_nf4_code();
+  const auto& published = nf4_code();
+  for (size_t i = 0; i < 16; ++i) EXPECT_EQ(built[i], published[i]) << i;
+  EXPECT_EQ(published[7], 0.0f);
+  EXPECT_EQ(published[0], -1.0f);
+  EXPECT_EQ(published[15], 1.0f);
+  for (size_t i = 0; i + 1 < 16; ++i) EXPECT_LT(published[i], published[i + 1]);
+  EXPECT_NEAR(normal_quantile(0.975), 1.959963984540054, 1e-14);
+  EXPECT_NEAR(normal_quantile(0.5), 0.0, 1e-15);
+  EXPECT_NEAR(normal_quantile(1e-10), -6.361340902404056, 1e-12);
+}
+
+TEST(Nf4Codes, DynamicMapFollowsItsConstruction) {
+  // create_dynamic_map(signed=True, 7, 8): for decade i = 0..6, the 2^i midpoints of linspace(0.1, 1, 2^i + 1)
+  // times 10^(i-6), with both signs, then 0 and 1.
+  const auto& m = dynamic_map();
+  std::vector<double> expected = {0.0, 1.0};
+  for (int i = 0; i < 7; ++i) {
+    const int items = (1 << i) + 1;
+    for (int j = 0; j + 1 < items; ++j) {
+      const double a = 0.1 + 0.9 * j / (items - 1), b = 0.1 + 0.9 * (j + 1) / (items - 1);
+      expected.push_back(std::pow(10.0, i - 6) * (a + b) / 2);
+      expected.push_back(-std::pow(10.0, i - 6) * (a + b) / 2);
+    }
+  }
+  std::sort(expected.begin(), expected.end());
+  ASSERT_EQ(expected.size(), 256u);
+  for (size_t i = 0; i < 256; ++i) {
+    EXPECT_NEAR(m[i], expected[i], 4e-7 * std::fabs(expected[i]) + 1e-12) << i;
+    if (i) EXPECT_LE(m[i - 1], m[i]);
+  }
+  EXPECT_EQ(m[255], 1.0f);
+  EXPECT_EQ(fp4_code()[3], 1.0f);  // 12 / 12
+  EXPECT_EQ(fp4_code()[1], 0.0625f / 12.0f);
+}
+
+TEST(Nf4, HandCheckedBlock) {
+  // One block of 32: absmax 1. By the table: 1 -> 15; -1 -> 0; 0 -> 7; 0.5 lies below the midpoint 0.5017 of
+  // 0.4407 (12) and 0.5626 (13) -> 12; -0.5 lies below the midpoint -0.4600 of -0.5251 (2) and -0.3949 (3) -> 2;
+  // 0.3 lies above the midpoint 0.2920 of 0.2461 (10) and 0.3379 (11) -> 11; zeros -> 7.
+  // Packed high nibble first: F0 7C 2B 77 ...
+  std::vector<float> x(32, 0.0f);
+  x[0] = 1.0f, x[1] = -1.0f, x[2] = 0.0f, x[3] = 0.5f, x[4] = -0.5f, x[5] = 0.3f;
+  Nf4Options o;
+  o.blocksize = 32;
+  o.double_quant = false;
+  const Nf4Tensor t = quantize_nf4(x.data(), x.size(), o);
+  ASSERT_EQ(t.packed.size(), 16u);
+  EXPECT_EQ(t.packed[0], 0xF0);
+  EXPECT_EQ(t.packed[1], 0x7C);
+  EXPECT_EQ(t.packed[2], 0x2B);
+  for (size_t i = 3; i < 16; ++i) EXPECT_EQ(t.packed[i], 0x77) << i;
+  EXPECT_EQ(t.absmax, std::vector<float>{1.0f});
+  // A value exactly on a midpoint takes the lower code (torch.bucketize).
+  std::vector<float> tie(32, 0.0f);
+  tie[0] = 1.0f;
+  tie[1] = (nf4_code()[12] + nf4_code()[13]) / 2.0f;
+  EXPECT_EQ(quantize_nf4(tie.data(), 32, o).packed[0], 0xFC);
+}
+
+// Every value within half the gap to the neighbouring code (on the side it lies) times its block's absmax.
+void check_bound(const std::vector<float>& x, const Nf4Options& o) {
+  const Nf4Tensor t = quantize_nf4(x.data(), x.size(), o);
+  std::vector<float> y(x.size());
+  dequantize_nf4(t, o, y.data());
+  const auto absmax = nf4_absmax(t, o);
+  const auto& code = nf4_code();
+  for (size_t i = 0; i < x.size(); ++i) {
+    const float a = absmax[i / o.blocksize];
+    const size_t q = i % 2 == 0 ? t.packed[i / 2] >> 4 : t.packed[i / 2] & 15;  // first value in the high nibble
+    ASSERT_EQ(y[i], code[q] * a) << i;
+    const double gap = std::max(q > 0 ? code[q] - code[q - 1] : 0.0f, q < 15 ? code[q + 1] - code[q] : 0.0f);
+    double true_a = 0;  // the block's true absmax
+    for (size_t j = i / o.blocksize * o.blocksize; j < std::min(x.size(), (i / o.blocksize + 1) * o.blocksize); ++j)
+      true_a = std::max(true_a, static_cast<double>(std::fabs(x[j])));
+    // With double quantization the stored absmax differs from the true one; the bound is in units of it.
+    const double slack = std::fabs(true_a - a) * 1.0;
+    ASSERT_LE(std::fabs(x[i] - y[i]), gap / 2 * a + slack + 1e-6 * a) << "element " << i;
+  }
+}
+
+TEST(Nf4, ErrorBoundsWithBlocksAcrossRowsAndAPartialBlock) {
+  std::vector<float> x = test::gaussian(64 * 256 * 2 + 100, 21, 0.02f);
+  for (size_t i = 0; i < x.size(); i += 333) x[i] *= 10;
+  Nf4Options plain;
+  plain.double_quant = false;
+  check_bound(x, plain);
+  Nf4Options dq;
+  check_bound(x, dq);
+  Nf4Options big;
+  big.blocksize = 4096;
+  check_bound(x, big);
+}
+
+TEST(Nf4, DoubleQuantizedAbsmaxStaysOnItsGrid) {
+  std::vector<float> x = test::gaussian(64 * 600, 22, 0.02f);
+  Nf4Options plain, dq;
+  plain.double_quant = false;
+  const auto exact = quantize_nf4(x.data(), x.size(), plain).absmax;
+  const Nf4Tensor t = quantize_nf4(x.data(), x.size(), dq);
+  ASSERT_EQ(t.nested_absmax.size(), 3u);  // 600 blocks in groups of 256
+  const auto restored = nf4_absmax(t, dq);
+  const auto& map = dynamic_map();
+  double mean = 0;
+  for (float a : exact) mean += a;
+  EXPECT_NEAR(t.nested_offset, mean / exact.size(), 1e-6);
+  for (size_t b = 0; b < exact.size(); ++b) {
+    const size_t q = t.qabsmax[b];
+    const double gap = std::max(q > 0 ? map[q] - map[q - 1] : 0.0f, q < 255 ? map[q + 1] - map[q] : 0.0f);
+    EXPECT_LE(std::fabs(restored[b] - exact[b]), gap / 2 * t.nested_absmax[b / 256] * (1 + 1e-5) + 1e-9) << b;
+  }
+}
+
+TEST(Nf4, BitsPerWeight) {
+  Nf4Options dq, plain;
+  plain.double_quant = false;
+  const size_t n = 64 * 256 * 4;
+  EXPECT_DOUBLE_EQ(nf4_bits_per_weight(n, dq), 4.0 + 8.0 / 64 + 32.0 / (64 * 256));  // 4.127
+  EXPECT_NEAR(nf4_bits_per_weight(n, dq), 4.127, 0.0005);
+  EXPECT_DOUBLE_EQ(nf4_bits_per_weight(n, plain), 4.5);
+  Nf4Options bad;
+  bad.blocksize = 48;
+  EXPECT_THROW(validate_nf4_options(bad), UsageError);
+  Nf4Options parsed;
+  ASSERT_TRUE(parse_nf4_name("fp4_b128_dq", &parsed));
+  EXPECT_TRUE(parsed.fp4 && parsed.double_quant && parsed.blocksize == 128);
+  EXPECT_FALSE(parse_nf4_name("nf4_b100", &parsed));
+}
+
+TEST(Nf4, GgufRoundTripThroughThePipeline) {
+  test::TempDir dir;
+  write_demo_checkpoint(dir / "demo");
+  const Checkpoint ck = Checkpoint::open(dir / "demo");
+  for (const MethodKind m : {MethodKind::Nf4, MethodKind::Fp4}) {
+    QuantizeOptions o;
+    o.method = m;
+    const Plan plan = make_plan(ck, o);
+    const fs::path out = dir / (method_name(m) + ".gguf");
+    const Report r = quantize_to_gguf(ck, plan, o, out, false);
+    EXPECT_EQ(r.output_bytes, fs::file_size(out));
+    const GgufFile g(out);
+    for (const auto& t : plan.tensors) {
+      if (!t.nf4) continue;
+      std::vector<float> w(t.rows * t.cols);
+      convert_to_f32(t.source->bytes().data(), t.source->tensor->dtype, w.data(), w.size());
+      if (!t.row_order.empty()) {  // q/k rows in llama.cpp's order
+        std::vector<float> p(w.size());
+        for (size_t r = 0; r < t.rows; ++r) std::copy_n(w.data() + t.row_order[r] * t.cols, t.cols, p.data() + r * t.cols);
+        w = p;
+      }
+      const Nf4Tensor q = quantize_nf4(w.data(), w.size(), *t.nf4);
+      std::vector<float> expected(w.size());
+      dequantize_nf4(q, *t.nf4, expected.data());
+      EXPECT_EQ(dequantize_tensor(g, *g.find_tensor(t.name)), expected) << t.name;
+    }
+    const auto j = r.to_json();
+    EXPECT_NEAR(j["tensors"][2]["bits_per_weight"].get<double>(), nf4_bits_per_weight(256 * 256, Nf4Options{}), 1e-9);
+    EXPECT_EQ(dequantize_gguf(out, dir / (method_name(m) + ".safetensors"), DType::F32, false), 21u);
+  }
+}
+
+}  // namespace
+}  // namespace qz
