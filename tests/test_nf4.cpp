@@ -13,6 +13,9 @@
 #include "qz/pipeline/quantize.hpp"
 #include "test_util.hpp"
 
+#include <fstream>
+#include <nlohmann/json.hpp>
+
 namespace qz {
 namespace {
 
@@ -180,6 +183,75 @@ TEST(Nf4, GgufRoundTripThroughThePipeline) {
     EXPECT_NEAR(j["tensors"][2]["bits_per_weight"].get<double>(), nf4_bits_per_weight(256 * 256, Nf4Options{}), 1e-9);
     EXPECT_EQ(dequantize_gguf(out, dir / (method_name(m) + ".safetensors"), DType::F32, false), 21u);
   }
+}
+
+}  // namespace
+}  // namespace qz
+
+#include "qz/pipeline/bnb_export.hpp"
+
+namespace qz {
+namespace {
+
+TEST(BnbExport, WritesTheKeysBitsandbytesReads) {
+  test::TempDir dir;
+  write_demo_checkpoint(dir / "demo");
+  const Checkpoint ck = Checkpoint::open(dir / "demo");
+  QuantizeOptions o;
+  o.method = MethodKind::Nf4;
+  export_bnb(ck, o, dir / "bnb", false);
+  EXPECT_THROW(export_bnb(ck, o, dir / "bnb", false), UsageError);  // exists
+  const SafetensorsFile f(dir / "bnb" / "model.safetensors");
+  const std::string p = "model.layers.1.mlp.down_proj.weight";  // [256, 768]
+  const SafetensorsTensor* w = f.find(p);
+  ASSERT_NE(w, nullptr);
+  EXPECT_EQ(w->dtype, DType::U8);
+  EXPECT_EQ(w->shape, (std::vector<uint64_t>{256 * 768 / 2, 1}));
+  EXPECT_EQ(f.find(p + ".absmax")->dtype, DType::U8);
+  EXPECT_EQ(f.find(p + ".absmax")->shape, (std::vector<uint64_t>{256 * 768 / 64}));
+  EXPECT_EQ(f.find(p + ".nested_absmax")->shape, (std::vector<uint64_t>{12}));
+  EXPECT_EQ(f.find(p + ".quant_map")->shape, (std::vector<uint64_t>{16}));
+  EXPECT_EQ(f.find(p + ".nested_quant_map")->shape, (std::vector<uint64_t>{256}));
+  const auto state_bytes = f.data(*f.find(p + ".quant_state.bitsandbytes__nf4"));
+  const auto state = nlohmann::json::parse(std::string(state_bytes.begin(), state_bytes.end()));
+  EXPECT_EQ(state["quant_type"], "nf4");
+  EXPECT_EQ(state["blocksize"], 64);
+  EXPECT_EQ(state["dtype"], "bfloat16");
+  EXPECT_EQ(state["shape"], (std::vector<uint64_t>{256, 768}));
+  EXPECT_EQ(state["nested_blocksize"], 256);
+  EXPECT_EQ(state["nested_dtype"], "float32");
+
+  // Decoding the exported tensors gives what quantizing the source gives (same bytes, HF row order kept).
+  const auto* src = ck.find(p);
+  std::vector<float> x(src->tensor->numel());
+  convert_to_f32(src->bytes().data(), src->tensor->dtype, x.data(), x.size());
+  Nf4Options opts;
+  const Nf4Tensor q = quantize_nf4(x.data(), x.size(), opts);
+  const auto packed = f.data(*w);
+  EXPECT_TRUE(std::equal(packed.begin(), packed.end(), q.packed.begin()));
+  const auto qa = f.data(*f.find(p + ".absmax"));
+  EXPECT_TRUE(std::equal(qa.begin(), qa.end(), q.qabsmax.begin()));
+  EXPECT_FLOAT_EQ(state["nested_offset"].get<float>(), q.nested_offset);
+  std::vector<float> map(16);
+  std::memcpy(map.data(), f.data(*f.find(p + ".quant_map")).data(), 64);
+  EXPECT_TRUE(std::equal(map.begin(), map.end(), nf4_code().begin()));
+
+  // Tensors bitsandbytes does not quantize are copied byte for byte.
+  for (const char* name : {"model.embed_tokens.weight", "lm_head.weight", "model.norm.weight"}) {
+    const auto a = f.data(*f.find(name)), b = ck.find(name)->bytes();
+    EXPECT_TRUE(std::equal(a.begin(), a.end(), b.begin(), b.end())) << name;
+  }
+  const auto config = nlohmann::json::parse(std::ifstream(dir / "bnb" / "config.json"));
+  const auto& qc = config["quantization_config"];
+  EXPECT_EQ(qc["quant_method"], "bitsandbytes");
+  EXPECT_EQ(qc["load_in_4bit"], true);
+  EXPECT_EQ(qc["bnb_4bit_quant_type"], "nf4");
+  EXPECT_EQ(qc["bnb_4bit_use_double_quant"], true);
+  EXPECT_EQ(qc["bnb_4bit_quant_storage"], "uint8");
+  EXPECT_EQ(config["architectures"][0], "LlamaForCausalLM");
+  EXPECT_TRUE(fs::exists(dir / "bnb" / "tokenizer.model"));
+  QuantizeOptions rtn;
+  EXPECT_THROW(export_bnb(ck, rtn, dir / "x", false), UsageError);
 }
 
 }  // namespace

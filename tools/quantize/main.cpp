@@ -18,6 +18,7 @@
 #include "qz/io/safetensors.hpp"
 #include "qz/model/demo_checkpoint.hpp"
 #include "qz/io/imatrix.hpp"
+#include "qz/pipeline/bnb_export.hpp"
 #include "qz/pipeline/dequantize.hpp"
 #include "qz/pipeline/importance.hpp"
 #include "qz/pipeline/mixes.hpp"
@@ -149,7 +150,9 @@ int main(int argc, char** argv) {
   app.add_flag("--double-quant,!--no-double-quant", opts.double_quant,
                "NF4/FP4: quantize the block absmax values again (8-bit, blocks of 256; default on)");
   app.add_option("--tensor-type", tensor_types, "PATTERN=TYPE: store tensors whose name matches the regex PATTERN as TYPE (repeatable; first match wins)");
-  std::string imatrix_path;
+  std::string imatrix_path, output_format = "gguf";
+  app.add_option("--output-format", output_format, "gguf, or bnb (with nf4/fp4: a transformers + bitsandbytes checkpoint directory at -o)")
+      ->capture_default_str();
   app.add_option("--imatrix", imatrix_path, "Importance matrix (llama.cpp's GGUF or legacy .dat imatrix) for weighted rounding");
   app.add_flag("--pure", opts.pure, "With a mix: give every weight the mix's base type (no per-tensor choices)");
   app.add_flag("--no-fallback", opts.no_fallback, "Fail instead of falling back when a row length does not fit the type");
@@ -253,11 +256,24 @@ int main(int argc, char** argv) {
     opts.type = type;
     for (const auto& s : tensor_types) opts.tensor_types.push_back(parse_tensor_type_override(s));
     validate_options(opts);
-    if (!output.empty() && !force && !dry_run && fs::exists(output))
+    if (!output.empty() && !force && !dry_run && output_format == "gguf" && fs::exists(output))
       throw UsageError(output + ": output exists; pass --force to overwrite it");
 
     std::vector<fs::path> paths(inputs.begin(), inputs.end());
     const Checkpoint ckpt = Checkpoint::open_files(paths);
+    if (output_format == "bnb") {
+      if (dry_run) throw UsageError("--dry-run is not available with --output-format bnb");
+      const Report r = export_bnb(ckpt, opts, output, force);
+      if (!quiet) {
+        fmt::print("wrote {} (transformers + bitsandbytes {} checkpoint)\n", output, r.target);
+        fmt::print("{} linear weights at {:.3f} bits per weight; the whole model {:.3f} bits per weight; {:.2f} s\n",
+                   r.tensors.size(), r.tensors.empty() ? 0.0 : r.tensors.front().bits_per_weight, r.bits_per_weight(),
+                   r.wall_seconds);
+      }
+      if (!json_path.empty()) write_json(json_path, r);
+      return 0;
+    }
+    if (output_format != "gguf") throw UsageError("--output-format " + output_format + ": use gguf or bnb");
     std::optional<Imatrix> imatrix;
     if (!imatrix_path.empty()) imatrix = read_imatrix(imatrix_path);
     std::optional<CalibrationSet> calib;
