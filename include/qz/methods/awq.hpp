@@ -1,0 +1,54 @@
+// AWQ (Lin et al., 2023): activation-aware scaling. For linear layers that read the same input X, find a
+// per-input-channel scale s so that quantizing W diag(s) (and undoing s on the input side, folded into the previous
+// norm or linear) loses the least output; then shrink each group's clipping range where that lowers the output
+// error. Constants follow llm-awq / AutoAWQ (ANCHORS section 4): alpha over {0, 0.05, ..., 0.95},
+// s = mean|x|^alpha (duo scaling: / (mean|w|^(1-alpha) + 1e-4)), clamped at 1e-4 and normalized by
+// sqrt(max(s) min(s)); clipping tries max|w| * (1 - i/20) for i = 0..9, per output row and group.
+// Differences from the reference: the error is measured on the linear outputs of the group (not through the whole
+// attention / MLP module), on at most `max_tokens` calibration tokens, and in float32 throughout.
+#pragma once
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "qz/formats/format.hpp"
+
+namespace qz {
+
+// One linear layer of a scaling group: weight rows x cols (row-major) and the format it will be stored in.
+struct AwqLinear {
+  const float* w = nullptr;
+  size_t rows = 0;
+  FormatPtr format;
+};
+
+struct AwqConfig {
+  int grid = 20;             // alpha = i / grid for i < grid
+  bool duo_scaling = false;  // AutoAWQ's duo scaling
+  size_t max_tokens = 512;   // calibration tokens used by the searches (evenly strided)
+};
+
+struct AwqScaleResult {
+  std::vector<float> scales;  // per input channel: multiply weight columns, divide the inputs
+  double alpha = 0.0;         // best ratio (-1 when the search fell back to s = 1)
+  double loss = 0.0;          // output MSE at the best alpha
+  double loss_unscaled = 0.0; // output MSE at alpha = 0 (s = 1)
+  bool fell_back = false;     // a non-finite loss: s = 1 kept
+};
+
+// x: tokens x cols activations (row-major). Every linear must have `cols` columns.
+AwqScaleResult awq_search_scales(const std::vector<AwqLinear>& linears, const float* x, size_t tokens, size_t cols,
+                                 const AwqConfig& cfg);
+
+// Per output row and group of `group` columns, the clipping bound max|w| * (1 - i/20), i = 0..9, with the least
+// output error on the calibration inputs (x, tokens x cols). w must already be scaled. Returns rows x (cols/group)
+// bounds.
+std::vector<float> awq_search_clip(const AwqLinear& linear, const float* x, size_t tokens, size_t cols, size_t group,
+                                   const AwqConfig& cfg);
+
+// Evenly strided subset of at most `max_tokens` rows.
+std::vector<float> awq_sample_tokens(const float* x, size_t tokens, size_t cols, size_t max_tokens, size_t* kept);
+
+}  // namespace qz

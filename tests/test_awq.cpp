@@ -1,0 +1,105 @@
+// AWQ's searches on synthetic layers: salient input channels make scaling pay off, uniform activations leave the
+// weights alone, clipping never hurts, non-finite losses fall back to s = 1.
+#include "qz/methods/awq.hpp"
+
+#include <gtest/gtest.h>
+
+#include <Eigen/Dense>
+#include <cmath>
+
+#include "qz/core/random.hpp"
+#include "qz/formats/format_table.hpp"
+#include "test_util.hpp"
+
+namespace qz {
+namespace {
+
+using MatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+struct Layer {
+  size_t rows, cols, tokens;
+  std::vector<float> x, w;
+};
+
+Layer layer(size_t rows, size_t cols, size_t tokens, double outlier_scale, uint64_t seed) {
+  Layer l{rows, cols, tokens, std::vector<float>(tokens * cols), std::vector<float>(rows * cols)};
+  XorShift64 rng(seed);
+  for (size_t t = 0; t < tokens; ++t)
+    for (size_t j = 0; j < cols; ++j) l.x[t * cols + j] = static_cast<float>(rng.gauss() * (j % 50 == 3 ? outlier_scale : 1.0));
+  for (auto& v : l.w) v = static_cast<float>(0.02 * rng.gauss());
+  return l;
+}
+
+// Mean squared output error of quantizing W * diag(s) (then dividing by s), with optional clipping bounds.
+double output_error(const Layer& l, const Format& f, const std::vector<float>& s, const std::vector<float>* clip = nullptr,
+                    size_t group = 0) {
+  MatF W = Eigen::Map<const MatF>(l.w.data(), l.rows, l.cols);
+  for (size_t j = 0; j < l.cols; ++j) W.col(j) *= s[j];
+  if (clip)
+    for (size_t r = 0; r < l.rows; ++r)
+      for (size_t g = 0; g < l.cols / group; ++g) {
+        const float m = (*clip)[r * (l.cols / group) + g];
+        auto seg = W.row(r).segment(g * group, group);
+        seg = seg.cwiseMax(-m).cwiseMin(m);
+      }
+  MatF Q(l.rows, l.cols);
+  std::vector<uint8_t> buf(f.row_bytes(l.cols));
+  for (size_t r = 0; r < l.rows; ++r) {
+    f.quantize_row(W.row(r).data(), buf.data(), l.cols, nullptr);
+    f.dequantize_row(buf.data(), Q.row(r).data(), l.cols);
+  }
+  for (size_t j = 0; j < l.cols; ++j) Q.col(j) /= s[j];
+  const Eigen::Map<const MatF> X(l.x.data(), l.tokens, l.cols), W0(l.w.data(), l.rows, l.cols);
+  return (X * (Q - W0).transpose()).squaredNorm() / static_cast<double>(l.tokens * l.rows);
+}
+
+TEST(Awq, SalientChannelsMakeScalingBeatRoundToNearest) {
+  const Layer l = layer(64, 256, 512, 20.0, 1);
+  for (const char* name : {"int4_asym_g128", "Q4_0", "Q4_K", "int3_sym_g64"}) {
+    SCOPED_TRACE(name);
+    const auto f = find_format(name, l.cols);
+    for (bool duo : {false, true}) {
+      AwqConfig cfg;
+      cfg.duo_scaling = duo;
+      const AwqScaleResult r = awq_search_scales({{l.w.data(), l.rows, f}}, l.x.data(), l.tokens, l.cols, cfg);
+      const double rtn = output_error(l, *f, std::vector<float>(l.cols, 1.0f));
+      const double awq = output_error(l, *f, r.scales);
+      EXPECT_GT(r.alpha, 0.0);
+      EXPECT_LT(awq, 0.9 * rtn) << "AWQ " << awq << " vs RTN " << rtn;
+      if (!duo) EXPECT_NEAR(r.loss_unscaled, rtn, 1e-4 * rtn);  // alpha = 0 is RTN (duo scaling still divides by w)
+      EXPECT_NEAR(r.loss, awq, 1e-4 * awq);
+      // Clipping on the scaled weights can only lower the error (shrink 1 is among the candidates).
+      MatF scaled = Eigen::Map<const MatF>(l.w.data(), l.rows, l.cols);
+      for (size_t j = 0; j < l.cols; ++j) scaled.col(j) *= r.scales[j];
+      std::vector<float> xs(l.x);
+      for (size_t t = 0; t < l.tokens; ++t)
+        for (size_t j = 0; j < l.cols; ++j) xs[t * l.cols + j] /= r.scales[j];
+      const size_t group = f->block_size() > l.cols ? l.cols : f->block_size();
+      const auto clip = awq_search_clip({scaled.data(), l.rows, f}, xs.data(), l.tokens, l.cols, group, cfg);
+      EXPECT_LE(output_error(l, *f, r.scales, &clip, group), awq * (1 + 1e-6));
+    }
+  }
+}
+
+TEST(Awq, UniformActivationsLeaveTheWeightsAlone) {
+  // Every channel with the same mean |x|: every alpha gives s = 1 after normalization, so nothing changes.
+  Layer l = layer(32, 128, 256, 1.0, 2);
+  for (size_t t = 0; t < l.tokens; ++t)
+    for (size_t j = 0; j < l.cols; ++j) l.x[t * l.cols + j] = (t + j) % 2 ? 1.0f : -1.0f;
+  const auto f = find_format("int4_asym_g128", l.cols);
+  const AwqScaleResult r = awq_search_scales({{l.w.data(), l.rows, f}}, l.x.data(), l.tokens, l.cols, {});
+  for (float s : r.scales) EXPECT_NEAR(s, 1.0f, 1e-6f);
+  EXPECT_EQ(r.alpha, 0.0);
+}
+
+TEST(Awq, NonFiniteLossFallsBackToNoScaling) {
+  Layer l = layer(16, 64, 32, 1.0, 3);
+  l.x[5] = std::numeric_limits<float>::infinity();
+  const auto f = find_format("int4_asym_g32", l.cols);
+  const AwqScaleResult r = awq_search_scales({{l.w.data(), l.rows, f}}, l.x.data(), l.tokens, l.cols, {});
+  EXPECT_TRUE(r.fell_back);
+  for (float s : r.scales) EXPECT_EQ(s, 1.0f);
+}
+
+}  // namespace
+}  // namespace qz
