@@ -9,13 +9,18 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 
 #include "qz/model/architecture.hpp"
 #include "qz/model/demo_checkpoint.hpp"
+#include "qz/pipeline/awq_pass.hpp"
 #include "qz/pipeline/dequantize.hpp"
+#include "qz/pipeline/importance.hpp"
 #include "qz/pipeline/plan.hpp"
 #include "qz/pipeline/quantize.hpp"
+#include "reference_forward.hpp"
 #include "test_util.hpp"
 
 namespace qz {
@@ -23,6 +28,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+using test::reference_logits;
 
 const fs::path kScripts = fs::path(QZ_SOURCE_DIR) / "tests" / "integration";
 
@@ -71,89 +77,6 @@ double relative_rms(const std::vector<std::vector<double>>& a, const std::vector
     }
   }
   return std::sqrt(num / den);
-}
-
-// ---- A plain LLaMA forward pass from the Hugging Face checkpoint (rotate-half RoPE on HF's q/k layout) ----
-using Mat = Eigen::MatrixXd;
-using Vec = Eigen::VectorXd;
-
-Mat weight(const Checkpoint& ck, const std::string& name) {
-  const auto* e = ck.find(name);
-  if (e == nullptr) throw std::runtime_error("missing " + name);
-  std::vector<float> v(e->tensor->numel());
-  convert_to_f32(e->bytes().data(), e->tensor->dtype, v.data(), v.size());
-  const auto rows = static_cast<Eigen::Index>(e->tensor->shape[0]);
-  const auto cols = static_cast<Eigen::Index>(e->tensor->shape.size() > 1 ? e->tensor->shape[1] : 1);
-  return Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(v.data(), rows, cols).cast<double>();
-}
-
-Vec rmsnorm(const Vec& x, const Mat& w, double eps) { return (x / std::sqrt(x.squaredNorm() / x.size() + eps)).cwiseProduct(w.col(0)); }
-
-void rope(Vec& v, int heads, int hd, int pos, double base) {
-  for (int h = 0; h < heads; ++h)
-    for (int i = 0; i < hd / 2; ++i) {
-      const double theta = pos * std::pow(base, -2.0 * i / hd);
-      const double a = v[h * hd + i], b = v[h * hd + i + hd / 2];
-      v[h * hd + i] = a * std::cos(theta) - b * std::sin(theta);
-      v[h * hd + i + hd / 2] = b * std::cos(theta) + a * std::sin(theta);
-    }
-}
-
-std::vector<std::vector<double>> reference_logits(const Checkpoint& ck, const ModelConfig& m, const std::vector<int>& tokens) {
-  const int H = static_cast<int>(m.head_count), KV = static_cast<int>(m.head_count_kv), hd = static_cast<int>(m.head_dim);
-  const Mat emb = weight(ck, "model.embed_tokens.weight");
-  const Mat out_w = ck.find("lm_head.weight") ? weight(ck, "lm_head.weight") : emb;
-  std::vector<Vec> x;
-  for (int t : tokens) x.push_back(emb.row(t).transpose());
-  for (uint32_t l = 0; l < m.block_count; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    const Mat wq = weight(ck, p + "self_attn.q_proj.weight"), wk = weight(ck, p + "self_attn.k_proj.weight"),
-              wv = weight(ck, p + "self_attn.v_proj.weight"), wo = weight(ck, p + "self_attn.o_proj.weight");
-    const Mat n1 = weight(ck, p + "input_layernorm.weight"), n2 = weight(ck, p + "post_attention_layernorm.weight");
-    const Mat wg = weight(ck, p + "mlp.gate_proj.weight"), wu = weight(ck, p + "mlp.up_proj.weight"),
-              wd = weight(ck, p + "mlp.down_proj.weight");
-    const bool bias = ck.find(p + "self_attn.q_proj.bias") != nullptr;  // Qwen2
-    const Vec bq = bias ? Vec(weight(ck, p + "self_attn.q_proj.bias").col(0)) : Vec::Zero(wq.rows());
-    const Vec bk = bias ? Vec(weight(ck, p + "self_attn.k_proj.bias").col(0)) : Vec::Zero(wk.rows());
-    const Vec bv = bias ? Vec(weight(ck, p + "self_attn.v_proj.bias").col(0)) : Vec::Zero(wv.rows());
-    std::vector<Vec> q, k, v;
-    for (size_t t = 0; t < x.size(); ++t) {
-      const Vec h = rmsnorm(x[t], n1, m.rms_norm_eps);
-      q.push_back(wq * h + bq);
-      k.push_back(wk * h + bk);
-      v.push_back(wv * h + bv);
-      rope(q.back(), H, hd, static_cast<int>(t), m.rope_freq_base);
-      rope(k.back(), KV, hd, static_cast<int>(t), m.rope_freq_base);
-    }
-    for (size_t t = 0; t < x.size(); ++t) {
-      Vec attn = Vec::Zero(H * hd);
-      for (int h = 0; h < H; ++h) {
-        const int g = h / (H / KV);
-        std::vector<double> s(t + 1);
-        double mx = -1e300;
-        for (size_t u = 0; u <= t; ++u) {
-          s[u] = q[t].segment(h * hd, hd).dot(k[u].segment(g * hd, hd)) / std::sqrt(double(hd));
-          mx = std::max(mx, s[u]);
-        }
-        double z = 0;
-        for (auto& e : s) z += (e = std::exp(e - mx));
-        for (size_t u = 0; u <= t; ++u) attn.segment(h * hd, hd) += s[u] / z * v[u].segment(g * hd, hd);
-      }
-      x[t] += wo * attn;
-      const Vec h2 = rmsnorm(x[t], n2, m.rms_norm_eps);
-      const Vec gate = wg * h2, up = wu * h2;
-      Vec act(gate.size());
-      for (Eigen::Index i = 0; i < gate.size(); ++i) act[i] = gate[i] / (1 + std::exp(-gate[i])) * up[i];
-      x[t] += wd * act;
-    }
-  }
-  const Mat norm = weight(ck, "model.norm.weight");
-  std::vector<std::vector<double>> logits;
-  for (const auto& xt : x) {
-    const Vec l = out_w * rmsnorm(xt, norm, m.rms_norm_eps);
-    logits.emplace_back(l.data(), l.data() + l.size());
-  }
-  return logits;
 }
 
 Report convert(const fs::path& in, const fs::path& out, const std::string& type) {
@@ -205,6 +128,40 @@ TEST_F(LlamaCpp, DemoModelMatchesTheReferenceForwardPassAndItsDequantizedSelf) {
   }
 }
 
+TEST_F(LlamaCpp, AwqIntoQ4_0RunsAndIsCloserToTheFloatModelThanRoundToNearest) {
+  write_demo_checkpoint(dir_ / "demo");
+  const Checkpoint ck = Checkpoint::open(dir_ / "demo");
+  const ModelConfig m = parse_model_config(*ck.config(), "config.json", "demo");
+  // Calibration: the activations the model itself computes (reference forward pass) on random token sequences.
+  std::vector<std::vector<int>> calib_tokens(8);
+  for (size_t s = 0; s < calib_tokens.size(); ++s)
+    for (int i = 0; i < 32; ++i) calib_tokens[s].push_back(static_cast<int>((s * 131 + static_cast<size_t>(i) * 37 + 11) % 512));
+  test::write_captured_calibration(ck, m, calib_tokens, dir_ / "calib.safetensors");
+  const std::vector<int> tokens = {1, 300, 301, 302, 303, 304, 305, 306, 307, 310, 42, 7};
+  const auto reference = reference_logits(ck, m, tokens);
+
+  // Same types in both files; embeddings and output head F32 (AWQ does not touch them).
+  auto run = [&](MethodKind method, const fs::path& out) {
+    QuantizeOptions o;
+    o.method = method;
+    o.type = "Q4_0";
+    o.pure = true;
+    o.tensor_types = {parse_tensor_type_override("token_embd|output=F32")};
+    const CalibrationSet calib({dir_ / "calib.safetensors"});
+    Plan plan = make_plan(ck, o, nullptr, {}, &calib);
+    if (method == MethodKind::Awq) apply_awq(plan, calib, o);
+    return quantize_to_gguf(ck, plan, o, out, true);
+  };
+  run(MethodKind::Rtn, dir_ / "rtn.gguf");
+  const Report awq = run(MethodKind::Awq, dir_ / "awq.gguf");
+  EXPECT_EQ(awq.tensors.size(), 21u);
+  const auto l_rtn = llama_logits(dir_ / "rtn.gguf", tokens, 512), l_awq = llama_logits(dir_ / "awq.gguf", tokens, 512);
+  ASSERT_EQ(l_awq.size(), tokens.size());
+  const double e_rtn = relative_rms(l_rtn, reference), e_awq = relative_rms(l_awq, reference);
+  std::cout << "llama.cpp logits vs float reference: RTN Q4_0 " << e_rtn << ", AWQ Q4_0 " << e_awq << "\n";
+  EXPECT_LT(e_awq, 0.95 * e_rtn);
+}
+
 TEST_F(LlamaCpp, Qwen2DemoWithBiasesAndByteLevelBpeMatchesTheReference) {
   DemoConfig c;
   c.architecture = "Qwen2ForCausalLM";
@@ -237,6 +194,31 @@ TEST_F(LlamaCpp, Stories260KTellsItsStoryAndKeepsItsPerplexity) {
     ppl[type] = j.value("perplexity", 1e9);
     std::cout << "stories260K " << type << ": perplexity " << ppl[type] << " over " << j.value("scored", 0)
               << " tokens, " << r.bits_per_weight() << " bits per weight\n";
+  }
+  {
+    // AWQ into Q4_0 with activations the model computes on other text than the perplexity's (tokens 8192..10240).
+    std::vector<uint32_t> ids(fs::file_size(eval) / 4);
+    std::vector<std::vector<int>> seqs;
+    const Checkpoint ck = Checkpoint::open(model);
+    const ModelConfig m = parse_model_config(*ck.config(), "config.json", "stories260K");
+    {
+      std::ifstream g(eval, std::ios::binary);
+      g.read(reinterpret_cast<char*>(ids.data()), static_cast<std::streamsize>(fs::file_size(eval)));
+    }
+    for (size_t s = 0; s < 16 && 8192 + (s + 1) * 128 <= ids.size(); ++s)
+      seqs.emplace_back(ids.begin() + static_cast<std::ptrdiff_t>(8192 + s * 128), ids.begin() + static_cast<std::ptrdiff_t>(8192 + (s + 1) * 128));
+    test::write_captured_calibration(ck, m, seqs, dir_ / "calib.safetensors");
+    QuantizeOptions o;
+    o.method = MethodKind::Awq;
+    o.type = "Q4_0";
+    const CalibrationSet calib({dir_ / "calib.safetensors"});
+    Plan plan = make_plan(ck, o, nullptr, {}, &calib);
+    const AwqReport a = apply_awq(plan, calib, o);
+    quantize_to_gguf(ck, plan, o, dir_ / "awq.gguf", true);
+    const json j = run_node("llama_eval.mjs", (dir_ / "awq.gguf").string() + " perplexity " + eval + " 4096");
+    ppl["AWQ Q4_0"] = j.value("perplexity", 1e9);
+    std::cout << "stories260K AWQ Q4_0: perplexity " << ppl["AWQ Q4_0"] << " (search " << a.search_seconds << " s)\n";
+    EXPECT_LT(ppl["AWQ Q4_0"], ppl["Q4_0"]);
   }
   EXPECT_LT(ppl["F32"], 4.5);
   EXPECT_NEAR(ppl["F16"], ppl["F32"], 0.01 * ppl["F32"]);

@@ -3,6 +3,9 @@
 #include <Eigen/Dense>
 #include <algorithm>
 #include <cmath>
+#include <limits>
+
+#include "qz/core/parallel.hpp"
 
 namespace qz {
 
@@ -10,18 +13,32 @@ namespace {
 
 using MatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
-// Q(w) dequantized, row by row, with the linear's format.
-MatF fake_quantize(const Format& f, const MatF& w) {
-  MatF q(w.rows(), w.cols());
+constexpr Eigen::Index kRowsPerTask = 32;
+
+// Rows of w replaced by Q(w), dequantized, with the linear's format.
+void fake_quantize_rows(const Format& f, MatF& w) {
   std::vector<uint8_t> buf(f.row_bytes(static_cast<size_t>(w.cols())));
   for (Eigen::Index r = 0; r < w.rows(); ++r) {
     f.quantize_row(w.row(r).data(), buf.data(), static_cast<size_t>(w.cols()), nullptr);
-    f.dequantize_row(buf.data(), q.row(r).data(), static_cast<size_t>(w.cols()));
+    f.dequantize_row(buf.data(), w.row(r).data(), static_cast<size_t>(w.cols()));
   }
-  return q;
 }
 
+size_t tasks_for(size_t rows) { return (rows + kRowsPerTask - 1) / kRowsPerTask; }
+
 }  // namespace
+
+AwqActivations awq_activations(const float* x, size_t tokens, size_t cols, size_t max_tokens) {
+  AwqActivations a;
+  a.cols = cols;
+  a.tokens = tokens;
+  a.mean_abs.assign(cols, 0.0);
+  for (size_t t = 0; t < tokens; ++t)
+    for (size_t j = 0; j < cols; ++j) a.mean_abs[j] += std::fabs(x[t * cols + j]);
+  for (auto& v : a.mean_abs) v /= static_cast<double>(std::max<size_t>(1, tokens));
+  a.sample = awq_sample_tokens(x, tokens, cols, max_tokens, &a.sample_tokens);
+  return a;
+}
 
 std::vector<float> awq_sample_tokens(const float* x, size_t tokens, size_t cols, size_t max_tokens, size_t* kept) {
   const size_t n = std::min(tokens, std::max<size_t>(1, max_tokens));
@@ -34,18 +51,24 @@ std::vector<float> awq_sample_tokens(const float* x, size_t tokens, size_t cols,
   return out;
 }
 
-AwqScaleResult awq_search_scales(const std::vector<AwqLinear>& linears, const float* x_all, size_t tokens_all,
-                                 size_t cols, const AwqConfig& cfg) {
-  size_t tokens = 0;
-  const std::vector<float> xs = awq_sample_tokens(x_all, tokens_all, cols, cfg.max_tokens, &tokens);
-  const auto n = static_cast<Eigen::Index>(cols);
-  const Eigen::Map<const MatF> X(xs.data(), static_cast<Eigen::Index>(tokens), n);
+size_t awq_clip_group(const Format& f, size_t cols) {
+  if (f.scope() == GridScope::Tensor) return cols;
+  const size_t b = f.block_size();
+  if (b >= 256 && b % 32 == 0 && cols % 32 == 0) return 32;  // K-quant super-block: its scales cover 16 or 32
+  return std::min(b, cols);
+}
 
-  // Activation statistic: mean |x| per channel over all tokens given.
-  std::vector<double> x_mean(cols, 0.0);
-  for (size_t t = 0; t < tokens_all; ++t)
-    for (size_t j = 0; j < cols; ++j) x_mean[j] += std::fabs(x_all[t * cols + j]);
-  for (auto& v : x_mean) v /= static_cast<double>(tokens_all);
+AwqScaleResult awq_search_scales(const std::vector<AwqLinear>& linears, const float* x, size_t tokens, size_t cols,
+                                 const AwqConfig& cfg) {
+  return awq_search_scales(linears, awq_activations(x, tokens, cols, cfg.max_tokens), cfg);
+}
+
+AwqScaleResult awq_search_scales(const std::vector<AwqLinear>& linears, const AwqActivations& act,
+                                 const AwqConfig& cfg) {
+  const size_t cols = act.cols;
+  const auto n = static_cast<Eigen::Index>(cols);
+  const Eigen::Map<const MatF> X(act.sample.data(), static_cast<Eigen::Index>(act.sample_tokens), n);
+
   // Weight statistic (duo scaling): |w| normalized by its group's max, averaged over all rows of all linears.
   std::vector<double> w_mean(cols, 0.0);
   size_t total_rows = 0;
@@ -62,21 +85,36 @@ AwqScaleResult awq_search_scales(const std::vector<AwqLinear>& linears, const fl
   }
   for (auto& v : w_mean) v /= static_cast<double>(std::max<size_t>(1, total_rows));
 
-  std::vector<MatF> W, Y;
-  for (const auto& l : linears) {
-    W.emplace_back(Eigen::Map<const MatF>(l.w, static_cast<Eigen::Index>(l.rows), n));
-    Y.push_back(X * W.back().transpose());
+  // Tasks: (linear, block of rows), each with its reference outputs X W_block^T.
+  struct Task {
+    size_t linear;
+    Eigen::Index r0, nr;
+    MatF y;
+  };
+  std::vector<Task> tasks;
+  double count = 0;
+  for (size_t k = 0; k < linears.size(); ++k) {
+    const auto rows = static_cast<Eigen::Index>(linears[k].rows);
+    for (Eigen::Index r0 = 0; r0 < rows; r0 += kRowsPerTask) tasks.push_back({k, r0, std::min(kRowsPerTask, rows - r0), {}});
+    count += static_cast<double>(rows) * static_cast<double>(act.sample_tokens);
   }
+  auto block_of = [&](const Task& t) {
+    return Eigen::Map<const MatF>(linears[t.linear].w, static_cast<Eigen::Index>(linears[t.linear].rows), n).middleRows(t.r0, t.nr);
+  };
+  parallel_for(tasks.size(), cfg.threads, [&](size_t i, unsigned) { tasks[i].y = X * block_of(tasks[i]).transpose(); });
+
+  std::vector<double> partial(tasks.size());
   auto loss_for = [&](const std::vector<float>& s) {
-    double err = 0, count = 0;
     const Eigen::Map<const Eigen::RowVectorXf> sv(s.data(), n);
-    for (size_t k = 0; k < linears.size(); ++k) {
-      MatF scaled = W[k].array().rowwise() * sv.array();
-      MatF q = fake_quantize(*linears[k].format, scaled);
+    parallel_for(tasks.size(), cfg.threads, [&](size_t i, unsigned) {
+      const Task& t = tasks[i];
+      MatF q = block_of(t).array().rowwise() * sv.array();
+      fake_quantize_rows(*linears[t.linear].format, q);
       q.array().rowwise() /= sv.array();
-      err += static_cast<double>((X * q.transpose() - Y[k]).squaredNorm());
-      count += static_cast<double>(Y[k].size());
-    }
+      partial[i] = static_cast<double>((X * q.transpose() - t.y).squaredNorm());
+    });
+    double err = 0;
+    for (double p : partial) err += p;  // task order: the same sum for any thread count
     return err / count;
   };
 
@@ -87,7 +125,7 @@ AwqScaleResult awq_search_scales(const std::vector<AwqLinear>& linears, const fl
   for (int i = 0; i < cfg.grid; ++i) {
     const double alpha = static_cast<double>(i) / cfg.grid;
     for (size_t j = 0; j < cols; ++j) {
-      double v = std::pow(x_mean[j], alpha);
+      double v = std::pow(act.mean_abs[j], alpha);
       if (cfg.duo_scaling) v /= std::pow(w_mean[j], 1.0 - alpha) + 1e-4;
       s[j] = static_cast<float>(std::max(v, 1e-4));
     }
@@ -114,35 +152,49 @@ std::vector<float> awq_search_clip(const AwqLinear& l, const float* x_all, size_
                                    size_t group, const AwqConfig& cfg) {
   size_t tokens = 0;
   const std::vector<float> xs = awq_sample_tokens(x_all, tokens_all, cols, cfg.max_tokens, &tokens);
+  return awq_search_clip_sampled(l, xs.data(), tokens, cols, group, cfg);
+}
+
+std::vector<float> awq_search_clip_sampled(const AwqLinear& l, const float* x, size_t tokens, size_t cols,
+                                           size_t group, const AwqConfig& cfg) {
   const auto n = static_cast<Eigen::Index>(cols);
-  const Eigen::Map<const MatF> X(xs.data(), static_cast<Eigen::Index>(tokens), n);
+  const Eigen::Map<const MatF> X(x, static_cast<Eigen::Index>(tokens), n);
   const Eigen::Map<const MatF> W(l.w, static_cast<Eigen::Index>(l.rows), n);
   const size_t groups = cols / group;
   std::vector<float> bounds(l.rows * groups);
-  std::vector<double> best_err(l.rows * groups, std::numeric_limits<double>::infinity());
-  for (int i = 0; i < 10; ++i) {
-    const float shrink = 1.0f - static_cast<float>(i) / 20.0f;
-    MatF clipped = W;
-    for (size_t r = 0; r < l.rows; ++r)
+  // Each task: a block of rows, all shrink steps; a (row, group) keeps the bound with the least error on its share
+  // of the output.
+  parallel_for(tasks_for(l.rows), cfg.threads, [&](size_t task, unsigned) {
+    const Eigen::Index r0 = static_cast<Eigen::Index>(task) * kRowsPerTask;
+    const Eigen::Index nr = std::min(kRowsPerTask, static_cast<Eigen::Index>(l.rows) - r0);
+    const MatF w = W.middleRows(r0, nr);
+    std::vector<double> best_err(static_cast<size_t>(nr) * groups, std::numeric_limits<double>::infinity());
+    for (int i = 0; i < 10; ++i) {
+      const float shrink = 1.0f - static_cast<float>(i) / 20.0f;
+      MatF q = w;
+      std::vector<float> m(static_cast<size_t>(nr) * groups);
+      for (Eigen::Index r = 0; r < nr; ++r)
+        for (size_t g = 0; g < groups; ++g) {
+          auto seg = q.row(r).segment(static_cast<Eigen::Index>(g * group), static_cast<Eigen::Index>(group));
+          const float b = seg.cwiseAbs().maxCoeff() * shrink;
+          m[static_cast<size_t>(r) * groups + g] = b;
+          seg = seg.cwiseMax(-b).cwiseMin(b);
+        }
+      fake_quantize_rows(*l.format, q);
       for (size_t g = 0; g < groups; ++g) {
-        auto seg = clipped.row(static_cast<Eigen::Index>(r)).segment(static_cast<Eigen::Index>(g * group), static_cast<Eigen::Index>(group));
-        const float m = seg.cwiseAbs().maxCoeff() * shrink;
-        seg = seg.cwiseMax(-m).cwiseMin(m);
-      }
-    const MatF q = fake_quantize(*l.format, clipped);
-    // Error of each (row, group): the group's share of the output, over the tokens.
-    for (size_t g = 0; g < groups; ++g) {
-      const auto c0 = static_cast<Eigen::Index>(g * group), w = static_cast<Eigen::Index>(group);
-      const MatF diff = X.middleCols(c0, w) * (q.middleCols(c0, w) - W.middleCols(c0, w)).transpose();
-      for (size_t r = 0; r < l.rows; ++r) {
-        const double e = static_cast<double>(diff.col(static_cast<Eigen::Index>(r)).squaredNorm());
-        if (e < best_err[r * groups + g]) {
-          best_err[r * groups + g] = e;
-          bounds[r * groups + g] = W.row(static_cast<Eigen::Index>(r)).segment(c0, w).cwiseAbs().maxCoeff() * shrink;
+        const auto c0 = static_cast<Eigen::Index>(g * group), gw = static_cast<Eigen::Index>(group);
+        const MatF diff = X.middleCols(c0, gw) * (q.middleCols(c0, gw) - w.middleCols(c0, gw)).transpose();
+        for (Eigen::Index r = 0; r < nr; ++r) {
+          const size_t k = static_cast<size_t>(r) * groups + g;
+          const double e = static_cast<double>(diff.col(r).squaredNorm());
+          if (e < best_err[k]) {
+            best_err[k] = e;
+            bounds[(static_cast<size_t>(r0 + r)) * groups + g] = m[k];
+          }
         }
       }
     }
-  }
+  });
   return bounds;
 }
 

@@ -172,4 +172,16 @@ void write_architecture_metadata(GgufWriter& w, const ModelConfig& m) {
   }
 }
 
+std::vector<ScalingGroup> awq_scaling_groups(const ModelConfig&, uint32_t layer) {
+  // Every supported architecture (LLaMA, Mistral, Qwen2) names its blocks the same way.
+  const std::string p = "model.layers." + std::to_string(layer) + ".";
+  return {
+      {p + "input_layernorm.weight", "", false,
+       {p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight", p + "self_attn.v_proj.weight"}},
+      {p + "self_attn.v_proj.weight", p + "self_attn.v_proj.bias", true, {p + "self_attn.o_proj.weight"}},
+      {p + "post_attention_layernorm.weight", "", false, {p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"}},
+      {p + "mlp.up_proj.weight", "", true, {p + "mlp.down_proj.weight"}},
+  };
+}
+
 }  // namespace qz

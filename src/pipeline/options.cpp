@@ -17,6 +17,8 @@ std::string method_name(MethodKind m) {
     case MethodKind::Gptq: return "gptq";
     case MethodKind::Nf4: return "nf4";
     case MethodKind::Fp4: return "fp4";
+    case MethodKind::Awq: return "awq";
+    case MethodKind::AwqGptq: return "awq+gptq";
   }
   return "?";
 }
@@ -28,7 +30,10 @@ MethodKind parse_method(const std::string& s) {
   if (s == "gptq") return MethodKind::Gptq;
   if (s == "nf4") return MethodKind::Nf4;
   if (s == "fp4") return MethodKind::Fp4;
-  throw UsageError(fmt::format("--method {}: unknown method (known: rtn, absmax, zeropoint, gptq, nf4, fp4)", s));
+  if (s == "awq") return MethodKind::Awq;
+  if (s == "awq+gptq") return MethodKind::AwqGptq;
+  throw UsageError(
+      fmt::format("--method {}: unknown method (known: rtn, absmax, zeropoint, gptq, awq, awq+gptq, nf4, fp4)", s));
 }
 
 TensorTypeOverride parse_tensor_type_override(const std::string& s) {

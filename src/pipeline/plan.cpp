@@ -30,7 +30,7 @@ std::string known_types() {
 IntGridSpec int_spec(const QuantizeOptions& o) {
   IntGridSpec s;
   s.bits = o.bits;
-  s.symmetric = o.method == MethodKind::Absmax || (o.method == MethodKind::Gptq && o.symmetric);
+  s.symmetric = o.method == MethodKind::Absmax || ((uses_gptq(o.method) || uses_awq(o.method)) && o.symmetric);
   if (o.group_size > 0) {
     s.granularity = Granularity::Group;
     s.group = static_cast<size_t>(o.group_size);
@@ -69,7 +69,7 @@ Target resolve_target(const QuantizeOptions& o) {
     t.name = n.name();
     return t;
   }
-  if (o.method == MethodKind::Rtn || (o.method == MethodKind::Gptq && !o.type.empty())) {
+  if (o.method == MethodKind::Rtn || ((uses_gptq(o.method) || uses_awq(o.method)) && !o.type.empty())) {
     t.name = o.type.empty() ? "Q8_0" : o.type;
     if ((t.mix = find_mix(t.name))) {
       t.name = std::string(t.mix->name);
@@ -143,7 +143,8 @@ std::string custom_shape_key(const std::string& tensor) { return "quantize.tenso
 void validate_options(const QuantizeOptions& o) {
   const bool grid_method = o.method == MethodKind::Absmax || o.method == MethodKind::Zeropoint ||
                            o.method == MethodKind::Nf4 || o.method == MethodKind::Fp4;
-  if (o.method == MethodKind::Gptq) {
+  if (uses_awq(o.method) && o.awq_tokens < 1) throw UsageError("--awq-tokens must be positive");
+  if (uses_gptq(o.method)) {
     if (!(o.damp >= 0.0) || o.damp > 100.0) throw UsageError(fmt::format("--damp {}: use a value in [0, 100]", o.damp));
     if (o.block_size < 1) throw UsageError(fmt::format("--block-size {}: must be positive", o.block_size));
   }
@@ -151,7 +152,7 @@ void validate_options(const QuantizeOptions& o) {
     throw UsageError(fmt::format("--type {} cannot be combined with --method {}: absmax and zeropoint choose their "
                                  "own grid from --bits / --group-size",
                                  o.type, method_name(o.method)));
-  if ((o.method == MethodKind::Absmax || o.method == MethodKind::Zeropoint || o.method == MethodKind::Gptq) &&
+  if ((o.method == MethodKind::Absmax || o.method == MethodKind::Zeropoint || uses_gptq(o.method) || uses_awq(o.method)) &&
       o.type.empty() && o.group_size < -1)
     throw UsageError(fmt::format("--group-size {}: use a positive group, -1 (per output row) or 0 (per tensor)",
                                  o.group_size));
@@ -297,8 +298,17 @@ Plan make_plan(const Checkpoint& ckpt, const QuantizeOptions& opts_in, const Ima
                                        ckpt.source().string(), plan.model->arch->hf_name, want));
       }
   }
-  if (opts.method == MethodKind::Gptq) {
-    if (calib == nullptr) throw UsageError("--method gptq needs calibration activations: --calib FILE");
+  if (uses_awq(opts.method)) {
+    if (calib == nullptr)
+      throw UsageError(fmt::format("--method {} needs calibration activations: --calib FILE", method_name(opts.method)));
+    if (!plan.model)
+      throw UsageError(fmt::format("--method {} folds its scales into the model's norms and linears: it needs a "
+                                   "checkpoint with a config.json of a supported architecture ({})",
+                                   method_name(opts.method), ckpt.source().string()));
+  }
+  if (uses_gptq(opts.method)) {
+    if (calib == nullptr)
+      throw UsageError(fmt::format("--method {} needs calibration activations: --calib FILE", method_name(opts.method)));
     for (auto& t : plan.tensors) {
       if (!t.format->is_quantized() || t.shape.size() != 2) continue;
       const TensorRole role = classify_tensor(t.name).role;

@@ -20,6 +20,10 @@
 namespace qz {
 
 namespace {
+void read_rows_raw(const TensorPlan& t, size_t r0, size_t nr, float* out);
+}  // namespace
+
+namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr size_t kChunkValues = 1 << 16;  // values converted and quantized per task
@@ -45,7 +49,7 @@ size_t first_non_finite(const float* x, size_t n) {
 }
 
 // Rows [r0, r0 + nr) of the tensor as the output stores them (after llama.cpp's row permutation, if any), as float.
-void read_rows(const TensorPlan& t, size_t r0, size_t nr, float* out) {
+void read_rows_raw(const TensorPlan& t, size_t r0, size_t nr, float* out) {
   const auto src = t.source->bytes();
   const DType dtype = t.source->tensor->dtype;
   const size_t esize = dtype_size(dtype);
@@ -61,6 +65,36 @@ void read_rows(const TensorPlan& t, size_t r0, size_t nr, float* out) {
 }
 
 }  // namespace
+
+void read_rows(const TensorPlan& t, size_t r0, size_t nr, float* out) {
+  read_rows_raw(t, r0, nr, out);
+  if (!t.transform) return;
+  const TensorTransform& x = *t.transform;
+  for (size_t r = 0; r < nr; ++r) {
+    float* row = out + r * t.cols;
+    const size_t out_row = r0 + r;
+    const size_t src_row = t.row_order.empty() ? out_row : t.row_order[out_row];
+    if (!x.col_mul.empty())
+      for (size_t c = 0; c < t.cols; ++c) row[c] *= x.col_mul[c];
+    if (!x.col_div.empty())
+      for (size_t c = 0; c < t.cols; ++c) row[c] /= x.col_div[c];
+    if (!x.row_div.empty())
+      for (size_t c = 0; c < t.cols; ++c) row[c] /= x.row_div[src_row];  // rows as the checkpoint orders them
+    if (!x.clip.empty()) {
+      const size_t groups = t.cols / x.clip_group;
+      for (size_t g = 0; g < groups; ++g) {
+        const float m = x.clip[out_row * groups + g];
+        for (size_t c = g * x.clip_group; c < (g + 1) * x.clip_group; ++c) row[c] = std::clamp(row[c], -m, m);
+      }
+    }
+  }
+}
+
+std::vector<float> read_tensor(const TensorPlan& t) {
+  std::vector<float> v(t.rows * t.cols);
+  read_rows(t, 0, t.rows, v.data());
+  return v;
+}
 
 std::shared_ptr<const Eigen::MatrixXd> HessianCache::get(const TensorPlan& t, unsigned threads, uint64_t* tokens) {
   std::string key;
@@ -105,7 +139,15 @@ QuantizedTensor quantize_tensor_gptq(const TensorPlan& t, const QuantizeOptions&
   if (const size_t bad = first_non_finite(w.data(), w.size()); bad != kNoBadValue) throw_non_finite(t, bad, w[bad]);
   HessianCache local;
   GptqReport rep;
-  const auto H = (cache ? cache : &local)->get(t, threads, &rep.tokens);
+  auto H = (cache ? cache : &local)->get(t, threads, &rep.tokens);
+  if (t.transform && !t.transform->col_mul.empty()) {  // AWQ divided the inputs by s: H' = S^-1 H S^-1
+    auto scaled = std::make_shared<Eigen::MatrixXd>(*H);
+    const auto& s = t.transform->col_mul;
+    for (Eigen::Index i = 0; i < scaled->rows(); ++i)
+      for (Eigen::Index j = 0; j < scaled->cols(); ++j)
+        (*scaled)(i, j) /= static_cast<double>(s[static_cast<size_t>(i)]) * s[static_cast<size_t>(j)];
+    H = scaled;
+  }
   if (progress) progress(0.3);
   GptqConfig cfg;
   cfg.damp = opts.damp;

@@ -55,6 +55,7 @@ nlohmann::json Report::to_json() const {
   j["file_type"] = file_type ? nlohmann::json(*file_type) : nlohmann::json(nullptr);
   j["imatrix"] = imatrix.empty() ? nlohmann::json(nullptr)
                                  : nlohmann::json{{"file", imatrix}, {"missing", imatrix_missing}};
+  if (awq) j["awq"] = awq->to_json();
   auto& ts = j["tensors"] = nlohmann::json::array();
   for (const auto& t : tensors) {
     nlohmann::json r;
@@ -114,6 +115,7 @@ Report report_from_plan(const Plan& plan) {
     tr.fallback = t.fallback;
     tr.weighted = t.importance != nullptr;
     tr.method = t.gptq ? "gptq" : "rtn";
+    if (t.transform && !t.transform->col_mul.empty()) tr.method = "awq+" + tr.method;
     tr.bits_per_weight = t.nf4 ? nf4_bits_per_weight(t.rows * t.cols, *t.nf4) : t.format->bits_per_weight();
     tr.input_bytes = t.input_bytes;
     tr.output_bytes = t.output_bytes;

@@ -18,6 +18,7 @@
 #include "qz/io/safetensors.hpp"
 #include "qz/model/demo_checkpoint.hpp"
 #include "qz/io/imatrix.hpp"
+#include "qz/pipeline/awq_pass.hpp"
 #include "qz/pipeline/bnb_export.hpp"
 #include "qz/pipeline/dequantize.hpp"
 #include "qz/pipeline/importance.hpp"
@@ -130,7 +131,7 @@ int main(int argc, char** argv) {
 
   app.add_option("input", inputs, "Checkpoint directory (with or without model.safetensors.index.json) or .safetensors file(s)");
   app.add_option("-o,--output", output, "Output GGUF file");
-  app.add_option("-m,--method", method, "Method: rtn (the --type's own quantizer), absmax (symmetric integer grid), zeropoint (asymmetric integer grid), gptq (error feedback, needs --calib), nf4 / fp4 (bitsandbytes blocks)")
+  app.add_option("-m,--method", method, "Method: rtn (the --type's own quantizer), absmax (symmetric integer grid), zeropoint (asymmetric integer grid), gptq (error feedback, needs --calib), awq (activation-aware scaling folded into the model, then RTN; needs --calib), awq+gptq (AWQ scaling, then GPTQ), nf4 / fp4 (bitsandbytes blocks)")
       ->capture_default_str();
   std::vector<std::string> calib_files;
   app.add_option("--calib", calib_files, "Calibration activations (safetensors, docs/calibration.md); several accumulate");
@@ -141,6 +142,12 @@ int main(int argc, char** argv) {
   app.add_flag("--sym,!--asym", opts.symmetric, "GPTQ integer grids: symmetric (absmax) or asymmetric (zero-point, default)");
   app.add_flag("--allow-missing-calib", opts.allow_missing_calib, "GPTQ: round layers without calibration data to nearest instead of failing");
   app.add_flag("--compare-rtn", opts.compare_rtn, "GPTQ: also report round-to-nearest's output error on the calibration data");
+  app.add_flag("--awq-duo-scaling", opts.awq_duo_scaling, "AWQ: s = mean|x|^a / mean|w|^(1-a) instead of mean|x|^a");
+  app.add_option("--awq-tokens", opts.awq_tokens, "AWQ: calibration tokens (evenly strided) the searches measure output errors on")
+      ->capture_default_str();
+  bool awq_clip = true;
+  auto* awq_clip_opt = app.add_flag("--awq-clip,!--no-awq-clip", awq_clip,
+                                    "AWQ: search per-group clipping bounds (default on for awq, off for awq+gptq)");
   app.add_option("--type", type, "A llama-quantize mix (Q4_K_M, Q8_0, ...) or an integer grid name; default Q8_0");
   app.add_option("-b,--bits", opts.bits, "Bits per weight of the absmax/zeropoint grid, 2..8")->capture_default_str();
   auto* group_opt = app.add_option("-g,--group-size", opts.group_size,
@@ -254,6 +261,7 @@ int main(int argc, char** argv) {
       opts.nf4_blocksize = static_cast<size_t>(opts.group_size);
     }
     opts.type = type;
+    if (awq_clip_opt->count() > 0) opts.awq_clip = awq_clip;
     for (const auto& s : tensor_types) opts.tensor_types.push_back(parse_tensor_type_override(s));
     validate_options(opts);
     if (!output.empty() && !force && !dry_run && output_format == "gguf" && fs::exists(output))
@@ -278,8 +286,9 @@ int main(int argc, char** argv) {
     if (!imatrix_path.empty()) imatrix = read_imatrix(imatrix_path);
     std::optional<CalibrationSet> calib;
     if (!calib_files.empty()) calib.emplace(std::vector<fs::path>(calib_files.begin(), calib_files.end()));
-    if (calib && opts.method != MethodKind::Gptq) spdlog::warn("--calib is only used by --method gptq");
-    const Plan plan = make_plan(ckpt, opts, imatrix ? &*imatrix : nullptr, imatrix_path, calib ? &*calib : nullptr);
+    if (calib && !uses_gptq(opts.method) && !uses_awq(opts.method))
+      spdlog::warn("--calib is only used by --method gptq, awq and awq+gptq");
+    Plan plan = make_plan(ckpt, opts, imatrix ? &*imatrix : nullptr, imatrix_path, calib ? &*calib : nullptr);
     for (const auto& name : plan.calibration_missing) spdlog::warn("{}: no calibration data, rounded to nearest", name);
     if (plan.imatrix)
       for (const auto& name : plan.imatrix->missing) spdlog::warn("{}: no imatrix entry, quantized without importance", name);
@@ -306,8 +315,34 @@ int main(int argc, char** argv) {
       spdlog::warn("integer grids are not llama.cpp types: llama.cpp will not load {}; `quantize dequantize` reads "
                    "it (use --type Q4_K_M, Q4_0, ... for llama.cpp)",
                    output);
+    std::optional<AwqReport> awq;
+    if (uses_awq(opts.method)) {
+      AwqProgress ap;
+      ap.group = [&](size_t done, size_t total, const AwqGroupReport& g) {
+        if (quiet) return;
+        if (!g.skipped.empty())
+          fmt::print(stderr, "awq {}/{} {} -> {}: not scaled: {}\n", done, total, g.prev, fmt::join(g.linears, ","), g.skipped);
+        else if (g.fell_back)
+          fmt::print(stderr, "awq {}/{} {} -> {}: non-finite loss, kept s = 1 ({:.2f} s)\n", done, total, g.prev,
+                     fmt::join(g.linears, ","), g.seconds);
+        else
+          fmt::print(stderr, "awq {}/{} {} -> {}: alpha {:.2f}, output MSE {:.4g} (unscaled {:.4g}), {:.2f} s\n", done,
+                     total, g.prev, fmt::join(g.linears, ","), g.alpha, g.loss, g.loss_unscaled, g.seconds);
+      };
+      ap.clip = [&](size_t done, size_t total, const AwqClipReport& c) {
+        if (verbose > 0 && !quiet)
+          fmt::print(stderr, "awq clip {}/{} {}: mean bound {:.3f} of max|w|, {:.2f} s\n", done, total, c.tensor,
+                     c.mean_shrink, c.seconds);
+      };
+      awq = apply_awq(plan, *calib, opts, ap);
+      for (const auto& g : awq->groups)
+        if (g.fell_back) spdlog::warn("AWQ: {} -> {}: the search's losses were not finite; that group keeps s = 1", g.prev, fmt::join(g.linears, ","));
+      if (!quiet) fmt::print(stderr, "awq: searches took {:.2f} s\n", awq->search_seconds);
+    }
     cli::ConsoleProgress progress(stderr, isatty(STDERR_FILENO) != 0, quiet);
-    const Report r = quantize_to_gguf(ckpt, plan, opts, output, force, &progress);
+    Report r = quantize_to_gguf(ckpt, plan, opts, output, force, &progress);
+    r.awq = awq;
+    if (awq) r.wall_seconds += awq->search_seconds;
     if (!quiet) {
       fmt::print("wrote {}\n", output);
       print_totals(r, plan);

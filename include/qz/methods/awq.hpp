@@ -28,7 +28,21 @@ struct AwqConfig {
   int grid = 20;             // alpha = i / grid for i < grid
   bool duo_scaling = false;  // AutoAWQ's duo scaling
   size_t max_tokens = 512;   // calibration tokens used by the searches (evenly strided)
+  unsigned threads = 1;      // rows of the fake quantization and of the output products are shared out
 };
+
+// The calibration inputs of a scaling group as the searches use them: mean |x| per channel over every token, and an
+// evenly strided sample of at most AwqConfig::max_tokens tokens (row-major, sample_tokens x cols) for the errors.
+struct AwqActivations {
+  size_t cols = 0;
+  uint64_t tokens = 0;            // tokens behind mean_abs
+  std::vector<double> mean_abs;   // per channel
+  std::vector<float> sample;
+  size_t sample_tokens = 0;
+};
+
+// From activations in memory (tokens x cols).
+AwqActivations awq_activations(const float* x, size_t tokens, size_t cols, size_t max_tokens);
 
 struct AwqScaleResult {
   std::vector<float> scales;  // per input channel: multiply weight columns, divide the inputs
@@ -38,7 +52,9 @@ struct AwqScaleResult {
   bool fell_back = false;     // a non-finite loss: s = 1 kept
 };
 
-// x: tokens x cols activations (row-major). Every linear must have `cols` columns.
+// Every linear must have x.cols columns.
+AwqScaleResult awq_search_scales(const std::vector<AwqLinear>& linears, const AwqActivations& x, const AwqConfig& cfg);
+// The same from activations in memory (tokens x cols, row-major).
 AwqScaleResult awq_search_scales(const std::vector<AwqLinear>& linears, const float* x, size_t tokens, size_t cols,
                                  const AwqConfig& cfg);
 
@@ -47,6 +63,13 @@ AwqScaleResult awq_search_scales(const std::vector<AwqLinear>& linears, const fl
 // bounds.
 std::vector<float> awq_search_clip(const AwqLinear& linear, const float* x, size_t tokens, size_t cols, size_t group,
                                    const AwqConfig& cfg);
+// The same on an already sampled x (x_tokens x cols; no further sampling).
+std::vector<float> awq_search_clip_sampled(const AwqLinear& linear, const float* x, size_t x_tokens, size_t cols,
+                                           size_t group, const AwqConfig& cfg);
+
+// The clipping group of a format: its block (K-quants: the 32-value sub-block their scales cover), or the whole row
+// for per-row and per-tensor grids.
+size_t awq_clip_group(const Format& f, size_t cols);
 
 // Evenly strided subset of at most `max_tokens` rows.
 std::vector<float> awq_sample_tokens(const float* x, size_t tokens, size_t cols, size_t max_tokens, size_t* kept);

@@ -49,6 +49,18 @@ std::optional<std::string> gguf_tensor_name(const ModelConfig& m, const std::str
 // llama.cpp's converter views the rows as [n_head, 2, head_dim/2] and swaps the last two axes.
 std::vector<uint32_t> gguf_row_order(const ModelConfig& m, const std::string& hf_name, size_t rows);
 
+// AWQ's scaling groups of decoder block `layer`, in Hugging Face names: the input scales s of `linears` are folded
+// into `prev` (a norm weight divided by s, or a linear whose rows, and bias if any, are divided by s) and multiplied
+// into the linears' columns. LLaMA family: attention norm -> q, k, v; v -> o (only valid when v's rows match o's
+// columns, i.e. without grouped-query attention; the caller checks shapes); FFN norm -> gate, up; up -> down.
+struct ScalingGroup {
+  std::string prev;
+  std::string prev_bias;  // bias of a linear `prev` (divided by s too), empty for norms
+  bool prev_is_linear = false;
+  std::vector<std::string> linears;
+};
+std::vector<ScalingGroup> awq_scaling_groups(const ModelConfig& m, uint32_t layer);
+
 // Architecture keys: general.architecture, general.name, <arch>.context_length, ... (u32 / f32 as llama.cpp
 // checks them).
 void write_architecture_metadata(GgufWriter& w, const ModelConfig& m);

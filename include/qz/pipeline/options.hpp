@@ -1,6 +1,7 @@
 // What the user asked for: method, target format, per-tensor overrides, threads.
 #pragma once
 
+#include <optional>
 #include <regex>
 #include <string>
 #include <vector>
@@ -14,7 +15,12 @@ enum class MethodKind {
   Gptq,       // GPTQ error feedback into the target format (needs calibration activations)
   Nf4,        // bitsandbytes' block-wise NormalFloat-4 (with double quantization by default)
   Fp4,        // bitsandbytes' block-wise FP4 (E2M1)
+  Awq,        // AWQ scaling and clipping folded into the model, then the target format's round-to-nearest
+  AwqGptq,    // AWQ scaling folded into the model, then GPTQ on the scaled weights
 };
+
+inline bool uses_gptq(MethodKind m) { return m == MethodKind::Gptq || m == MethodKind::AwqGptq; }
+inline bool uses_awq(MethodKind m) { return m == MethodKind::Awq || m == MethodKind::AwqGptq; }
 
 struct TensorTypeOverride {
   std::string pattern;  // ECMAScript regex searched in the tensor name
@@ -45,6 +51,12 @@ struct QuantizeOptions {
   bool symmetric = false;           // --sym / --asym for integer grids (default asymmetric, as the reference)
   bool allow_missing_calib = false; // --allow-missing-calib: layers without data fall back to RTN
   bool compare_rtn = false;         // --compare-rtn: also measure RTN's output error on the calibration data
+
+  // AWQ
+  bool awq_duo_scaling = false;     // --awq-duo-scaling: s = mean|x|^a / mean|w|^(1-a)
+  size_t awq_tokens = 512;          // --awq-tokens: calibration tokens the searches measure errors on
+  std::optional<bool> awq_clip;     // --awq-clip / --no-awq-clip; default on for awq, off for awq+gptq
+  bool awq_clip_enabled() const { return awq_clip.value_or(method == MethodKind::Awq); }
 
   unsigned effective_threads() const;
 };

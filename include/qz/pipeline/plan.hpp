@@ -19,6 +19,15 @@
 
 namespace qz {
 
+// AWQ's folding, applied while a tensor is read (pipeline/awq_pass.hpp): weight columns times col_mul (the group's
+// scales), rows divided by row_div (indexed by checkpoint row: the next group's scales, for v_proj and up_proj),
+// 1-D tensors divided by col_div (norm weights, v's bias), then each (output row, group of clip_group columns)
+// clamped to +-clip.
+struct TensorTransform {
+  std::vector<float> col_mul, row_div, col_div, clip;
+  size_t clip_group = 0;
+};
+
 struct TensorPlan {
   const Checkpoint::Entry* source = nullptr;
   std::string name;             // name in the output file
@@ -35,6 +44,7 @@ struct TensorPlan {
   std::vector<CalibInput> calibration;                  // GPTQ's calibration entries for this weight
   std::vector<uint32_t> row_order;  // source row of each output row (llama.cpp's q/k permutation), empty = same
   std::optional<Nf4Options> nf4;    // stored as bitsandbytes NF4/FP4 blocks (docs/formats.md), several GGUF tensors
+  std::shared_ptr<TensorTransform> transform;  // AWQ scaling and clipping, if any
   const std::string& source_name() const { return source->tensor->name; }
   // GGUF ne of the stored tensor: the logical shape for llama.cpp types, [row bytes, rows...] for custom layouts.
   std::vector<uint64_t> stored_ne() const;

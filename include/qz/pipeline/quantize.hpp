@@ -46,6 +46,11 @@ class HessianCache {
   std::vector<Entry> entries_;  // most recent last
 };
 
+// A planned tensor's values as they will be quantized: converted to float, in output row order, with the AWQ
+// transform applied.
+void read_rows(const TensorPlan& t, size_t r0, size_t nr, float* out);
+std::vector<float> read_tensor(const TensorPlan& t);
+
 // Quantizes one planned tensor (GPTQ when the plan says so). Throws InputError naming the tensor and file for
 // NaN or Inf values.
 QuantizedTensor quantize_tensor(const TensorPlan& t, const QuantizeOptions& opts, HessianCache* cache = nullptr,

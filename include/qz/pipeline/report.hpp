@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "qz/pipeline/awq_pass.hpp"
 #include "qz/pipeline/plan.hpp"
 
 namespace qz {
@@ -65,6 +66,7 @@ struct Report {
   std::optional<uint32_t> file_type;
   std::string target;
   std::vector<std::string> calibration_missing;
+  std::optional<AwqReport> awq;               // the AWQ searches, for --method awq / awq+gptq
   uint64_t input_bytes = 0;
   uint64_t output_bytes = 0;  // output file size
   uint64_t tensor_bytes = 0;

@@ -1,0 +1,285 @@
+#include "qz/pipeline/awq_pass.hpp"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <map>
+
+#include "qz/core/error.hpp"
+#include "qz/methods/awq.hpp"
+#include "qz/model/tensor_roles.hpp"
+#include "qz/pipeline/importance.hpp"
+#include "qz/pipeline/quantize.hpp"
+
+namespace qz {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// mean |x| over every token of the entries, and an evenly strided sample of at most max_tokens tokens, streamed.
+AwqActivations load_activations(const std::vector<CalibInput>& inputs, size_t cols, size_t max_tokens,
+                                const std::string& weight) {
+  uint64_t total = 0;
+  for (const auto& in : inputs) {
+    const auto& s = in.tensor->shape;
+    if (in.hessian_tokens != nullptr)
+      throw InputError(fmt::format("{}: '{}' is a precomputed Hessian; AWQ needs the activations themselves "
+                                   "(the mean |x| per channel and a sample of tokens)",
+                                   in.file->path().string(), in.tensor->name));
+    if (s.size() != 2 || s[1] != cols)
+      throw InputError(fmt::format("{}: calibration tensor '{}' has width {} but weight '{}' has {} input columns",
+                                   in.file->path().string(), in.tensor->name, s.size() == 2 ? s[1] : 0, weight, cols));
+    total += s[0];
+  }
+  AwqActivations a;
+  a.cols = cols;
+  a.tokens = total;
+  a.mean_abs.assign(cols, 0.0);
+  a.sample_tokens = static_cast<size_t>(std::min<uint64_t>(total, std::max<size_t>(1, max_tokens)));
+  a.sample.resize(a.sample_tokens * cols);
+  if (total == 0) {
+    a.sample_tokens = 0;
+    return a;
+  }
+  size_t next = 0;  // next sample index; its token is next * total / sample_tokens
+  uint64_t global = 0;
+  constexpr size_t kChunk = 1024;
+  std::vector<float> x;
+  for (const auto& in : inputs) {
+    const size_t n = in.tensor->shape[0], esize = dtype_size(in.tensor->dtype);
+    const auto bytes = in.file->data(*in.tensor);
+    for (size_t t0 = 0; t0 < n; t0 += kChunk) {
+      const size_t nt = std::min(kChunk, n - t0);
+      x.resize(nt * cols);
+      convert_to_f32(bytes.data() + t0 * cols * esize, in.tensor->dtype, x.data(), x.size());
+      for (size_t t = 0; t < nt; ++t, ++global) {
+        const float* row = x.data() + t * cols;
+        for (size_t j = 0; j < cols; ++j) {
+          if (!std::isfinite(row[j]))
+            throw InputError(fmt::format("{}: calibration tensor '{}': token {}, column {} is not finite",
+                                         in.file->path().string(), in.tensor->name, t0 + t, j));
+          a.mean_abs[j] += std::fabs(row[j]);
+        }
+        if (next < a.sample_tokens && next * total / a.sample_tokens == global) {
+          std::copy_n(row, cols, a.sample.data() + next * cols);
+          ++next;
+        }
+      }
+    }
+  }
+  for (auto& v : a.mean_abs) v /= static_cast<double>(total);
+  return a;
+}
+
+TensorTransform& transform_of(TensorPlan& t) {
+  if (!t.transform) t.transform = std::make_shared<TensorTransform>();
+  return *t.transform;
+}
+
+struct LayerGroup {
+  AwqGroupReport report;
+  std::vector<TensorPlan*> linears;
+  AwqActivations act;
+  std::vector<float> scales;  // empty if not scaled
+};
+
+}  // namespace
+
+size_t AwqReport::fallbacks() const {
+  return static_cast<size_t>(std::count_if(groups.begin(), groups.end(), [](const AwqGroupReport& g) { return g.fell_back; }));
+}
+
+nlohmann::json AwqReport::to_json() const {
+  nlohmann::json j;
+  j["duo_scaling"] = duo_scaling;
+  j["clip"] = clip;
+  j["max_tokens"] = max_tokens;
+  j["search_seconds"] = search_seconds;
+  j["fallbacks"] = fallbacks();
+  j["groups"] = nlohmann::json::array();
+  for (const auto& g : groups) {
+    nlohmann::json e = {{"prev", g.prev}, {"linears", g.linears}, {"tokens", g.tokens}, {"seconds", g.seconds}};
+    if (!g.skipped.empty()) {
+      e["skipped"] = g.skipped;
+    } else {
+      e["alpha"] = g.alpha;
+      e["loss"] = g.loss;
+      e["loss_unscaled"] = g.loss_unscaled;
+      e["fell_back"] = g.fell_back;
+    }
+    j["groups"].push_back(std::move(e));
+  }
+  j["clips"] = nlohmann::json::array();
+  for (const auto& c : clips) j["clips"].push_back({{"tensor", c.tensor}, {"mean_shrink", c.mean_shrink}, {"seconds", c.seconds}});
+  return j;
+}
+
+AwqReport apply_awq(Plan& plan, const CalibrationSet& calib, const QuantizeOptions& opts, const AwqProgress& progress) {
+  if (!plan.model) throw UsageError("AWQ needs a model checkpoint (config.json of a supported architecture)");
+  const auto t_all = Clock::now();
+  AwqReport rep;
+  rep.duo_scaling = opts.awq_duo_scaling;
+  rep.clip = opts.awq_clip_enabled();
+  rep.max_tokens = opts.awq_tokens;
+  AwqConfig cfg;
+  cfg.duo_scaling = opts.awq_duo_scaling;
+  cfg.max_tokens = opts.awq_tokens;
+  cfg.threads = opts.effective_threads();
+
+  std::map<std::string, TensorPlan*> by_source;
+  for (auto& t : plan.tensors) by_source[t.source_name()] = &t;
+  auto find = [&](const std::string& name) -> TensorPlan* {
+    const auto it = by_source.find(name);
+    return it == by_source.end() ? nullptr : it->second;
+  };
+
+  const uint32_t layers = plan.model->block_count;
+  const size_t total_groups = static_cast<size_t>(layers) * awq_scaling_groups(*plan.model, 0).size();
+  size_t groups_done = 0, clips_total = 0, clips_done = 0;
+  if (rep.clip)
+    for (const auto& t : plan.tensors) {
+      const TensorRoleInfo r = classify_tensor(t.name);
+      if (r.layer >= 0 && (r.role == TensorRole::AttnV || r.role == TensorRole::AttnOutput || r.role == TensorRole::FfnGate ||
+                           r.role == TensorRole::FfnUp || r.role == TensorRole::FfnDown))
+        ++clips_total;
+    }
+
+  for (uint32_t layer = 0; layer < layers; ++layer) {
+    std::vector<LayerGroup> groups;
+    for (const ScalingGroup& sg : awq_scaling_groups(*plan.model, layer)) {
+      const auto t0 = Clock::now();
+      LayerGroup g;
+      TensorPlan* prev = find(sg.prev);
+      g.report.prev = prev ? prev->name : sg.prev;
+      for (const auto& name : sg.linears) {
+        TensorPlan* t = find(name);
+        if (t == nullptr) {
+          g.report.skipped = fmt::format("'{}' is not in the checkpoint", name);
+          break;
+        }
+        g.linears.push_back(t);
+        g.report.linears.push_back(t->name);
+      }
+      if (g.report.skipped.empty() && prev == nullptr) g.report.skipped = fmt::format("'{}' is not in the checkpoint", sg.prev);
+      const size_t cols = g.linears.empty() ? 0 : g.linears.front()->cols;
+      if (g.report.skipped.empty()) {
+        for (const TensorPlan* t : g.linears)
+          if (t->cols != cols || t->shape.size() != 2) g.report.skipped = fmt::format("'{}' has {} input columns, not {}", t->name, t->cols, cols);
+      }
+      // Grouped-query attention: v's rows do not match o's columns, so o's scales cannot be folded into v; o is
+      // still clipped (its activations are still loaded), as in the reference.
+      std::string unscalable;
+      if (g.report.skipped.empty() && sg.prev_is_linear && prev->shape.front() != cols)
+        unscalable = fmt::format("{} has {} output rows but {} reads {} columns (grouped-query attention): not "
+                                 "scaled, as the reference does",
+                                 prev->name, prev->shape.front(), g.report.linears.front(), cols);
+      if (g.report.skipped.empty() && !sg.prev_is_linear && prev->cols != cols)
+        unscalable = fmt::format("{} has {} values for {} input columns", prev->name, prev->cols, cols);
+      if (g.report.skipped.empty()) {
+        const std::vector<CalibInput> inputs = calib.inputs_of(g.linears.front()->source_name());
+        if (inputs.empty()) {
+          const std::string module = g.linears.front()->source_name();
+          if (!opts.allow_missing_calib)
+            throw InputError(fmt::format("tensor '{}': no calibration activations for AWQ (expected '{}' in the "
+                                         "calibration files; --allow-missing-calib leaves such groups unscaled)",
+                                         module, module.substr(0, module.rfind('.'))));
+          g.report.skipped = "no calibration data (--allow-missing-calib)";
+          for (const TensorPlan* t : g.linears) plan.calibration_missing.push_back(t->source_name());
+        } else {
+          g.act = load_activations(inputs, cols, opts.awq_tokens, g.linears.front()->source_name());
+          g.report.tokens = g.act.tokens;
+        }
+      }
+      if (g.report.skipped.empty()) g.report.skipped = unscalable;
+      if (g.report.skipped.empty()) {
+        std::vector<std::vector<float>> weights;
+        std::vector<AwqLinear> linears;
+        for (TensorPlan* t : g.linears) {
+          weights.push_back(read_tensor(*t));  // no transform yet: every linear is in exactly one group
+          linears.push_back({weights.back().data(), t->rows, t->format});
+        }
+        const AwqScaleResult r = awq_search_scales(linears, g.act, cfg);
+        g.report.alpha = r.alpha;
+        g.report.loss = r.loss;
+        g.report.loss_unscaled = r.loss_unscaled;
+        g.report.fell_back = r.fell_back;
+        if (!r.fell_back) g.scales = r.scales;
+      }
+      if (!g.scales.empty()) {
+        for (TensorPlan* t : g.linears) {
+          transform_of(*t).col_mul = g.scales;
+          t->reason += fmt::format("; AWQ input scales (alpha {:.2f}) folded into {}", g.report.alpha, prev->name);
+        }
+        if (sg.prev_is_linear) {
+          transform_of(*prev).row_div = g.scales;
+          prev->reason += fmt::format("; rows divided by {}'s AWQ scales", g.linears.front()->name);
+          if (TensorPlan* bias = sg.prev_bias.empty() ? nullptr : find(sg.prev_bias)) {
+            transform_of(*bias).col_div = g.scales;
+            bias->reason += fmt::format("; divided by {}'s AWQ scales", g.linears.front()->name);
+          }
+        } else {
+          transform_of(*prev).col_div = g.scales;
+          prev->reason += fmt::format("; divided by the AWQ scales of {}", fmt::join(g.report.linears, ", "));
+        }
+      }
+      g.report.seconds = seconds_since(t0);
+      ++groups_done;
+      if (progress.group) progress.group(groups_done, total_groups, g.report);
+      groups.push_back(std::move(g));
+    }
+
+    if (!rep.clip) {
+      for (auto& g : groups) rep.groups.push_back(std::move(g.report));
+      continue;
+    }
+    // Clipping: every linear of the layer but q and k, on its final (scaled) weights and the scaled inputs.
+    for (auto& g : groups) {
+      if (g.act.sample_tokens == 0) continue;
+      if (!g.scales.empty())
+        for (size_t t = 0; t < g.act.sample_tokens; ++t)
+          for (size_t j = 0; j < g.act.cols; ++j) g.act.sample[t * g.act.cols + j] /= g.scales[j];
+      for (TensorPlan* t : g.linears) {
+        const TensorRole role = classify_tensor(t->name).role;
+        if (role == TensorRole::AttnQ || role == TensorRole::AttnK) continue;
+        const auto t0 = Clock::now();
+        AwqClipReport c;
+        c.tensor = t->name;
+        const size_t group = awq_clip_group(*t->format, t->cols);
+        if (t->format->is_quantized() && t->cols % group == 0) {
+          const std::vector<float> w = read_tensor(*t);
+          if (std::all_of(w.begin(), w.end(), [](float v) { return std::isfinite(v); })) {
+            std::vector<float> bounds =
+                awq_search_clip_sampled({w.data(), t->rows, t->format}, g.act.sample.data(), g.act.sample_tokens, t->cols, group, cfg);
+            double shrink = 0;
+            const size_t groups_per_row = t->cols / group;
+            for (size_t k = 0; k < bounds.size(); ++k) {
+              const float* seg = w.data() + (k / groups_per_row) * t->cols + (k % groups_per_row) * group;
+              float m = 0;
+              for (size_t i = 0; i < group; ++i) m = std::max(m, std::fabs(seg[i]));
+              shrink += m > 0 ? bounds[k] / m : 1.0;
+            }
+            c.mean_shrink = bounds.empty() ? 1.0 : shrink / static_cast<double>(bounds.size());
+            TensorTransform& x = transform_of(*t);
+            x.clip = std::move(bounds);
+            x.clip_group = group;
+          }
+        }
+        c.seconds = seconds_since(t0);
+        ++clips_done;
+        if (progress.clip) progress.clip(clips_done, clips_total, c);
+        rep.clips.push_back(std::move(c));
+      }
+    }
+    for (auto& g : groups) rep.groups.push_back(std::move(g.report));
+  }
+  rep.search_seconds = seconds_since(t_all);
+  return rep;
+}
+
+}  // namespace qz
