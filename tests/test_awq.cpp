@@ -101,5 +101,44 @@ TEST(Awq, NonFiniteLossFallsBackToNoScaling) {
   for (float s : r.scales) EXPECT_EQ(s, 1.0f);
 }
 
+TEST(Awq, SameScalesAndBoundsForAnyThreadCount) {
+  const Layer l = layer(100, 256, 300, 10.0, 4);  // 100 rows: a partial block of rows per task
+  const auto f = find_format("Q4_K", l.cols);
+  std::vector<AwqScaleResult> scales;
+  std::vector<std::vector<float>> bounds;
+  for (unsigned threads : {1u, 2u, 5u}) {
+    AwqConfig cfg;
+    cfg.threads = threads;
+    cfg.duo_scaling = true;
+    scales.push_back(awq_search_scales({{l.w.data(), l.rows, f}}, l.x.data(), l.tokens, l.cols, cfg));
+    bounds.push_back(awq_search_clip({l.w.data(), l.rows, f}, l.x.data(), l.tokens, l.cols, 32, cfg));
+  }
+  for (size_t i = 1; i < scales.size(); ++i) {
+    EXPECT_EQ(scales[i].scales, scales[0].scales);
+    EXPECT_EQ(scales[i].loss, scales[0].loss);  // bitwise: partial sums are added in task order
+    EXPECT_EQ(bounds[i], bounds[0]);
+  }
+}
+
+TEST(Awq, ActivationStatisticsAndSampling) {
+  // mean |x| over every token, the sample evenly strided: tokens 0, 2, 4 of 6 for 3 kept.
+  const std::vector<float> x = {1, -2, -3, 4, 5, -6, -7, 8, 9, -10, -11, 12};  // 6 tokens x 2
+  const AwqActivations a = awq_activations(x.data(), 6, 2, 3);
+  EXPECT_EQ(a.tokens, 6u);
+  EXPECT_DOUBLE_EQ(a.mean_abs[0], (1 + 3 + 5 + 7 + 9 + 11) / 6.0);
+  EXPECT_DOUBLE_EQ(a.mean_abs[1], (2 + 4 + 6 + 8 + 10 + 12) / 6.0);
+  EXPECT_EQ(a.sample_tokens, 3u);
+  EXPECT_EQ(a.sample, (std::vector<float>{1, -2, 5, -6, 9, -10}));
+}
+
+TEST(Awq, ClipGroupIsTheBlockOrTheKQuantSubBlock) {
+  EXPECT_EQ(awq_clip_group(*find_format("Q4_0", 256), 256), 32u);
+  EXPECT_EQ(awq_clip_group(*find_format("int4_asym_g128", 256), 256), 128u);
+  EXPECT_EQ(awq_clip_group(*find_format("Q4_K", 512), 512), 32u);
+  EXPECT_EQ(awq_clip_group(*find_format("Q6_K", 512), 512), 32u);
+  EXPECT_EQ(awq_clip_group(*find_format("int4_sym_row", 96), 96), 96u);
+  EXPECT_EQ(awq_clip_group(*find_format("int4_sym_tensor", 96), 96), 96u);
+}
+
 }  // namespace
 }  // namespace qz

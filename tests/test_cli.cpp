@@ -150,5 +150,45 @@ TEST(Cli, GptqOnTheDemoReportsLowerOutputErrorThanRoundToNearest) {
   EXPECT_TRUE(contains(missing.output, "--calib")) << missing.output;
 }
 
+TEST(Cli, AwqOnTheDemoReportsEveryGroupAndFoldsIntoLlamaCppTypes) {
+  TempDir dir;
+  const std::string demo = (dir / "demo").string();
+  ASSERT_EQ(quantize("make-demo " + demo).code, 0);
+  const std::string json = (dir / "r.json").string(), out = (dir / "a.gguf").string();
+  const Result r = quantize(demo + " -o " + out + " --method awq --type Q4_K_M --calib " + demo +
+                            "/calib.safetensors --awq-duo-scaling --awq-tokens 128 --json " + json);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "awq 1/8 blk.0.attn_norm.weight -> blk.0.attn_q.weight")) << r.output;
+  EXPECT_TRUE(contains(r.output, "grouped-query attention")) << r.output;
+  EXPECT_TRUE(contains(r.output, "awq: searches took")) << r.output;
+  const auto j = nlohmann::json::parse(std::ifstream(json));
+  EXPECT_EQ(j["method"], "awq");
+  EXPECT_EQ(j["awq"]["groups"].size(), 8u);
+  EXPECT_EQ(j["awq"]["duo_scaling"], true);
+  EXPECT_EQ(j["awq"]["max_tokens"], 128);
+  EXPECT_EQ(j["awq"]["clips"].size(), 10u);
+  size_t scaled = 0;
+  for (const auto& t : j["tensors"]) {
+    if (t["method"] == "awq+rtn") ++scaled;
+    if (t["name"] == "blk.0.attn_norm.weight") EXPECT_TRUE(contains(t["reason"].get<std::string>(), "AWQ scales")) << t;
+  }
+  EXPECT_EQ(scaled, 12u);  // q, k, v, gate, up, down per layer (o is not scaled under GQA)
+  // A llama.cpp mix: general.file_type and native types only.
+  const Result inspect = quantize("inspect " + out);
+  EXPECT_TRUE(contains(inspect.output, "Q4_K")) << inspect.output;
+
+  const Result missing = quantize(demo + " -o " + (dir / "x.gguf").string() + " --method awq");
+  EXPECT_EQ(missing.code, 2);
+  EXPECT_TRUE(contains(missing.output, "--calib")) << missing.output;
+  const Result both = quantize(demo + " -o " + (dir / "y.gguf").string() + " --method awq+gptq --type Q4_0 --calib " +
+                               demo + "/calib.safetensors -q --json " + json);
+  ASSERT_EQ(both.code, 0) << both.output;
+  const auto jb = nlohmann::json::parse(std::ifstream(json));
+  EXPECT_EQ(jb["awq"]["clip"], false);
+  size_t gptq = 0;
+  for (const auto& t : jb["tensors"]) gptq += t["method"] == "awq+gptq";
+  EXPECT_EQ(gptq, 12u);
+}
+
 }  // namespace
 }  // namespace qz

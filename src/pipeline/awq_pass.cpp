@@ -160,27 +160,27 @@ AwqReport apply_awq(Plan& plan, const CalibrationSet& calib, const QuantizeOptio
       for (const auto& name : sg.linears) {
         TensorPlan* t = find(name);
         if (t == nullptr) {
-          g.report.skipped = fmt::format("'{}' is not in the checkpoint", name);
+          g.report.skipped = fmt::format("not scaled: '{}' is not in the checkpoint", name);
           break;
         }
         g.linears.push_back(t);
         g.report.linears.push_back(t->name);
       }
-      if (g.report.skipped.empty() && prev == nullptr) g.report.skipped = fmt::format("'{}' is not in the checkpoint", sg.prev);
+      if (g.report.skipped.empty() && prev == nullptr) g.report.skipped = fmt::format("not scaled: '{}' is not in the checkpoint", sg.prev);
       const size_t cols = g.linears.empty() ? 0 : g.linears.front()->cols;
       if (g.report.skipped.empty()) {
         for (const TensorPlan* t : g.linears)
-          if (t->cols != cols || t->shape.size() != 2) g.report.skipped = fmt::format("'{}' has {} input columns, not {}", t->name, t->cols, cols);
+          if (t->cols != cols || t->shape.size() != 2) g.report.skipped = fmt::format("not scaled: '{}' has {} input columns, not {}", t->name, t->cols, cols);
       }
       // Grouped-query attention: v's rows do not match o's columns, so o's scales cannot be folded into v; o is
       // still clipped (its activations are still loaded), as in the reference.
       std::string unscalable;
       if (g.report.skipped.empty() && sg.prev_is_linear && prev->shape.front() != cols)
-        unscalable = fmt::format("{} has {} output rows but {} reads {} columns (grouped-query attention): not "
-                                 "scaled, as the reference does",
+        unscalable = fmt::format("not scaled: {} has {} output rows but {} reads {} columns (grouped-query "
+                                 "attention), as in the reference",
                                  prev->name, prev->shape.front(), g.report.linears.front(), cols);
       if (g.report.skipped.empty() && !sg.prev_is_linear && prev->cols != cols)
-        unscalable = fmt::format("{} has {} values for {} input columns", prev->name, prev->cols, cols);
+        unscalable = fmt::format("not scaled: {} has {} values for {} input columns", prev->name, prev->cols, cols);
       if (g.report.skipped.empty()) {
         const std::vector<CalibInput> inputs = calib.inputs_of(g.linears.front()->source_name());
         if (inputs.empty()) {
@@ -189,7 +189,7 @@ AwqReport apply_awq(Plan& plan, const CalibrationSet& calib, const QuantizeOptio
             throw InputError(fmt::format("tensor '{}': no calibration activations for AWQ (expected '{}' in the "
                                          "calibration files; --allow-missing-calib leaves such groups unscaled)",
                                          module, module.substr(0, module.rfind('.'))));
-          g.report.skipped = "no calibration data (--allow-missing-calib)";
+          g.report.skipped = "not scaled: no calibration data (--allow-missing-calib)";
           for (const TensorPlan* t : g.linears) plan.calibration_missing.push_back(t->source_name());
         } else {
           g.act = load_activations(inputs, cols, opts.awq_tokens, g.linears.front()->source_name());

@@ -230,6 +230,13 @@ QuantizedTensor quantize_tensor(const TensorPlan& t, const QuantizeOptions& opts
     tensor_grid = rtn_fit_tensor(f, all.data(), all.size());
   }
 
+  // The imatrix holds E[x_j^2] of the original inputs; AWQ divided input j by s_j, so its weight is E[x_j^2] / s_j^2.
+  std::vector<float> importance;
+  if (t.importance) {
+    importance = *t.importance;
+    if (t.transform && !t.transform->col_mul.empty())
+      for (size_t c = 0; c < importance.size(); ++c) importance[c] /= t.transform->col_mul[c] * t.transform->col_mul[c];
+  }
   const size_t rows_per_chunk = std::max<size_t>(1, kChunkValues / std::max<size_t>(1, t.cols));
   const size_t chunks = (t.rows + rows_per_chunk - 1) / rows_per_chunk;
   const unsigned workers = static_cast<unsigned>(std::min<size_t>(std::max(1u, threads), chunks));
@@ -252,7 +259,7 @@ QuantizedTensor quantize_tensor(const TensorPlan& t, const QuantizeOptions& opts
       return;
     }
     uint8_t* dst = out.bytes.data() + r0 * row_bytes;
-    rtn_quantize_rows(f, x.data(), nr, t.cols, t.importance ? t.importance->data() : nullptr,
+    rtn_quantize_rows(f, x.data(), nr, t.cols, importance.empty() ? nullptr : importance.data(),
                       tensor_grid ? &*tensor_grid : nullptr, dst);
     for (size_t r = 0; r < nr; ++r) f.dequantize_row(dst + r * row_bytes, y.data() + r * t.cols, t.cols);
     stats[c].add(x.data(), y.data(), n);

@@ -321,7 +321,7 @@ int main(int argc, char** argv) {
       ap.group = [&](size_t done, size_t total, const AwqGroupReport& g) {
         if (quiet) return;
         if (!g.skipped.empty())
-          fmt::print(stderr, "awq {}/{} {} -> {}: not scaled: {}\n", done, total, g.prev, fmt::join(g.linears, ","), g.skipped);
+          fmt::print(stderr, "awq {}/{} {} -> {}: {}\n", done, total, g.prev, fmt::join(g.linears, ","), g.skipped);
         else if (g.fell_back)
           fmt::print(stderr, "awq {}/{} {} -> {}: non-finite loss, kept s = 1 ({:.2f} s)\n", done, total, g.prev,
                      fmt::join(g.linears, ","), g.seconds);
