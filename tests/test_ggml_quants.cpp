@@ -2,12 +2,17 @@
 
 #include <gtest/gtest.h>
 
+#include <random>
+
+#include <bit>
+
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "qz/core/half.hpp"
 #include "qz/formats/format_table.hpp"
+#include "qz/formats/ggml_search.hpp"
 #include "test_util.hpp"
 
 namespace qz {
@@ -128,6 +133,61 @@ TEST(LegacyQuants, MatchLlamaCppGoldenVectors) {
     ++checked;
   }
   EXPECT_EQ(checked, 10 * 6);
+}
+
+TEST(KQuantSearch, LanesAreBitIdenticalToTheScalarSearch) {
+  // The scalar search is the one checked against llama.cpp's vectors; the lane version must reproduce it exactly,
+  // also for degenerate sub-blocks (all equal, all zero, all positive) mixed with ordinary ones.
+  std::mt19937 rng(11);
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  struct Case { int lanes, n, nmax; float rmin, rdelta; int nstep; bool mad; };
+  const Case cases[] = {{8, 32, 15, -1.f, 0.1f, 20, false}, {8, 32, 31, -0.5f, 0.1f, 15, false},
+                        {8, 32, 15, -0.9f, 0.05f, 36, false}, {16, 16, 3, -0.5f, 0.1f, 15, true},
+                        {16, 16, 3, -0.9f, 0.05f, 36, false}};
+  int compared = 0;
+  for (const Case& c : cases) {
+    for (int trial = 0; trial < 200; ++trial) {
+      const size_t total = static_cast<size_t>(c.lanes * c.n);
+      std::vector<float> x(total), w(total);
+      for (int k = 0; k < c.lanes; ++k) {
+        const int kind = (trial + k) % 7;
+        for (int i = 0; i < c.n; ++i) {
+          float v = g(rng) * (kind == 5 ? 1e-3f : 1.0f);
+          if (kind == 0) v = 0.0f;
+          if (kind == 1) v = 0.75f;
+          if (kind == 2) v = std::fabs(v) + 0.1f;
+          if (kind == 3 && i % 5 == 0) v *= 20.0f;
+          x[static_cast<size_t>(k * c.n + i)] = v;
+          w[static_cast<size_t>(k * c.n + i)] = trial % 2 ? std::fabs(g(rng)) + 0.01f : std::fabs(v) + 0.5f;
+        }
+      }
+      std::vector<uint8_t> L(total), Ls(total);
+      std::vector<float> mins(static_cast<size_t>(c.lanes)), scales(static_cast<size_t>(c.lanes)),
+          iscale(static_cast<size_t>(c.lanes)), used(static_cast<size_t>(c.lanes));
+      bool deg[16];
+      ggml::search_qkx_lanes(c.lanes, c.n, c.nmax, x.data(), w.data(), L.data(), mins.data(), scales.data(), c.rmin,
+                             c.rdelta, c.nstep, c.mad, iscale.data(), used.data(), deg);
+      for (int k = 0; k < c.lanes; ++k) {
+        const size_t o = static_cast<size_t>(k * c.n);
+        float smin = 0, siscale = 0, sused = 0;
+        bool sdeg = false;
+        const float sscale =
+            c.mad ? ggml::make_qkx2_quants(c.n, c.nmax, x.data() + o, w.data() + o, Ls.data() + o, &smin, c.rmin, c.rdelta, c.nstep, true)
+                  : ggml::make_qkx3_quants(c.n, c.nmax, x.data() + o, w.data() + o, Ls.data() + o, &smin, c.rmin,
+                                           c.rdelta, c.nstep, &siscale, &sused, &sdeg);
+        ASSERT_EQ(std::bit_cast<uint32_t>(scales[static_cast<size_t>(k)]), std::bit_cast<uint32_t>(sscale)) << trial << " lane " << k;
+        ASSERT_EQ(std::bit_cast<uint32_t>(mins[static_cast<size_t>(k)]), std::bit_cast<uint32_t>(smin)) << trial << " lane " << k;
+        if (!c.mad) {
+          ASSERT_EQ(std::bit_cast<uint32_t>(iscale[static_cast<size_t>(k)]), std::bit_cast<uint32_t>(siscale));
+          ASSERT_EQ(std::bit_cast<uint32_t>(used[static_cast<size_t>(k)]), std::bit_cast<uint32_t>(sused));
+          ASSERT_EQ(deg[k], sdeg);
+        }
+        ++compared;
+      }
+      ASSERT_EQ(L, Ls) << trial;
+    }
+  }
+  EXPECT_EQ(compared, 200 * (8 + 8 + 8 + 16 + 16));
 }
 
 }  // namespace

@@ -2,7 +2,9 @@
 #include "qz/formats/ggml_search.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <stdexcept>
 
 namespace qz::ggml {
 
@@ -152,6 +154,154 @@ float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, ui
   float iscale = 0, min_used = 0;
   bool degenerate = false;
   return search_qkx(n, nmax, x, weights, L, the_min, rmin, rdelta, nstep, use_mad, &iscale, &min_used, &degenerate);
+}
+
+namespace {
+
+// search_qkx on W lanes held in GCC vector types (VF: W floats, VI: W int32), one lane per sub-block. Every lane does
+// the scalar search's float operations in the same order: the vector instructions are IEEE single precision like the
+// scalar ones, so the results are bit-identical.
+template <typename VF, typename VI, int W>
+[[gnu::always_inline]] inline void search_qkx_w(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min_out,
+                  float* scale_out, float rmin, float rdelta, int nstep, bool use_mad, float* iscale_out,
+                  float* min_used_out, bool* degenerate_out) {
+  constexpr int kMaxN = 32;
+  VF xt[kMaxN] = {}, wt[kMaxN] = {};
+  VI Lt[kMaxN], Laux[kMaxN];
+  for (int i = 0; i < n; ++i)
+    for (int k = 0; k < W; ++k) {
+      xt[i][k] = x[k * n + i];
+      wt[i][k] = weights[k * n + i];
+    }
+  const VF zero = VF{} + 0.0f, one = zero + 1.0f, fnmax = zero + static_cast<float>(nmax);
+  const VI izero = VI{} + 0, inmax = izero + nmax;
+  const VF magic = zero + 12582912.0f;
+  auto nearest = [&](VF f) { return (std::bit_cast<VI>(f + magic) & 0x007fffff) - 0x00400000; };
+  auto to_float = [](VI v) { return __builtin_convertvector(v, VF); };
+  auto abs_mask = [](VF v) { return std::bit_cast<VF>(std::bit_cast<VI>(v) & 0x7fffffff); };
+  // m ? a : b per lane (m all ones or all zeros) by bit operations: SSE2 has no blend, and GCC splits vector ?: on it
+  // into scalar moves.
+  auto self = [](VI m, VF a, VF b) { return std::bit_cast<VF>((std::bit_cast<VI>(a) & m) | (std::bit_cast<VI>(b) & ~m)); };
+  auto seli = [](VI m, VI a, VI b) { return (a & m) | (b & ~m); };
+
+  VF mn = xt[0], mx = xt[0], sum_w = wt[0];
+  VF sum_x = sum_w * xt[0];
+  for (int i = 1; i < n; ++i) {
+    mn = self(xt[i] < mn, xt[i], mn);
+    mx = self(xt[i] > mx, xt[i], mx);
+    sum_w += wt[i];
+    sum_x += wt[i] * xt[i];
+  }
+  mn = self(mn > zero, zero, mn);
+  const VI degenerate = mx <= mn;
+  VF iscale = fnmax / self(degenerate, one, mx - mn);  // degenerate lanes compute harmless values, reset at the end
+  VF scale = 1 / iscale;
+  VF min_used = mn;
+  VF best_mad = zero;
+  for (int i = 0; i < n; ++i) {
+    VI l = nearest(iscale * (xt[i] - mn));
+    l = seli(l < izero, izero, l);
+    l = seli(l > inmax, inmax, l);
+    Lt[i] = l;
+    VF diff = scale * to_float(l) + mn - xt[i];
+    diff = use_mad ? abs_mask(diff) : diff * diff;
+    best_mad += wt[i] * diff;
+  }
+  for (int is = 0; is <= nstep; ++is) {
+    // (mx - mn) with the current mn: an accepted step moves mn, as in the scalar search.
+    const VF isc = (rmin + rdelta * static_cast<float>(is) + fnmax) / self(degenerate, one, mx - mn);
+    VF sum_l = zero, sum_l2 = zero, sum_xl = zero;
+    for (int i = 0; i < n; ++i) {
+      const VF v = isc * (xt[i] - mn);
+      const VF c = self(fnmax < v, fnmax, v);
+      const VI l = nearest(c) & (v > zero);
+      Laux[i] = l;
+      const VF fl = to_float(l);
+      const VF wfl = wt[i] * fl;
+      sum_l += wfl;
+      sum_l2 += wfl * fl;
+      sum_xl += wfl * xt[i];
+    }
+    const VF D = sum_w * sum_l2 - sum_l * sum_l;
+    const VI ok = (D > zero) & ~degenerate;  // lanes where the scalar search would evaluate this step
+    const VF d = self(ok, D, one);
+    VF ts = (sum_w * sum_xl - sum_x * sum_l) / d;
+    VF tm = (sum_l2 * sum_x - sum_l * sum_xl) / d;
+    const VI pos = tm > zero;
+    ts = self(pos, sum_xl / self(ok, sum_l2, one), ts);
+    tm = self(pos, zero, tm);
+    VF mad = zero;
+    for (int i = 0; i < n; ++i) {
+      VF diff = ts * to_float(Laux[i]) + tm - xt[i];
+      diff = use_mad ? abs_mask(diff) : diff * diff;
+      mad += wt[i] * diff;
+    }
+    const VI accept = ok & (mad < best_mad);
+    best_mad = self(accept, mad, best_mad);
+    scale = self(accept, ts, scale);
+    iscale = self(accept, isc, iscale);
+    min_used = self(accept, mn, min_used);
+    mn = self(accept, tm, mn);
+    for (int i = 0; i < n; ++i) Lt[i] = seli(accept, Laux[i], Lt[i]);
+  }
+  for (int k = 0; k < W; ++k) {
+    const bool deg = degenerate[k] != 0;
+    the_min_out[k] = -mn[k];
+    scale_out[k] = deg ? 0.0f : scale[k];
+    if (iscale_out) iscale_out[k] = deg ? 0.0f : iscale[k];
+    if (min_used_out) min_used_out[k] = deg ? mn[k] : min_used[k];
+    if (degenerate_out) degenerate_out[k] = deg;
+    for (int i = 0; i < n; ++i) L[k * n + i] = deg ? 0 : static_cast<uint8_t>(Lt[i][k]);
+  }
+}
+
+using VF8 = float __attribute__((vector_size(32)));
+using VI8 = int32_t __attribute__((vector_size(32)));
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define QZ_HAVE_AVX2_LANES 1
+// The 8-lane search compiled for AVX2, where the 8-float vectors and their selects are single instructions. FMA stays
+// off (-ffp-contract=off), so the bits are the scalar search's. Without AVX2 (SSE2 splits the selects into scalar
+// moves and was measured slower than the scalar search) the scalar search runs lane by lane.
+__attribute__((target("avx2"))) void search_qkx_8_avx2(int n, int nmax, const float* x, const float* weights,
+                                                       uint8_t* L, float* the_min, float* scale, float rmin,
+                                                       float rdelta, int nstep, bool use_mad, float* iscale,
+                                                       float* min_used, bool* degenerate) {
+  search_qkx_w<VF8, VI8, 8>(n, nmax, x, weights, L, the_min, scale, rmin, rdelta, nstep, use_mad, iscale, min_used,
+                            degenerate);
+}
+
+bool cpu_has_avx2() {
+  static const bool has = __builtin_cpu_supports("avx2");
+  return has;
+}
+#endif
+
+}  // namespace
+
+void search_qkx_lanes(int lanes, int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min,
+                      float* scale, float rmin, float rdelta, int nstep, bool use_mad, float* iscale, float* min_used,
+                      bool* degenerate) {
+  if (n < 1 || n > 32) throw std::invalid_argument("search_qkx_lanes: n must be in [1, 32]");
+  if (lanes != 8 && lanes != 16) throw std::invalid_argument("search_qkx_lanes: lanes must be 8 or 16");
+#ifdef QZ_HAVE_AVX2_LANES
+  if (cpu_has_avx2()) {
+    for (int h = 0; h < lanes / 8; ++h)  // groups of 8 lanes (16-float vectors spill even with AVX2)
+      search_qkx_8_avx2(n, nmax, x + 8 * h * n, weights + 8 * h * n, L + 8 * h * n, the_min + 8 * h, scale + 8 * h,
+                        rmin, rdelta, nstep, use_mad, iscale ? iscale + 8 * h : nullptr,
+                        min_used ? min_used + 8 * h : nullptr, degenerate ? degenerate + 8 * h : nullptr);
+    return;
+  }
+#endif
+  for (int k = 0; k < lanes; ++k) {
+    float isc = 0, used = 0;
+    bool deg = false;
+    scale[k] = search_qkx(n, nmax, x + k * n, weights + k * n, L + k * n, &the_min[k], rmin, rdelta, nstep, use_mad,
+                          &isc, &used, &deg);
+    if (iscale) iscale[k] = isc;
+    if (min_used) min_used[k] = used;
+    if (degenerate) degenerate[k] = deg;
+  }
 }
 
 float make_q3_quants(int n, int nmax, const float* x, int8_t* L) {

@@ -153,11 +153,12 @@ class Q2KFormat final : public KQuantFormat {
     float mins[16], scales[16];
     uint8_t* L = g.search_codes.data();
     if (weights == nullptr) {
-      float w[16];
+      float w[256];
       float max_scale = 0, max_min = 0;
+      for (int l = 0; l < 256; ++l) w[l] = std::fabs(x[l]);
+      // make_qkx2_quants(16, 3, ..., -0.5, 0.1, 15, true) on the 16 sub-blocks at once (bit-identical).
+      ggml::search_qkx_lanes(16, 16, 3, x, w, L, mins, scales, -0.5f, 0.1f, 15, true);
       for (int j = 0; j < 16; ++j) {
-        for (int l = 0; l < 16; ++l) w[l] = std::fabs(x[16 * j + l]);
-        scales[j] = ggml::make_qkx2_quants(16, 3, x + 16 * j, w, L + 16 * j, &mins[j], -0.5f, 0.1f, 15, true);
         if (scales[j] > max_scale) max_scale = scales[j];
         if (mins[j] > max_min) max_min = mins[j];
       }
@@ -183,11 +184,9 @@ class Q2KFormat final : public KQuantFormat {
       for (int j = 0; j < 16; ++j) {
         const float* wj = weights + 16 * j;
         for (int l = 0; l < 16; ++l) sw[j] += wj[l];
-        float iscale_unused, min_unused;
-        bool degenerate;
-        scales[j] = ggml::make_qkx3_quants(16, 3, x + 16 * j, wj, L + 16 * j, &mins[j], -0.9f, 0.05f, 36,
-                                           &iscale_unused, &min_unused, &degenerate);
       }
+      // make_qkx3_quants(16, 3, ..., -0.9, 0.05, 36) on the 16 sub-blocks at once (bit-identical).
+      ggml::search_qkx_lanes(16, 16, 3, x, weights, L, mins, scales, -0.9f, 0.05f, 36, false);
       const float dm = ggml::make_qp_quants(16, 15, scales, Ls, sw);
       const float mm = ggml::make_qp_quants(16, 15, mins, Lm, sw);
       g.i[16] = fp32_to_fp16(dm);
@@ -338,16 +337,20 @@ class Q45KFormat final : public KQuantFormat {
     float mins[8], scales[8];
     uint8_t* L = g.search_codes.data();
     if (weights == nullptr) {
-      float w[32];
+      float w[256];
       float max_scale = 0, max_min = 0;
       for (int j = 0; j < 8; ++j) {
         float sum_x2 = 0;
         for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
         const float av_x = std::sqrt(sum_x2 / 32);
-        for (int l = 0; l < 32; ++l) w[l] = av_x + std::fabs(x[32 * j + l]);
-        scales[j] = bits_ == 4
-                        ? ggml::make_qkx2_quants(32, 15, x + 32 * j, w, L + 32 * j, &mins[j], -1.f, 0.1f, 20, false)
-                        : ggml::make_qkx2_quants(32, 31, x + 32 * j, w, L + 32 * j, &mins[j], -0.5f, 0.1f, 15, false);
+        for (int l = 0; l < 32; ++l) w[32 * j + l] = av_x + std::fabs(x[32 * j + l]);
+      }
+      // make_qkx2_quants on the 8 sub-blocks at once (bit-identical): Q4_K (15, -1, 0.1, 20), Q5_K (31, -0.5, 0.1, 15).
+      if (bits_ == 4)
+        ggml::search_qkx_lanes(8, 32, 15, x, w, L, mins, scales, -1.f, 0.1f, 20, false);
+      else
+        ggml::search_qkx_lanes(8, 32, 31, x, w, L, mins, scales, -0.5f, 0.1f, 15, false);
+      for (int j = 0; j < 8; ++j) {
         if (scales[j] > max_scale) max_scale = scales[j];
         if (mins[j] > max_min) max_min = mins[j];
       }
@@ -367,11 +370,9 @@ class Q45KFormat final : public KQuantFormat {
         float sumw = 0;
         for (int l = 0; l < 32; ++l) sumw += wj[l];
         sw[j] = sumw;
-        float unused_iscale, unused_min;
-        bool unused_degenerate;
-        scales[j] = ggml::make_qkx3_quants(32, nmax_, x + 32 * j, wj, L + 32 * j, &mins[j], -0.9f, 0.05f, 36,
-                                           &unused_iscale, &unused_min, &unused_degenerate);
       }
+      // make_qkx3_quants(32, nmax, ..., -0.9, 0.05, 36) on the 8 sub-blocks at once (bit-identical).
+      ggml::search_qkx_lanes(8, 32, nmax_, x, weights, L, mins, scales, -0.9f, 0.05f, 36, false);
       const float d_block = ggml::make_qp_quants(8, 63, scales, Ls, sw);
       const float m_block = ggml::make_qp_quants(8, 63, mins, Lm, sw);
       for (int j = 0; j < 8; ++j) {
