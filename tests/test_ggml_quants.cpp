@@ -190,5 +190,47 @@ TEST(KQuantSearch, LanesAreBitIdenticalToTheScalarSearch) {
   EXPECT_EQ(compared, 200 * (8 + 8 + 8 + 16 + 16));
 }
 
+TEST(KQuantSearch, SymmetricLanesAreBitIdenticalToTheScalarSearch) {
+  std::mt19937 rng(12);
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  int compared = 0;
+  for (int nmax : {32, 4, 8, 16}) {
+    for (int trial = 0; trial < 200; ++trial) {
+      const int lanes = trial % 2 ? 16 : 8, n = trial % 3 ? 16 : 32;
+      const size_t total = static_cast<size_t>(lanes * n);
+      std::vector<float> x(total), w(total);
+      for (int k = 0; k < lanes; ++k)
+        for (int i = 0; i < n; ++i) {
+          const int kind = (trial + k) % 6;
+          float v = g(rng);
+          if (kind == 0) v = 0.0f;
+          if (kind == 1) v = 1e-17f;
+          if (kind == 2) v = std::fabs(v);
+          if (kind == 3 && i % 7 == 0) v *= 30.0f;
+          x[static_cast<size_t>(k * n + i)] = v;
+          w[static_cast<size_t>(k * n + i)] = std::fabs(g(rng)) + 0.01f;
+        }
+      const bool weighted = trial % 4 < 2;
+      std::vector<int8_t> L(total), Ls(total);
+      float scale[16], iscale[16];
+      bool zero[16];
+      ggml::make_qx_quants_lanes(lanes, n, nmax, x.data(), L.data(), weighted ? w.data() : nullptr, scale, iscale, zero);
+      for (int k = 0; k < lanes; ++k) {
+        const size_t o = static_cast<size_t>(k * n);
+        float siscale = 0;
+        bool szero = false;
+        const float sscale = ggml::make_qx_quants(n, nmax, x.data() + o, Ls.data() + o, weighted ? w.data() + o : nullptr,
+                                                  &siscale, &szero);
+        ASSERT_EQ(std::bit_cast<uint32_t>(scale[k]), std::bit_cast<uint32_t>(sscale)) << trial << " lane " << k;
+        ASSERT_EQ(std::bit_cast<uint32_t>(iscale[k]), std::bit_cast<uint32_t>(siscale)) << trial << " lane " << k;
+        ASSERT_EQ(zero[k], szero);
+        ++compared;
+      }
+      ASSERT_EQ(L, Ls) << trial;
+    }
+  }
+  EXPECT_EQ(compared, 4 * 100 * (8 + 16));
+}
+
 }  // namespace
 }  // namespace qz

@@ -255,6 +255,79 @@ template <typename VF, typename VI, int W>
   }
 }
 
+// make_qx_quants on W lanes (one sub-block of n <= 32 values each), the same way.
+template <typename VF, typename VI, int W>
+[[gnu::always_inline]] inline void qx_w(int n, int nmax, const float* x, int8_t* L, const float* weights,
+                                        float* scale_out, float* iscale_out, bool* all_zero_out) {
+  constexpr int kMaxN = 32;
+  VF xt[kMaxN] = {}, wt[kMaxN] = {};
+  VI Lt[kMaxN], Laux[kMaxN];
+  for (int i = 0; i < n; ++i)
+    for (int k = 0; k < W; ++k) {
+      const float v = x[k * n + i];
+      xt[i][k] = v;
+      wt[i][k] = weights ? weights[k * n + i] : v * v;
+    }
+  const VF zero = VF{} + 0.0f, one = zero + 1.0f, fnmax = zero + static_cast<float>(nmax);
+  const VI lo = VI{} - nmax, hi = VI{} + (nmax - 1);
+  const VF magic = zero + 12582912.0f;
+  auto nearest = [&](VF f) { return (std::bit_cast<VI>(f + magic) & 0x007fffff) - 0x00400000; };
+  auto self = [](VI m, VF a, VF b) { return std::bit_cast<VF>((std::bit_cast<VI>(a) & m) | (std::bit_cast<VI>(b) & ~m)); };
+  auto seli = [](VI m, VI a, VI b) { return (a & m) | (b & ~m); };
+  auto abs_of = [](VF v) { return std::bit_cast<VF>(std::bit_cast<VI>(v) & 0x7fffffff); };
+  VF mx = zero, amax = zero;
+  for (int i = 0; i < n; ++i) {
+    const VF ax = abs_of(xt[i]);
+    const VI bigger = ax > amax;
+    amax = self(bigger, ax, amax);
+    mx = self(bigger, xt[i], mx);
+  }
+  const VI all_zero = amax < (zero + kGroupMaxEps);
+  mx = self(all_zero, one, mx);  // all-zero lanes compute harmless values, reset at the end
+  VF iscale = (zero - fnmax) / mx;
+  VF sumlx = zero, suml2 = zero;
+  for (int i = 0; i < n; ++i) {
+    VI l = nearest(iscale * xt[i]);
+    l = seli(l < lo, lo, l);
+    l = seli(l > hi, hi, l);
+    Lt[i] = l;
+    const VF fl = __builtin_convertvector(l, VF);
+    sumlx += wt[i] * xt[i] * fl;
+    suml2 += wt[i] * fl * fl;
+  }
+  const VI nonzero = suml2 != zero;
+  VF scale = self(nonzero, sumlx / self(nonzero, suml2, one), zero);
+  VF best = scale * sumlx;
+  for (int is = -9; is <= 9; ++is) {
+    if (is == 0) continue;
+    const VF isc = (zero - (fnmax + 0.1f * static_cast<float>(is))) / mx;
+    VF slx = zero, sl2 = zero;
+    for (int i = 0; i < n; ++i) {
+      VI l = nearest(isc * xt[i]);
+      l = seli(l < lo, lo, l);
+      l = seli(l > hi, hi, l);
+      Laux[i] = l;
+      const VF fl = __builtin_convertvector(l, VF);
+      slx += wt[i] * xt[i] * fl;
+      sl2 += wt[i] * fl * fl;
+    }
+    const VI positive = sl2 > zero;
+    const VI accept = positive & (slx * slx > best * sl2);
+    const VF ns = slx / self(positive, sl2, one);
+    scale = self(accept, ns, scale);
+    best = self(accept, ns * slx, best);
+    iscale = self(accept, isc, iscale);
+    for (int i = 0; i < n; ++i) Lt[i] = seli(accept, Laux[i], Lt[i]);
+  }
+  for (int k = 0; k < W; ++k) {
+    const bool z = all_zero[k] != 0;
+    scale_out[k] = z ? 0.0f : scale[k];
+    iscale_out[k] = z ? 0.0f : iscale[k];
+    all_zero_out[k] = z;
+    for (int i = 0; i < n; ++i) L[k * n + i] = z ? int8_t{0} : static_cast<int8_t>(Lt[i][k] + nmax);
+  }
+}
+
 using VF8 = float __attribute__((vector_size(32)));
 using VI8 = int32_t __attribute__((vector_size(32)));
 
@@ -269,6 +342,11 @@ __attribute__((target("avx2"))) void search_qkx_8_avx2(int n, int nmax, const fl
                                                        float* min_used, bool* degenerate) {
   search_qkx_w<VF8, VI8, 8>(n, nmax, x, weights, L, the_min, scale, rmin, rdelta, nstep, use_mad, iscale, min_used,
                             degenerate);
+}
+
+__attribute__((target("avx2"))) void qx_8_avx2(int n, int nmax, const float* x, int8_t* L, const float* weights,
+                                               float* scale, float* iscale, bool* all_zero) {
+  qx_w<VF8, VI8, 8>(n, nmax, x, L, weights, scale, iscale, all_zero);
 }
 
 bool cpu_has_avx2() {
@@ -302,6 +380,22 @@ void search_qkx_lanes(int lanes, int n, int nmax, const float* x, const float* w
     if (min_used) min_used[k] = used;
     if (degenerate) degenerate[k] = deg;
   }
+}
+
+void make_qx_quants_lanes(int lanes, int n, int nmax, const float* x, int8_t* L, const float* weights, float* scale,
+                          float* iscale, bool* all_zero) {
+  if (n < 1 || n > 32) throw std::invalid_argument("make_qx_quants_lanes: n must be in [1, 32]");
+  if (lanes != 8 && lanes != 16) throw std::invalid_argument("make_qx_quants_lanes: lanes must be 8 or 16");
+#ifdef QZ_HAVE_AVX2_LANES
+  if (cpu_has_avx2()) {
+    for (int h = 0; h < lanes / 8; ++h)
+      qx_8_avx2(n, nmax, x + 8 * h * n, L + 8 * h * n, weights ? weights + 8 * h * n : nullptr, scale + 8 * h,
+                iscale + 8 * h, all_zero + 8 * h);
+    return;
+  }
+#endif
+  for (int k = 0; k < lanes; ++k)
+    scale[k] = make_qx_quants(n, nmax, x + k * n, L + k * n, weights ? weights + k * n : nullptr, &iscale[k], &all_zero[k]);
 }
 
 float make_q3_quants(int n, int nmax, const float* x, int8_t* L) {

@@ -265,9 +265,12 @@ class Q3KFormat final : public KQuantFormat {
         float sumw = 0;
         for (int l = 0; l < 16; ++l) sumw += wj[l];
         sw[j] = sumw;
-        float unused_iscale;
-        bool unused_zero;
-        scales[j] = ggml::make_qx_quants(16, 4, x + 16 * j, L + 16 * j, wj, &unused_iscale, &unused_zero);
+      }
+      {
+        float unused_iscale[16];
+        bool unused_zero[16];
+        // make_qx_quants(16, 4, ...) on the 16 sub-blocks at once (bit-identical).
+        ggml::make_qx_quants_lanes(16, 16, 4, x, L, weights, scales, unused_iscale, unused_zero);
       }
       int8_t Ls[16];
       float unused_iscale;
@@ -458,11 +461,11 @@ class Q6KFormat final : public KQuantFormat {
     float scales[16];
     int8_t L[kQK_K];
     float max_scale = 0, max_abs_scale = 0;
+    float unused_iscale[16];
+    bool unused_zero[16];
+    // make_qx_quants(16, 32, ...) on the 16 sub-blocks at once (bit-identical).
+    ggml::make_qx_quants_lanes(16, 16, 32, x, L, weights, scales, unused_iscale, unused_zero);
     for (int ib = 0; ib < 16; ++ib) {
-      float unused_iscale;
-      bool unused_zero;
-      scales[ib] = ggml::make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib, weights ? weights + 16 * ib : nullptr,
-                                        &unused_iscale, &unused_zero);
       const float abs_scale = std::fabs(scales[ib]);
       if (abs_scale > max_abs_scale) {
         max_abs_scale = abs_scale;

@@ -123,19 +123,34 @@ class LegacyFormat final : public Format {
       bool all_zero = false;
       float iscale = 0.0f;
       d = ggml::make_qx_quants(32, 1 << (bits_ - 1), x, L, weights, &iscale, &all_zero);
-      g.i[0] = all_zero ? 2 : 1;
-      g.f[0] = iscale;
+      return set_symmetric_searched_grid(d, iscale, all_zero, g);
     } else {
       uint8_t L[32];
       float the_min = 0.0f, iscale = 0.0f, min_used = 0.0f;
       bool degenerate = false;
       d = ggml::make_qkx3_quants(32, nlevels, x, weights, L, &the_min, -0.9f, 0.05f, 36, &iscale, &min_used,
                                  &degenerate);
-      m = -the_min;
-      g.i[0] = degenerate ? 2 : 1;
-      g.f[0] = iscale;
-      g.f[1] = min_used;
+      return set_searched_grid(d, the_min, iscale, min_used, degenerate, g);
     }
+    set_stored(d, m, g);
+  }
+
+  // The grid of a block searched by make_qkx3_quants (Q4_1/Q5_1 with importance).
+  static void set_searched_grid(float d, float the_min, float iscale, float min_used, bool degenerate, BlockGrid& g) {
+    g.i[0] = degenerate ? 2 : 1;
+    g.f[0] = iscale;
+    g.f[1] = min_used;
+    set_stored(d, -the_min, g);
+  }
+
+  // The grid of a block searched by make_qx_quants (Q4_0/Q5_0 with importance).
+  static void set_symmetric_searched_grid(float d, float iscale, bool all_zero, BlockGrid& g) {
+    g.i[0] = all_zero ? 2 : 1;
+    g.f[0] = iscale;
+    set_stored(d, 0.0f, g);
+  }
+
+  static void set_stored(float d, float m, BlockGrid& g) {
     g.i[1] = fp32_to_fp16(d);
     g.i[2] = fp32_to_fp16(m);
     g.f[2] = fp16_to_fp32(static_cast<uint16_t>(g.i[1]));
@@ -277,7 +292,41 @@ class LegacyFormat final : public Format {
     }
     int32_t codes[32];
     BlockGrid g;
-    for (size_t b = 0; b < n / 32; ++b) {
+    size_t b = 0;
+    if (!with_min_) {
+      // Q4_0/Q5_0 with importance: the make_qx_quants searches of 8 blocks at a time (bit-identical).
+      int8_t L[256];
+      float d[8], iscale[8];
+      bool all_zero[8];
+      for (; b + 8 <= n / 32; b += 8) {
+        ggml::make_qx_quants_lanes(8, 32, 1 << (bits_ - 1), x + b * 32, L, weights.data() + b * 32, d, iscale, all_zero);
+        for (size_t k = 0; k < 8; ++k) {
+          set_symmetric_searched_grid(d[k], iscale[k], all_zero[k], g);
+          const float* xb = x + (b + k) * 32;
+          for (int j = 0; j < 32; ++j) codes[j] = LegacyFormat::quantize_value(g, j, xb[j]);
+          LegacyFormat::encode(g, codes, dst + (b + k) * bytes_);
+        }
+      }
+    }
+    if (with_min_) {
+      // Q4_1/Q5_1 with importance: the make_qkx3_quants searches of 8 blocks at a time (bit-identical, see
+      // ggml_search.hpp), then each block as fit() would store it.
+      const int nlevels = (1 << bits_) - 1;
+      uint8_t L[256];
+      float the_min[8], d[8], iscale[8], min_used[8];
+      bool degenerate[8];
+      for (; b + 8 <= n / 32; b += 8) {
+        ggml::search_qkx_lanes(8, 32, nlevels, x + b * 32, weights.data() + b * 32, L, the_min, d, -0.9f, 0.05f, 36,
+                               false, iscale, min_used, degenerate);
+        for (size_t k = 0; k < 8; ++k) {
+          set_searched_grid(d[k], the_min[k], iscale[k], min_used[k], degenerate[k], g);
+          const float* xb = x + (b + k) * 32;
+          for (int j = 0; j < 32; ++j) codes[j] = LegacyFormat::quantize_value(g, j, xb[j]);
+          LegacyFormat::encode(g, codes, dst + (b + k) * bytes_);
+        }
+      }
+    }
+    for (; b < n / 32; ++b) {
       const float* xb = x + b * 32;
       LegacyFormat::fit(xb, 32, importance ? weights.data() + b * 32 : nullptr, g);
       for (int j = 0; j < 32; ++j) codes[j] = LegacyFormat::quantize_value(g, j, xb[j]);

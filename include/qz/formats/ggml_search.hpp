@@ -48,6 +48,12 @@ void search_qkx_lanes(int lanes, int n, int nmax, const float* x, const float* w
                       float* scale, float rmin, float rdelta, int nstep, bool use_mad, float* iscale = nullptr,
                       float* min_used = nullptr, bool* degenerate = nullptr);
 
+// make_qx_quants on `lanes` (8 or 16) sub-blocks of n <= 32 values at once, bit-identical, dispatched like
+// search_qkx_lanes: x, L (and weights, if not null) hold lane k's values at [k * n, (k + 1) * n); scale, iscale and
+// all_zero one value per lane.
+void make_qx_quants_lanes(int lanes, int n, int nmax, const float* x, int8_t* L, const float* weights, float* scale,
+                          float* iscale, bool* all_zero);
+
 // Quantizes positive sub-block scales (or mins) to integers 0..nmax under weights (make_qp_quants); returns the
 // super-block scale.
 float make_qp_quants(int n, int nmax, const float* x, uint8_t* L, const float* weights);
