@@ -158,6 +158,19 @@ float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, ui
 
 namespace {
 
+// Lane-wise operations of the lane searches, as ggml's scalar code does them.
+template <typename VF, typename VI>
+struct LaneOps {
+  // nearest_int: the 1.5 * 2^23 magic-number rounding.
+  [[gnu::always_inline]] static VI nearest(VF f) { return (std::bit_cast<VI>(f + 12582912.0f) & 0x007fffff) - 0x00400000; }
+  [[gnu::always_inline]] static VF to_float(VI v) { return __builtin_convertvector(v, VF); }
+  [[gnu::always_inline]] static VF abs(VF v) { return std::bit_cast<VF>(std::bit_cast<VI>(v) & 0x7fffffff); }
+  // m ? a : b per lane (m all ones or all zeros) by bit operations: SSE2 has no blend, and GCC splits vector ?: on it
+  // into scalar moves.
+  [[gnu::always_inline]] static VF select(VI m, VF a, VF b) { return std::bit_cast<VF>((std::bit_cast<VI>(a) & m) | (std::bit_cast<VI>(b) & ~m)); }
+  [[gnu::always_inline]] static VI select(VI m, VI a, VI b) { return (a & m) | (b & ~m); }
+};
+
 // search_qkx on W lanes held in GCC vector types (VF: W floats, VI: W int32), one lane per sub-block. Every lane does
 // the scalar search's float operations in the same order: the vector instructions are IEEE single precision like the
 // scalar ones, so the results are bit-identical.
@@ -165,6 +178,7 @@ template <typename VF, typename VI, int W>
 [[gnu::always_inline]] inline void search_qkx_w(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min_out,
                   float* scale_out, float rmin, float rdelta, int nstep, bool use_mad, float* iscale_out,
                   float* min_used_out, bool* degenerate_out) {
+  using Ops = LaneOps<VF, VI>;
   constexpr int kMaxN = 32;
   VF xt[kMaxN] = {}, wt[kMaxN] = {};
   VI Lt[kMaxN], Laux[kMaxN];
@@ -175,48 +189,40 @@ template <typename VF, typename VI, int W>
     }
   const VF zero = VF{} + 0.0f, one = zero + 1.0f, fnmax = zero + static_cast<float>(nmax);
   const VI izero = VI{} + 0, inmax = izero + nmax;
-  const VF magic = zero + 12582912.0f;
-  auto nearest = [&](VF f) { return (std::bit_cast<VI>(f + magic) & 0x007fffff) - 0x00400000; };
-  auto to_float = [](VI v) { return __builtin_convertvector(v, VF); };
-  auto abs_mask = [](VF v) { return std::bit_cast<VF>(std::bit_cast<VI>(v) & 0x7fffffff); };
-  // m ? a : b per lane (m all ones or all zeros) by bit operations: SSE2 has no blend, and GCC splits vector ?: on it
-  // into scalar moves.
-  auto self = [](VI m, VF a, VF b) { return std::bit_cast<VF>((std::bit_cast<VI>(a) & m) | (std::bit_cast<VI>(b) & ~m)); };
-  auto seli = [](VI m, VI a, VI b) { return (a & m) | (b & ~m); };
 
   VF mn = xt[0], mx = xt[0], sum_w = wt[0];
   VF sum_x = sum_w * xt[0];
   for (int i = 1; i < n; ++i) {
-    mn = self(xt[i] < mn, xt[i], mn);
-    mx = self(xt[i] > mx, xt[i], mx);
+    mn = Ops::select(xt[i] < mn, xt[i], mn);
+    mx = Ops::select(xt[i] > mx, xt[i], mx);
     sum_w += wt[i];
     sum_x += wt[i] * xt[i];
   }
-  mn = self(mn > zero, zero, mn);
+  mn = Ops::select(mn > zero, zero, mn);
   const VI degenerate = mx <= mn;
-  VF iscale = fnmax / self(degenerate, one, mx - mn);  // degenerate lanes compute harmless values, reset at the end
+  VF iscale = fnmax / Ops::select(degenerate, one, mx - mn);  // degenerate lanes compute harmless values, reset at the end
   VF scale = 1 / iscale;
   VF min_used = mn;
   VF best_mad = zero;
   for (int i = 0; i < n; ++i) {
-    VI l = nearest(iscale * (xt[i] - mn));
-    l = seli(l < izero, izero, l);
-    l = seli(l > inmax, inmax, l);
+    VI l = Ops::nearest(iscale * (xt[i] - mn));
+    l = Ops::select(l < izero, izero, l);
+    l = Ops::select(l > inmax, inmax, l);
     Lt[i] = l;
-    VF diff = scale * to_float(l) + mn - xt[i];
-    diff = use_mad ? abs_mask(diff) : diff * diff;
+    VF diff = scale * Ops::to_float(l) + mn - xt[i];
+    diff = use_mad ? Ops::abs(diff) : diff * diff;
     best_mad += wt[i] * diff;
   }
   for (int is = 0; is <= nstep; ++is) {
     // (mx - mn) with the current mn: an accepted step moves mn, as in the scalar search.
-    const VF isc = (rmin + rdelta * static_cast<float>(is) + fnmax) / self(degenerate, one, mx - mn);
+    const VF isc = (rmin + rdelta * static_cast<float>(is) + fnmax) / Ops::select(degenerate, one, mx - mn);
     VF sum_l = zero, sum_l2 = zero, sum_xl = zero;
     for (int i = 0; i < n; ++i) {
       const VF v = isc * (xt[i] - mn);
-      const VF c = self(fnmax < v, fnmax, v);
-      const VI l = nearest(c) & (v > zero);
+      const VF c = Ops::select(fnmax < v, fnmax, v);
+      const VI l = Ops::nearest(c) & (v > zero);
       Laux[i] = l;
-      const VF fl = to_float(l);
+      const VF fl = Ops::to_float(l);
       const VF wfl = wt[i] * fl;
       sum_l += wfl;
       sum_l2 += wfl * fl;
@@ -224,25 +230,25 @@ template <typename VF, typename VI, int W>
     }
     const VF D = sum_w * sum_l2 - sum_l * sum_l;
     const VI ok = (D > zero) & ~degenerate;  // lanes where the scalar search would evaluate this step
-    const VF d = self(ok, D, one);
+    const VF d = Ops::select(ok, D, one);
     VF ts = (sum_w * sum_xl - sum_x * sum_l) / d;
     VF tm = (sum_l2 * sum_x - sum_l * sum_xl) / d;
     const VI pos = tm > zero;
-    ts = self(pos, sum_xl / self(ok, sum_l2, one), ts);
-    tm = self(pos, zero, tm);
+    ts = Ops::select(pos, sum_xl / Ops::select(ok, sum_l2, one), ts);
+    tm = Ops::select(pos, zero, tm);
     VF mad = zero;
     for (int i = 0; i < n; ++i) {
-      VF diff = ts * to_float(Laux[i]) + tm - xt[i];
-      diff = use_mad ? abs_mask(diff) : diff * diff;
+      VF diff = ts * Ops::to_float(Laux[i]) + tm - xt[i];
+      diff = use_mad ? Ops::abs(diff) : diff * diff;
       mad += wt[i] * diff;
     }
     const VI accept = ok & (mad < best_mad);
-    best_mad = self(accept, mad, best_mad);
-    scale = self(accept, ts, scale);
-    iscale = self(accept, isc, iscale);
-    min_used = self(accept, mn, min_used);
-    mn = self(accept, tm, mn);
-    for (int i = 0; i < n; ++i) Lt[i] = seli(accept, Laux[i], Lt[i]);
+    best_mad = Ops::select(accept, mad, best_mad);
+    scale = Ops::select(accept, ts, scale);
+    iscale = Ops::select(accept, isc, iscale);
+    min_used = Ops::select(accept, mn, min_used);
+    mn = Ops::select(accept, tm, mn);
+    for (int i = 0; i < n; ++i) Lt[i] = Ops::select(accept, Laux[i], Lt[i]);
   }
   for (int k = 0; k < W; ++k) {
     const bool deg = degenerate[k] != 0;
@@ -259,6 +265,7 @@ template <typename VF, typename VI, int W>
 template <typename VF, typename VI, int W>
 [[gnu::always_inline]] inline void qx_w(int n, int nmax, const float* x, int8_t* L, const float* weights,
                                         float* scale_out, float* iscale_out, bool* all_zero_out) {
+  using Ops = LaneOps<VF, VI>;
   constexpr int kMaxN = 32;
   VF xt[kMaxN] = {}, wt[kMaxN] = {};
   VI Lt[kMaxN], Laux[kMaxN];
@@ -270,54 +277,49 @@ template <typename VF, typename VI, int W>
     }
   const VF zero = VF{} + 0.0f, one = zero + 1.0f, fnmax = zero + static_cast<float>(nmax);
   const VI lo = VI{} - nmax, hi = VI{} + (nmax - 1);
-  const VF magic = zero + 12582912.0f;
-  auto nearest = [&](VF f) { return (std::bit_cast<VI>(f + magic) & 0x007fffff) - 0x00400000; };
-  auto self = [](VI m, VF a, VF b) { return std::bit_cast<VF>((std::bit_cast<VI>(a) & m) | (std::bit_cast<VI>(b) & ~m)); };
-  auto seli = [](VI m, VI a, VI b) { return (a & m) | (b & ~m); };
-  auto abs_of = [](VF v) { return std::bit_cast<VF>(std::bit_cast<VI>(v) & 0x7fffffff); };
   VF mx = zero, amax = zero;
   for (int i = 0; i < n; ++i) {
-    const VF ax = abs_of(xt[i]);
+    const VF ax = Ops::abs(xt[i]);
     const VI bigger = ax > amax;
-    amax = self(bigger, ax, amax);
-    mx = self(bigger, xt[i], mx);
+    amax = Ops::select(bigger, ax, amax);
+    mx = Ops::select(bigger, xt[i], mx);
   }
   const VI all_zero = amax < (zero + kGroupMaxEps);
-  mx = self(all_zero, one, mx);  // all-zero lanes compute harmless values, reset at the end
+  mx = Ops::select(all_zero, one, mx);  // all-zero lanes compute harmless values, reset at the end
   VF iscale = (zero - fnmax) / mx;
   VF sumlx = zero, suml2 = zero;
   for (int i = 0; i < n; ++i) {
-    VI l = nearest(iscale * xt[i]);
-    l = seli(l < lo, lo, l);
-    l = seli(l > hi, hi, l);
+    VI l = Ops::nearest(iscale * xt[i]);
+    l = Ops::select(l < lo, lo, l);
+    l = Ops::select(l > hi, hi, l);
     Lt[i] = l;
-    const VF fl = __builtin_convertvector(l, VF);
+    const VF fl = Ops::to_float(l);
     sumlx += wt[i] * xt[i] * fl;
     suml2 += wt[i] * fl * fl;
   }
   const VI nonzero = suml2 != zero;
-  VF scale = self(nonzero, sumlx / self(nonzero, suml2, one), zero);
+  VF scale = Ops::select(nonzero, sumlx / Ops::select(nonzero, suml2, one), zero);
   VF best = scale * sumlx;
   for (int is = -9; is <= 9; ++is) {
     if (is == 0) continue;
     const VF isc = (zero - (fnmax + 0.1f * static_cast<float>(is))) / mx;
     VF slx = zero, sl2 = zero;
     for (int i = 0; i < n; ++i) {
-      VI l = nearest(isc * xt[i]);
-      l = seli(l < lo, lo, l);
-      l = seli(l > hi, hi, l);
+      VI l = Ops::nearest(isc * xt[i]);
+      l = Ops::select(l < lo, lo, l);
+      l = Ops::select(l > hi, hi, l);
       Laux[i] = l;
-      const VF fl = __builtin_convertvector(l, VF);
+      const VF fl = Ops::to_float(l);
       slx += wt[i] * xt[i] * fl;
       sl2 += wt[i] * fl * fl;
     }
     const VI positive = sl2 > zero;
     const VI accept = positive & (slx * slx > best * sl2);
-    const VF ns = slx / self(positive, sl2, one);
-    scale = self(accept, ns, scale);
-    best = self(accept, ns * slx, best);
-    iscale = self(accept, isc, iscale);
-    for (int i = 0; i < n; ++i) Lt[i] = seli(accept, Laux[i], Lt[i]);
+    const VF ns = slx / Ops::select(positive, sl2, one);
+    scale = Ops::select(accept, ns, scale);
+    best = Ops::select(accept, ns * slx, best);
+    iscale = Ops::select(accept, isc, iscale);
+    for (int i = 0; i < n; ++i) Lt[i] = Ops::select(accept, Laux[i], Lt[i]);
   }
   for (int k = 0; k < W; ++k) {
     const bool z = all_zero[k] != 0;

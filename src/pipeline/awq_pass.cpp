@@ -49,30 +49,17 @@ AwqActivations load_activations(const std::vector<CalibInput>& inputs, size_t co
   }
   size_t next = 0;  // next sample index; its token is next * total / sample_tokens
   uint64_t global = 0;
-  constexpr size_t kChunk = 1024;
-  std::vector<float> x;
-  for (const auto& in : inputs) {
-    const size_t n = in.tensor->shape[0], esize = dtype_size(in.tensor->dtype);
-    const auto bytes = in.file->data(*in.tensor);
-    for (size_t t0 = 0; t0 < n; t0 += kChunk) {
-      const size_t nt = std::min(kChunk, n - t0);
-      x.resize(nt * cols);
-      convert_to_f32(bytes.data() + t0 * cols * esize, in.tensor->dtype, x.data(), x.size());
+  for (const auto& in : inputs)
+    stream_activations(in, cols, 1024, [&](const float* x, size_t, size_t nt) {
       for (size_t t = 0; t < nt; ++t, ++global) {
-        const float* row = x.data() + t * cols;
-        for (size_t j = 0; j < cols; ++j) {
-          if (!std::isfinite(row[j]))
-            throw InputError(fmt::format("{}: calibration tensor '{}': token {}, column {} is not finite",
-                                         in.file->path().string(), in.tensor->name, t0 + t, j));
-          a.mean_abs[j] += std::fabs(row[j]);
-        }
+        const float* row = x + t * cols;
+        for (size_t j = 0; j < cols; ++j) a.mean_abs[j] += std::fabs(row[j]);
         if (next < a.sample_tokens && next * total / a.sample_tokens == global) {
           std::copy_n(row, cols, a.sample.data() + next * cols);
           ++next;
         }
       }
-    }
-  }
+    });
   for (auto& v : a.mean_abs) v /= static_cast<double>(total);
   return a;
 }

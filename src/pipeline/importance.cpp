@@ -159,28 +159,33 @@ Eigen::MatrixXd read_hessian(const CalibInput& in, size_t columns) {
 
 }  // namespace
 
+void stream_activations(const CalibInput& in, size_t columns, size_t chunk,
+                        const std::function<void(const float* x, size_t first_token, size_t tokens)>& fn) {
+  const size_t n = in.tensor->shape[0], esize = dtype_size(in.tensor->dtype);
+  const auto bytes = in.file->data(*in.tensor);
+  std::vector<float> x;
+  for (size_t t0 = 0; t0 < n; t0 += chunk) {
+    const size_t nt = std::min(chunk, n - t0);
+    x.resize(nt * columns);
+    convert_to_f32(bytes.data() + t0 * columns * esize, in.tensor->dtype, x.data(), x.size());
+    for (size_t i = 0; i < x.size(); ++i)
+      if (!std::isfinite(x[i]))
+        throw InputError(fmt::format("{}: calibration tensor '{}': token {}, column {} is not finite",
+                                     in.file->path().string(), in.tensor->name, t0 + i / columns, i % columns));
+    fn(x.data(), t0, nt);
+  }
+}
+
 Eigen::MatrixXd hessian_of(const std::vector<CalibInput>& inputs, size_t columns, unsigned threads, uint64_t* tokens) {
   HessianAccumulator acc(columns);
   constexpr size_t kChunk = 2048;
-  std::vector<float> x;
   for (const auto& in : inputs) {
     check_width(in, columns, in.tensor->name);
     if (in.hessian_tokens) {
       acc.add_hessian(read_hessian(in, columns), token_count(in));
       continue;
     }
-    const size_t n = in.tensor->shape[0], esize = dtype_size(in.tensor->dtype);
-    const auto bytes = in.file->data(*in.tensor);
-    for (size_t t0 = 0; t0 < n; t0 += kChunk) {
-      const size_t nt = std::min(kChunk, n - t0);
-      x.resize(nt * columns);
-      convert_to_f32(bytes.data() + t0 * columns * esize, in.tensor->dtype, x.data(), x.size());
-      for (size_t i = 0; i < x.size(); ++i)
-        if (!std::isfinite(x[i]))
-          throw InputError(fmt::format("{}: calibration tensor '{}': token {}, column {} is not finite",
-                                       in.file->path().string(), in.tensor->name, t0 + i / columns, i % columns));
-      acc.add_rows(x.data(), nt, threads);
-    }
+    stream_activations(in, columns, kChunk, [&](const float* x, size_t, size_t nt) { acc.add_rows(x, nt, threads); });
   }
   if (tokens) *tokens = acc.tokens();
   return acc.hessian();

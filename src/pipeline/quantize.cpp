@@ -20,10 +20,6 @@
 namespace qz {
 
 namespace {
-void read_rows_raw(const TensorPlan& t, size_t r0, size_t nr, float* out);
-}  // namespace
-
-namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr size_t kChunkValues = 1 << 16;  // values converted and quantized per task
@@ -231,11 +227,13 @@ QuantizedTensor quantize_tensor(const TensorPlan& t, const QuantizeOptions& opts
   }
 
   // The imatrix holds E[x_j^2] of the original inputs; AWQ divided input j by s_j, so its weight is E[x_j^2] / s_j^2.
-  std::vector<float> importance;
-  if (t.importance) {
-    importance = *t.importance;
-    if (t.transform && !t.transform->col_mul.empty())
-      for (size_t c = 0; c < importance.size(); ++c) importance[c] /= t.transform->col_mul[c] * t.transform->col_mul[c];
+  const float* importance = t.importance ? t.importance->data() : nullptr;
+  std::vector<float> scaled_importance;
+  if (importance && t.transform && !t.transform->col_mul.empty()) {
+    scaled_importance = *t.importance;
+    for (size_t c = 0; c < scaled_importance.size(); ++c)
+      scaled_importance[c] /= t.transform->col_mul[c] * t.transform->col_mul[c];
+    importance = scaled_importance.data();
   }
   const size_t rows_per_chunk = std::max<size_t>(1, kChunkValues / std::max<size_t>(1, t.cols));
   const size_t chunks = (t.rows + rows_per_chunk - 1) / rows_per_chunk;
@@ -259,7 +257,7 @@ QuantizedTensor quantize_tensor(const TensorPlan& t, const QuantizeOptions& opts
       return;
     }
     uint8_t* dst = out.bytes.data() + r0 * row_bytes;
-    rtn_quantize_rows(f, x.data(), nr, t.cols, importance.empty() ? nullptr : importance.data(),
+    rtn_quantize_rows(f, x.data(), nr, t.cols, importance,
                       tensor_grid ? &*tensor_grid : nullptr, dst);
     for (size_t r = 0; r < nr; ++r) f.dequantize_row(dst + r * row_bytes, y.data() + r * t.cols, t.cols);
     stats[c].add(x.data(), y.data(), n);

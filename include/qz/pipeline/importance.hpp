@@ -8,6 +8,7 @@
 
 #include <Eigen/Dense>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,12 @@ class CalibrationSet {
 // Throws InputError for NaN/Inf activations or a width that does not match the weight.
 Imatrix compute_imatrix(const Checkpoint& model, const CalibrationSet& calib, unsigned threads,
                         std::vector<std::string>* missing = nullptr);
+
+// One calibration activation entry [tokens, columns] (its width already checked) converted to float in chunks of
+// `chunk` tokens: fn(values, first token, tokens). Throws InputError naming the file, tensor, token and column of a
+// NaN/Inf value.
+void stream_activations(const CalibInput& in, size_t columns, size_t chunk,
+                        const std::function<void(const float* x, size_t first_token, size_t tokens)>& fn);
 
 // The GPTQ Hessian 2/N sum x x^T of a weight with `columns` input columns from its calibration entries, streamed
 // in chunks. Throws InputError for NaN/Inf activations or shapes that do not match.
