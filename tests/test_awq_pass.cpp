@@ -12,7 +12,7 @@
 #include "qz/core/error.hpp"
 #include "qz/core/random.hpp"
 #include "qz/model/demo_checkpoint.hpp"
-#include "qz/pipeline/importance.hpp"
+#include "qz/calibration/statistics.hpp"
 #include "qz/pipeline/quantize.hpp"
 #include "reference_forward.hpp"
 #include "test_util.hpp"
@@ -61,7 +61,7 @@ struct Model {
 
 QuantizeOptions awq_options(const std::string& type, bool clip) {
   QuantizeOptions o;
-  o.method = MethodKind::Awq;
+  o.method = Method::Awq;
   o.type = type;
   o.awq_clip = clip;
   return o;
@@ -69,17 +69,17 @@ QuantizeOptions awq_options(const std::string& type, bool clip) {
 
 // The weights as a plan stores them (after the AWQ transform), in the checkpoint's row order, by Hugging Face
 // name: `quantized` decodes what the quantizer writes, else the float values it would quantize.
-test::WeightFn plan_weights(const Plan& plan, const QuantizeOptions& opts, bool quantized) {
-  return [&plan, opts, quantized](const std::string& name) {
+test::WeightFn plan_weights(const Plan& plan, bool quantized) {
+  return [&plan, quantized](const std::string& name) {
     const auto it = std::find_if(plan.tensors.begin(), plan.tensors.end(),
                                  [&](const TensorPlan& t) { return t.source_name() == name; });
     if (it == plan.tensors.end()) throw std::runtime_error("no " + name);
     const TensorPlan& t = *it;
-    std::vector<float> v = read_tensor(t);
+    std::vector<float> v = read_finite_tensor(t);
     if (quantized) {
-      const QuantizedTensor q = quantize_tensor(t, opts);
+      const QuantizedTensor q = quantize_tensor(t, plan.config);
       const size_t rb = t.format->row_bytes(t.cols);
-      for (size_t r = 0; r < t.rows; ++r) t.format->dequantize_row(q.bytes.data() + r * rb, v.data() + r * t.cols, t.cols);
+      for (size_t r = 0; r < t.rows; ++r) t.format->dequantize_row(q.parts[0].data() + r * rb, v.data() + r * t.cols, t.cols);
     }
     const bool vector = t.shape.size() == 1;
     Mat m(vector ? static_cast<Eigen::Index>(t.cols) : static_cast<Eigen::Index>(t.rows),
@@ -118,7 +118,7 @@ TEST(AwqPass, FoldingKeepsTheFloatModelsFunction) {
     const QuantizeOptions o = awq_options("Q4_0", false);
     const CalibrationSet calib({m.calib_file});
     Plan plan = make_plan(*m.ck, o, nullptr, {}, &calib);
-    const AwqReport r = apply_awq(plan, calib, o);
+    const AwqReport r = apply_awq(plan, calib);
     ASSERT_EQ(r.groups.size(), 4u * static_cast<size_t>(c.layers));
     for (const auto& g : r.groups) {
       EXPECT_TRUE(g.skipped.empty()) << g.prev << ": " << g.skipped;
@@ -128,7 +128,7 @@ TEST(AwqPass, FoldingKeepsTheFloatModelsFunction) {
     }
     const auto eval = random_sequences(2, 16, c.vocab, 99);
     const auto before = logits_of([&](const std::string& n) { return test::checkpoint_weight(*m.ck, n); }, m, eval);
-    const auto after = logits_of(plan_weights(plan, o, false), m, eval);
+    const auto after = logits_of(plan_weights(plan, false), m, eval);
     // Only float32 rounding of the scaled weights separates the two.
     EXPECT_LT(relative_rms(after, before), 1e-5);
   }
@@ -152,9 +152,9 @@ TEST(AwqPass, QuantizedModelIsCloserToTheFloatModelThanRoundToNearest) {
     o.pure = true;
     o.tensor_types = rtn.tensor_types;
     Plan plan = make_plan(*m.ck, o, nullptr, {}, &calib);
-    apply_awq(plan, calib, o);
-    const double e_rtn = relative_rms(logits_of(plan_weights(rtn_plan, rtn, true), m, eval), truth);
-    const double e_awq = relative_rms(logits_of(plan_weights(plan, o, true), m, eval), truth);
+    apply_awq(plan, calib);
+    const double e_rtn = relative_rms(logits_of(plan_weights(rtn_plan, true), m, eval), truth);
+    const double e_awq = relative_rms(logits_of(plan_weights(plan, true), m, eval), truth);
     std::cout << type << ": logits rel RMS vs float, RTN " << e_rtn << ", AWQ " << e_awq << "\n";
     EXPECT_LT(e_awq, 0.9 * e_rtn);
   }
@@ -165,7 +165,7 @@ TEST(AwqPass, GroupedQueryAttentionLeavesValueToOutputAlone) {
   const QuantizeOptions o = awq_options("Q4_0", true);
   const CalibrationSet calib({m.calib_file});
   Plan plan = make_plan(*m.ck, o, nullptr, {}, &calib);
-  const AwqReport r = apply_awq(plan, calib, o);
+  const AwqReport r = apply_awq(plan, calib);
   const AwqGroupReport* vo = group_of(r, "blk.0.attn_v.weight");
   ASSERT_NE(vo, nullptr);
   EXPECT_NE(vo->skipped.find("grouped-query"), std::string::npos) << vo->skipped;
@@ -177,7 +177,9 @@ TEST(AwqPass, GroupedQueryAttentionLeavesValueToOutputAlone) {
       EXPECT_TRUE(t.transform->row_div.empty());
     }
   }
-  const auto j = r.to_json();
+  Report whole;
+  whole.awq = r;
+  const auto j = to_json(whole)["awq"];
   EXPECT_EQ(j["groups"].size(), 8u);
   EXPECT_TRUE(j["groups"][1].contains("skipped"));
   EXPECT_TRUE(j["groups"][0].contains("alpha"));
@@ -188,7 +190,7 @@ TEST(AwqPass, ClippingSparesQueryAndKeyAndOnlyShrinks) {
   const QuantizeOptions o = awq_options("Q4_0", true);
   const CalibrationSet calib({m.calib_file});
   Plan plan = make_plan(*m.ck, o, nullptr, {}, &calib);
-  const AwqReport r = apply_awq(plan, calib, o);
+  const AwqReport r = apply_awq(plan, calib);
   EXPECT_EQ(r.clips.size(), 2u * 5u);  // v, o, gate, up, down per layer
   for (const auto& c : r.clips) {
     EXPECT_EQ(c.tensor.find("attn_q"), std::string::npos);
@@ -206,7 +208,7 @@ TEST(AwqPass, ClippingSparesQueryAndKeyAndOnlyShrinks) {
     auto x = std::make_shared<TensorTransform>(*t.transform);
     x->clip.clear();
     unclipped.transform = x;
-    const std::vector<float> w = read_tensor(unclipped), c = read_tensor(t);
+    const std::vector<float> w = read_finite_tensor(unclipped), c = read_finite_tensor(t);
     const size_t groups = t.cols / 32;
     for (size_t k = 0; k < t.rows * groups; ++k) {
       float mx = 0, mc = 0;
@@ -224,10 +226,10 @@ TEST(AwqPass, ClippingSparesQueryAndKeyAndOnlyShrinks) {
 TEST(AwqPass, AwqPlusGptqMeasuresTheTrueOutputErrorThroughTheRescaledHessian) {
   const Model m;
   QuantizeOptions o = awq_options("Q4_0", false);
-  o.method = MethodKind::AwqGptq;
+  o.method = Method::AwqGptq;
   const CalibrationSet calib({m.calib_file});
   Plan plan = make_plan(*m.ck, o, nullptr, {}, &calib);
-  apply_awq(plan, calib, o);
+  apply_awq(plan, calib);
   // X from the calibration file (original space); Q / s undoes the scaling: ||X (Q/s - W)^T||^2 / ||X W^T||^2.
   const SafetensorsFile f(m.calib_file);
   for (const char* name : {"model.layers.0.self_attn.q_proj.weight", "model.layers.1.mlp.down_proj.weight"}) {
@@ -236,7 +238,7 @@ TEST(AwqPass, AwqPlusGptqMeasuresTheTrueOutputErrorThroughTheRescaledHessian) {
                                         [&](const TensorPlan& p) { return p.source_name() == name; });
     ASSERT_TRUE(t.gptq);
     ASSERT_FALSE(t.transform->col_mul.empty());
-    const QuantizedTensor q = quantize_tensor(t, o);
+    const QuantizedTensor q = quantize_tensor(t, plan.config);
     ASSERT_TRUE(q.gptq);
     std::string module = std::string(name).substr(0, std::string(name).size() - 7);
     if (module.ends_with("q_proj")) module = module.substr(0, module.size() - 6) + "q_proj";
@@ -249,7 +251,7 @@ TEST(AwqPass, AwqPlusGptqMeasuresTheTrueOutputErrorThroughTheRescaledHessian) {
     const Eigen::MatrixXd W = test::checkpoint_weight(*m.ck, name);
     std::vector<float> deq(t.rows * t.cols);
     const size_t rb = t.format->row_bytes(t.cols);
-    for (size_t r = 0; r < t.rows; ++r) t.format->dequantize_row(q.bytes.data() + r * rb, deq.data() + r * t.cols, t.cols);
+    for (size_t r = 0; r < t.rows; ++r) t.format->dequantize_row(q.parts[0].data() + r * rb, deq.data() + r * t.cols, t.cols);
     Eigen::MatrixXd Q(t.rows, t.cols);
     for (size_t r = 0; r < t.rows; ++r)
       for (size_t c = 0; c < t.cols; ++c)
@@ -268,9 +270,9 @@ TEST(AwqPass, SameBytesForAnyThreadCount) {
     QuantizeOptions o = awq_options("Q4_K_M", true);
     o.threads = threads;
     Plan plan = make_plan(*m.ck, o, nullptr, {}, &calib);
-    apply_awq(plan, calib, o);
+    apply_awq(plan, calib);
     const fs::path out = m.dir / ("t" + std::to_string(threads) + ".gguf");
-    quantize_to_gguf(*m.ck, plan, o, out, true);
+    quantize_to_gguf(*m.ck, plan, out, true);
     std::ifstream in(out, std::ios::binary);
     bytes.emplace_back(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   }
@@ -294,7 +296,7 @@ TEST(AwqPass, RefusesWhatItCannotUseByName) {
     QuantizeOptions opts = o;
     opts.allow_missing_calib = allow_missing;
     Plan plan = make_plan(*m.ck, opts, nullptr, {}, &bad);
-    return std::make_pair(apply_awq(plan, bad, opts), plan.calibration_missing);
+    return std::make_pair(apply_awq(plan, bad), plan.calibration_missing);
   };
   auto expect_error = [&](const std::vector<SafetensorsBlob>& blobs, const std::string& needle) {
     try {

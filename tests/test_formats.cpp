@@ -14,7 +14,8 @@ namespace fs = std::filesystem;
 
 std::vector<FormatPtr> all_formats() {
   std::vector<FormatPtr> out;
-  for (const auto& e : format_table()) out.push_back(e.format);
+  for (const auto& e : format_table())
+    if (!e.family()) out.push_back(e.format);
   for (const char* n : {"int4_sym_g32", "int4_asym_g64", "int3_sym_g128", "int8_asym_g32", "int2_sym_g64",
                         "int5_asym_g32", "int6_sym_row", "int7_asym_row"})
     out.push_back(find_format(n, 256));
@@ -24,10 +25,15 @@ std::vector<FormatPtr> all_formats() {
 TEST(FormatTable, EntriesAgreeWithGgmlTypeTraits) {
   for (const auto& e : format_table()) {
     SCOPED_TRACE(std::string(e.name));
+    if (e.family()) {
+      EXPECT_FALSE(e.ggml.has_value());
+      continue;
+    }
     ASSERT_TRUE(e.ggml.has_value());
     const auto& tr = ggml_type_traits(*e.ggml);
-    EXPECT_EQ(e.block_size, tr.block_size);
-    EXPECT_EQ(e.block_bytes, tr.type_size);
+    EXPECT_EQ(e.format->block_size(), tr.block_size);
+    EXPECT_EQ(e.format->block_bytes(), tr.type_size);
+    EXPECT_DOUBLE_EQ(e.bits_per_weight, e.format->bits_per_weight());
     EXPECT_EQ(e.format->storage_type(), *e.ggml);
     EXPECT_EQ(find_format(e.name), e.format);
     EXPECT_EQ(format_for_ggml_type(*e.ggml), e.format);
@@ -36,6 +42,36 @@ TEST(FormatTable, EntriesAgreeWithGgmlTypeTraits) {
   EXPECT_DOUBLE_EQ(find_format("F16")->bits_per_weight(), 16.0);
   EXPECT_EQ(find_format("nope"), nullptr);
   EXPECT_EQ(find_format("int4_sym_row"), nullptr);  // per-row grids need the row length
+}
+
+TEST(FormatTable, FamiliesResolveTheirNames) {
+  const FormatPtr grid = find_format("INT4_SYM_G128");
+  ASSERT_NE(grid, nullptr);
+  EXPECT_EQ(grid->name(), "int4_sym_g128");
+  EXPECT_EQ(grid->bits_per_weight(), (2 + 64) * 8.0 / 128);  // fp16 d + 128 four-bit codes per group
+  const FormatPtr nf4 = find_format("nf4_b64_dq");
+  ASSERT_NE(nf4, nullptr);
+  EXPECT_TRUE(nf4->whole_tensor());
+  EXPECT_FALSE(grid->whole_tensor());
+  EXPECT_DOUBLE_EQ(nf4->bits_per_weight(), 4.0 + 8.0 / 64 + 32.0 / (64 * 256));
+  EXPECT_EQ(find_format("nf4_b100"), nullptr);  // not a power of two
+  // Parts of a 3 x 100 NF4 tensor: 150 code bytes; 5 blocks of 64 -> 5 quantized absmax, 1 nested absmax, 1 offset.
+  const auto parts = nf4->stored_parts({100, 3});
+  ASSERT_EQ(parts.size(), 4u);
+  EXPECT_EQ(parts[0].bytes, 150u);
+  EXPECT_EQ(parts[1].suffix, ".absmax");
+  EXPECT_EQ(parts[1].bytes, 5u);
+  EXPECT_EQ(parts[2].bytes, 4u);
+  EXPECT_EQ(parts[3].bytes, 4u);
+  EXPECT_EQ(nf4->stored_bytes({100, 3}), 163u);
+  // Row formats: one part; custom I8 layouts count ne[0] in bytes.
+  const auto gp = grid->stored_parts({256, 4});
+  ASSERT_EQ(gp.size(), 1u);
+  EXPECT_EQ(gp[0].ne, (std::vector<uint64_t>{2 * 66, 4}));
+  EXPECT_EQ(gp[0].bytes, 4u * 2 * 66);
+  EXPECT_EQ(find_format("Q4_0")->stored_parts({64, 2})[0].ne, (std::vector<uint64_t>{64, 2}));
+  for (const auto& e : format_table())
+    EXPECT_NE(known_format_names().find(std::string(e.name)), std::string::npos) << e.name;
 }
 
 TEST(FormatTable, NativeEquivalents) {

@@ -9,7 +9,7 @@
 #include "qz/formats/format_table.hpp"
 #include "qz/io/gguf.hpp"
 #include "qz/model/demo_checkpoint.hpp"
-#include "qz/pipeline/importance.hpp"
+#include "qz/calibration/statistics.hpp"
 #include "qz/pipeline/quantize.hpp"
 #include "test_util.hpp"
 
@@ -116,7 +116,7 @@ TEST(ImatrixCompute, SumsOfSquaresPerColumnWithSharedInputsAndSeveralFiles) {
   const Checkpoint model = Checkpoint::open(dir / "m.safetensors");
   const CalibrationSet calib({dir / "c1.safetensors", dir / "c2.safetensors"});
   std::vector<std::string> missing;
-  const Imatrix m = compute_imatrix(model, calib, 2, &missing);
+  const Imatrix m = compute_imatrix(model, calib, &missing);
   ASSERT_EQ(m.tensors.count("blk.0.attn_q.weight"), 1u);
   EXPECT_EQ(m.tensors.at("blk.0.attn_q.weight").sum2, (std::vector<float>{11, 4, 14}));
   EXPECT_EQ(m.tensors.at("blk.0.attn_q.weight").counts, std::vector<float>{3});
@@ -132,9 +132,9 @@ TEST(ImatrixCompute, BadActivationsAreErrors) {
                     {f32("model.layers.0.self_attn.q_proj", {2, 3}, {1, 2, 3, 4, std::nanf(""), 6})});
   write_safetensors(dir / "wide.safetensors", {f32("model.layers.0.self_attn.q_proj", {1, 4}, {1, 2, 3, 4})});
   const Checkpoint model = Checkpoint::open(dir / "m.safetensors");
-  test::expect_error<InputError>([&] { compute_imatrix(model, CalibrationSet({dir / "nan.safetensors"}), 1); },
+  test::expect_error<InputError>([&] { compute_imatrix(model, CalibrationSet({dir / "nan.safetensors"})); },
                                  {"nan.safetensors", "q_proj", "token 1, column 1"});
-  test::expect_error<InputError>([&] { compute_imatrix(model, CalibrationSet({dir / "wide.safetensors"}), 1); },
+  test::expect_error<InputError>([&] { compute_imatrix(model, CalibrationSet({dir / "wide.safetensors"})); },
                                  {"wide.safetensors", "width 4", "3 input columns"});
 }
 
@@ -143,7 +143,7 @@ TEST(ImatrixUse, ReachesTheQuantizerAndIsMatchedByRole) {
   write_demo_checkpoint(dir / "demo");
   write_demo_calibration(dir / "calib.safetensors");
   const Checkpoint ck = Checkpoint::open(dir / "demo");
-  const Imatrix m = compute_imatrix(ck, CalibrationSet({dir / "calib.safetensors"}), 2);
+  const Imatrix m = compute_imatrix(ck, CalibrationSet({dir / "calib.safetensors"}));
   write_imatrix_gguf(dir / "i.gguf", m, false);
   const Imatrix loaded = read_imatrix(dir / "i.gguf");  // GGUF names, matched to the checkpoint's HF names
   QuantizeOptions o;
@@ -152,9 +152,9 @@ TEST(ImatrixUse, ReachesTheQuantizerAndIsMatchedByRole) {
   const Plan plan = make_plan(ck, o, &loaded, "i.gguf");
   ASSERT_TRUE(plan.imatrix);
   EXPECT_EQ(plan.imatrix->missing, (std::vector<std::string>{"token_embd.weight", "output.weight"}));
-  quantize_to_gguf(ck, plan, o, dir / "w.gguf", false);
+  quantize_to_gguf(ck, plan, dir / "w.gguf", false);
   const Plan plain = make_plan(ck, o);
-  quantize_to_gguf(ck, plain, o, dir / "p.gguf", false);
+  quantize_to_gguf(ck, plain, dir / "p.gguf", false);
 
   const GgufFile weighted(dir / "w.gguf"), unweighted(dir / "p.gguf");
   EXPECT_EQ(*weighted.find("quantize.imatrix.entries_count")->get_if<int32_t>(), 14);

@@ -17,7 +17,7 @@
 #include "qz/model/demo_checkpoint.hpp"
 #include "qz/pipeline/awq_pass.hpp"
 #include "qz/pipeline/dequantize.hpp"
-#include "qz/pipeline/importance.hpp"
+#include "qz/calibration/statistics.hpp"
 #include "qz/pipeline/plan.hpp"
 #include "qz/pipeline/quantize.hpp"
 #include "reference_forward.hpp"
@@ -83,7 +83,7 @@ Report convert(const fs::path& in, const fs::path& out, const std::string& type)
   QuantizeOptions o;
   o.type = type;
   const Checkpoint ck = Checkpoint::open(in);
-  return quantize_to_gguf(ck, make_plan(ck, o), o, out, true);
+  return quantize_to_gguf(ck, make_plan(ck, o), out, true);
 }
 
 class LlamaCpp : public ::testing::Test {
@@ -141,7 +141,7 @@ TEST_F(LlamaCpp, AwqIntoQ4_0RunsAndIsCloserToTheFloatModelThanRoundToNearest) {
   const auto reference = reference_logits(ck, m, tokens);
 
   // Same types in both files; embeddings and output head F32 (AWQ does not touch them).
-  auto run = [&](MethodKind method, const fs::path& out) {
+  auto run = [&](Method method, const fs::path& out) {
     QuantizeOptions o;
     o.method = method;
     o.type = "Q4_0";
@@ -149,11 +149,11 @@ TEST_F(LlamaCpp, AwqIntoQ4_0RunsAndIsCloserToTheFloatModelThanRoundToNearest) {
     o.tensor_types = {parse_tensor_type_override("token_embd|output=F32")};
     const CalibrationSet calib({dir_ / "calib.safetensors"});
     Plan plan = make_plan(ck, o, nullptr, {}, &calib);
-    if (method == MethodKind::Awq) apply_awq(plan, calib, o);
-    return quantize_to_gguf(ck, plan, o, out, true);
+    if (method == Method::Awq) apply_awq(plan, calib);
+    return quantize_to_gguf(ck, plan, out, true);
   };
-  run(MethodKind::Rtn, dir_ / "rtn.gguf");
-  const Report awq = run(MethodKind::Awq, dir_ / "awq.gguf");
+  run(Method::Rtn, dir_ / "rtn.gguf");
+  const Report awq = run(Method::Awq, dir_ / "awq.gguf");
   EXPECT_EQ(awq.tensors.size(), 21u);
   const auto l_rtn = llama_logits(dir_ / "rtn.gguf", tokens, 512), l_awq = llama_logits(dir_ / "awq.gguf", tokens, 512);
   ASSERT_EQ(l_awq.size(), tokens.size());
@@ -209,12 +209,12 @@ TEST_F(LlamaCpp, Stories260KTellsItsStoryAndKeepsItsPerplexity) {
       seqs.emplace_back(ids.begin() + static_cast<std::ptrdiff_t>(8192 + s * 128), ids.begin() + static_cast<std::ptrdiff_t>(8192 + (s + 1) * 128));
     test::write_captured_calibration(ck, m, seqs, dir_ / "calib.safetensors");
     QuantizeOptions o;
-    o.method = MethodKind::Awq;
+    o.method = Method::Awq;
     o.type = "Q4_0";
     const CalibrationSet calib({dir_ / "calib.safetensors"});
     Plan plan = make_plan(ck, o, nullptr, {}, &calib);
-    const AwqReport a = apply_awq(plan, calib, o);
-    quantize_to_gguf(ck, plan, o, dir_ / "awq.gguf", true);
+    const AwqReport a = apply_awq(plan, calib);
+    quantize_to_gguf(ck, plan, dir_ / "awq.gguf", true);
     const json j = run_node("llama_eval.mjs", (dir_ / "awq.gguf").string() + " perplexity " + eval + " 4096");
     ppl["AWQ Q4_0"] = j.value("perplexity", 1e9);
     std::cout << "stories260K AWQ Q4_0: perplexity " << ppl["AWQ Q4_0"] << " (search " << a.search_seconds << " s)\n";

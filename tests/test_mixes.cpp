@@ -64,10 +64,10 @@ std::map<std::string, std::string> plan_types(const fs::path& ckpt, const std::s
                                               bool pure = false) {
   QuantizeOptions o;
   o.type = type;
-  o.has_imatrix = imatrix;
   o.pure = pure;
   const Checkpoint ck = Checkpoint::open(ckpt);
-  const Plan p = make_plan(ck, o);
+  const Imatrix none;  // an imatrix changes some of llama-quantize's choices, whatever its entries
+  const Plan p = make_plan(ck, o, imatrix ? &none : nullptr, "none.gguf");
   std::map<std::string, std::string> out;
   for (const auto& t : p.tensors) out[t.source_name()] = t.format->name();
   return out;

@@ -157,16 +157,18 @@ TEST(Nf4, GgufRoundTripThroughThePipeline) {
   test::TempDir dir;
   write_demo_checkpoint(dir / "demo");
   const Checkpoint ck = Checkpoint::open(dir / "demo");
-  for (const MethodKind m : {MethodKind::Nf4, MethodKind::Fp4}) {
+  for (const std::string m : {"nf4", "fp4"}) {
     QuantizeOptions o;
-    o.method = m;
+    set_method(o, m);
     const Plan plan = make_plan(ck, o);
-    const fs::path out = dir / (method_name(m) + ".gguf");
-    const Report r = quantize_to_gguf(ck, plan, o, out, false);
+    const Nf4Options opts{64, true, m == "fp4"};
+    const fs::path out = dir / (m + ".gguf");
+    const Report r = quantize_to_gguf(ck, plan, out, false);
     EXPECT_EQ(r.output_bytes, fs::file_size(out));
     const GgufFile g(out);
     for (const auto& t : plan.tensors) {
-      if (!t.nf4) continue;
+      if (!t.format->whole_tensor()) continue;
+      EXPECT_EQ(t.format->name(), opts.name());
       std::vector<float> w(t.rows * t.cols);
       convert_to_f32(t.source->bytes().data(), t.source->tensor->dtype, w.data(), w.size());
       if (!t.row_order.empty()) {  // q/k rows in llama.cpp's order
@@ -174,14 +176,15 @@ TEST(Nf4, GgufRoundTripThroughThePipeline) {
         for (size_t r = 0; r < t.rows; ++r) std::copy_n(w.data() + t.row_order[r] * t.cols, t.cols, p.data() + r * t.cols);
         w = p;
       }
-      const Nf4Tensor q = quantize_nf4(w.data(), w.size(), *t.nf4);
+      const Nf4Tensor q = quantize_nf4(w.data(), w.size(), opts);
       std::vector<float> expected(w.size());
-      dequantize_nf4(q, *t.nf4, expected.data());
+      dequantize_nf4(q, opts, expected.data());
       EXPECT_EQ(dequantize_tensor(g, *g.find_tensor(t.name)), expected) << t.name;
     }
-    const auto j = r.to_json();
-    EXPECT_NEAR(j["tensors"][2]["bits_per_weight"].get<double>(), nf4_bits_per_weight(256 * 256, Nf4Options{}), 1e-9);
-    EXPECT_EQ(dequantize_gguf(out, dir / (method_name(m) + ".safetensors"), DType::F32, false), 21u);
+    const auto j = to_json(r);
+    // Every stored byte counts: 32768 code bytes, 1024 quantized absmax, 4 nested absmax and the offset (fp32).
+    EXPECT_DOUBLE_EQ(j["tensors"][2]["bits_per_weight"].get<double>(), 8.0 * (32768 + 1024 + 4 * 4 + 4) / 65536);
+    EXPECT_EQ(dequantize_gguf(out, dir / (m + ".safetensors"), DType::F32, false), 21u);
   }
 }
 
@@ -198,9 +201,10 @@ TEST(BnbExport, WritesTheKeysBitsandbytesReads) {
   write_demo_checkpoint(dir / "demo");
   const Checkpoint ck = Checkpoint::open(dir / "demo");
   QuantizeOptions o;
-  o.method = MethodKind::Nf4;
-  export_bnb(ck, o, dir / "bnb", false);
-  EXPECT_THROW(export_bnb(ck, o, dir / "bnb", false), UsageError);  // exists
+  set_method(o, "nf4");
+  const QuantizeConfig cfg = resolve_options(o);
+  export_bnb(ck, cfg, dir / "bnb", false);
+  EXPECT_THROW(export_bnb(ck, cfg, dir / "bnb", false), UsageError);  // exists
   const SafetensorsFile f(dir / "bnb" / "model.safetensors");
   const std::string p = "model.layers.1.mlp.down_proj.weight";  // [256, 768]
   const SafetensorsTensor* w = f.find(p);
@@ -250,8 +254,7 @@ TEST(BnbExport, WritesTheKeysBitsandbytesReads) {
   EXPECT_EQ(qc["bnb_4bit_quant_storage"], "uint8");
   EXPECT_EQ(config["architectures"][0], "LlamaForCausalLM");
   EXPECT_TRUE(fs::exists(dir / "bnb" / "tokenizer.model"));
-  QuantizeOptions rtn;
-  EXPECT_THROW(export_bnb(ck, rtn, dir / "x", false), UsageError);
+  EXPECT_THROW(export_bnb(ck, resolve_options(QuantizeOptions{}), dir / "x", false), UsageError);
 }
 
 }  // namespace

@@ -9,7 +9,8 @@
 #include "qz/formats/format_table.hpp"
 #include "qz/model/demo_checkpoint.hpp"
 #include "qz/pipeline/dequantize.hpp"
-#include "qz/pipeline/importance.hpp"
+#include "qz/calibration/statistics.hpp"
+#include "qz/pipeline/gguf_layout.hpp"
 #include "qz/pipeline/plan.hpp"
 #include "qz/pipeline/quantize.hpp"
 #include "test_util.hpp"
@@ -45,12 +46,12 @@ std::vector<float> as_read(const std::vector<float>& v, DType t) {
 Report run(const fs::path& in, const fs::path& out, const QuantizeOptions& o, bool force = false) {
   const Checkpoint ck = Checkpoint::open(in);
   const Plan plan = make_plan(ck, o);
-  return quantize_to_gguf(ck, plan, o, out, force);
+  return quantize_to_gguf(ck, plan, out, force);
 }
 
-QuantizeOptions method(MethodKind m, int bits, int group, unsigned threads = 2) {
+QuantizeOptions method(const std::string& m, int bits, int group, unsigned threads = 2) {
   QuantizeOptions o;
-  o.method = m;
+  set_method(o, m);
   o.bits = bits;
   o.group_size = group;
   o.threads = threads;
@@ -82,11 +83,11 @@ TEST_P(RoundTrip, EveryDtypeThroughEveryKindOfFormat) {
   QuantizeOptions f16;
   f16.type = "f16";
   std::vector<Case> cases = {
-      {method(MethodKind::Absmax, 8, 32), "Q8_0", amax / 127.0 * 0.51},
-      {method(MethodKind::Absmax, 4, 32), "int4_sym_g32", amax / 7.0 * 0.51},
-      {method(MethodKind::Zeropoint, 4, 32), "int4_asym_g32", (hi - lo) / 15.0 * 1.01},
-      {method(MethodKind::Zeropoint, 3, -1), "int3_asym_row", (hi - lo) / 7.0 * 1.01},
-      {method(MethodKind::Absmax, 5, 0), "int5_sym_tensor", amax / 15.0 * 0.51},
+      {method("absmax", 8, 32), "Q8_0", amax / 127.0 * 0.51},
+      {method("absmax", 4, 32), "int4_sym_g32", amax / 7.0 * 0.51},
+      {method("zeropoint", 4, 32), "int4_asym_g32", (hi - lo) / 15.0 * 1.01},
+      {method("zeropoint", 3, -1), "int3_asym_row", (hi - lo) / 7.0 * 1.01},
+      {method("absmax", 5, 0), "int5_sym_tensor", amax / 15.0 * 0.51},
       {f16, "F16", amax * 0x1p-11},
   };
   for (const auto& c : cases) {
@@ -96,7 +97,7 @@ TEST_P(RoundTrip, EveryDtypeThroughEveryKindOfFormat) {
     const GgufFile g(out);
     const GgufTensorInfo* t = g.find_tensor("w");
     ASSERT_NE(t, nullptr);
-    const StoredFormat sf = stored_format(g, *t);
+    const StoredTensor sf = read_stored_tensor(g, *t);
     EXPECT_EQ(sf.format->name(), c.format);
     EXPECT_EQ(sf.logical_ne, (std::vector<uint64_t>{96, 64}));
     const std::vector<float> y = dequantize_tensor(g, *t);
@@ -118,7 +119,7 @@ TEST(Pipeline, ReportedErrorMatchesTheStoredValues) {
   TempDir dir;
   const std::vector<float> w = test::gaussian(32 * 128, 9);
   write_safetensors(dir / "m.safetensors", {blob("w", {32, 128}, w, DType::F32)});
-  const Report r = run(dir / "m.safetensors", dir / "o.gguf", method(MethodKind::Zeropoint, 4, 64));
+  const Report r = run(dir / "m.safetensors", dir / "o.gguf", method("zeropoint", 4, 64));
   const GgufFile g(dir / "o.gguf");
   const auto y = dequantize_tensor(g, *g.find_tensor("w"));
   double se = 0, sx = 0, mx = 0;
@@ -133,7 +134,7 @@ TEST(Pipeline, ReportedErrorMatchesTheStoredValues) {
   EXPECT_DOUBLE_EQ(r.tensors[0].error.max_abs_error, mx);
   EXPECT_NEAR(*r.tensors[0].error.sqnr_db(), 10 * std::log10(sx / se), 1e-9);
   EXPECT_EQ(r.output_bytes, fs::file_size(dir / "o.gguf"));
-  const auto j = r.to_json();
+  const auto j = to_json(r);
   for (const char* k : {"name", "shape", "format", "bits_per_weight", "rmse", "max_abs_error", "sqnr_db", "seconds"})
     EXPECT_TRUE(j["tensors"][0].contains(k)) << k;
   for (const char* k : {"input_bytes", "output_bytes", "bits_per_weight", "wall_seconds", "peak_memory_bytes"})
@@ -141,13 +142,13 @@ TEST(Pipeline, ReportedErrorMatchesTheStoredValues) {
 }
 
 std::string int_format_name_for_test(const QuantizeOptions& o) {
-  return method_name(o.method) + std::to_string(o.bits) + "_" + std::to_string(o.group_size) + "_t";
+  return std::to_string(*o.bits) + "_" + std::to_string(*o.group_size) + "_t";
 }
 
 TEST(Pipeline, OutputIsIdenticalForAnyThreadCount) {
   TempDir dir;
   write_demo_checkpoint(dir / "demo");
-  for (const auto& base : {method(MethodKind::Zeropoint, 4, 128), method(MethodKind::Absmax, 8, 32)}) {
+  for (const auto& base : {method("zeropoint", 4, 128), method("absmax", 8, 32)}) {
     std::vector<std::vector<uint8_t>> files;
     for (unsigned threads : {1u, 2u, 3u, 8u}) {
       QuantizeOptions o = base;
@@ -164,9 +165,9 @@ TEST(Pipeline, PlanPredictsTheFileSize) {
   TempDir dir;
   write_demo_checkpoint(dir / "demo");
   const Checkpoint ck = Checkpoint::open(dir / "demo");
-  const QuantizeOptions o = method(MethodKind::Absmax, 4, 64);
+  const QuantizeOptions o = method("absmax", 4, 64);
   const Plan plan = make_plan(ck, o);
-  quantize_to_gguf(ck, plan, o, dir / "o.gguf", false);
+  quantize_to_gguf(ck, plan, dir / "o.gguf", false);
   EXPECT_EQ(plan.file_bytes, fs::file_size(dir / "o.gguf"));
   uint64_t bytes = 0;
   const GgufFile written(dir / "o.gguf");
@@ -180,7 +181,7 @@ TEST(Pipeline, NonFiniteWeightIsAnErrorAndNothingIsWritten) {
     std::vector<float> w = test::gaussian(8 * 64, 4);
     w[3 * 64 + 5] = bad;
     write_safetensors(dir / "m.safetensors", {blob("layer.w", {8, 64}, w, DType::F32)});
-    test::expect_error<InputError>([&] { run(dir / "m.safetensors", dir / "o.gguf", method(MethodKind::Absmax, 4, 32)); },
+    test::expect_error<InputError>([&] { run(dir / "m.safetensors", dir / "o.gguf", method("absmax", 4, 32)); },
                                    {"m.safetensors", "'layer.w'", "row 3, column 5", std::isnan(bad) ? "NaN" : "Inf"});
     EXPECT_FALSE(fs::exists(dir / "o.gguf"));
     EXPECT_EQ(dir.files().size(), 1u) << "a temporary file was left behind";
@@ -191,9 +192,9 @@ TEST(Pipeline, RefusesToOverwriteWithoutForce) {
   TempDir dir;
   write_safetensors(dir / "m.safetensors", {blob("w", {4, 32}, test::gaussian(128, 1), DType::F32)});
   test::write_bytes(dir / "o.gguf", {1, 2, 3});
-  EXPECT_THROW(run(dir / "m.safetensors", dir / "o.gguf", method(MethodKind::Absmax, 4, 32)), UsageError);
+  EXPECT_THROW(run(dir / "m.safetensors", dir / "o.gguf", method("absmax", 4, 32)), UsageError);
   EXPECT_EQ(fs::file_size(dir / "o.gguf"), 3u);
-  run(dir / "m.safetensors", dir / "o.gguf", method(MethodKind::Absmax, 4, 32), true);
+  run(dir / "m.safetensors", dir / "o.gguf", method("absmax", 4, 32), true);
   EXPECT_GT(fs::file_size(dir / "o.gguf"), 3u);
 }
 
@@ -206,7 +207,7 @@ TEST(Plan, FallbacksOutputHeadAndOverrides) {
                      blob("keep.weight", {2, 64}, test::gaussian(128, 4), DType::F32),
                      blob("conv", {2, 2, 32}, test::gaussian(128, 5), DType::F32),
                      blob("ids", {4}, {0, 1, 2, 3}, DType::F32)});
-  QuantizeOptions o = method(MethodKind::Zeropoint, 4, 32);
+  QuantizeOptions o = method("zeropoint", 4, 32);
   o.tensor_types.push_back(parse_tensor_type_override("^keep\\.=bf16"));
   const Plan p = make_plan(Checkpoint::open(dir / "m.safetensors"), o);
   auto find = [&](const std::string& n) {
@@ -232,23 +233,23 @@ TEST(Plan, FallbacksOutputHeadAndOverrides) {
 TEST(Plan, RejectsBadOptions) {
   QuantizeOptions o;
   o.type = "q9_9";
-  EXPECT_THROW(validate_options(o), UsageError);
-  o = method(MethodKind::Absmax, 9, 32);
-  EXPECT_THROW(validate_options(o), UsageError);
-  o = method(MethodKind::Absmax, 4, -7);
-  EXPECT_THROW(validate_options(o), UsageError);
-  o = method(MethodKind::Zeropoint, 4, 32);
+  EXPECT_THROW(resolve_options(o), UsageError);
+  o = method("absmax", 9, 32);
+  EXPECT_THROW(resolve_options(o), UsageError);
+  o = method("absmax", 4, -7);
+  EXPECT_THROW(resolve_options(o), UsageError);
+  o = method("zeropoint", 4, 32);
   o.type = "Q8_0";
-  EXPECT_THROW(validate_options(o), UsageError);
+  EXPECT_THROW(resolve_options(o), UsageError);
   EXPECT_THROW(parse_tensor_type_override("noequals"), UsageError);
   EXPECT_THROW(parse_tensor_type_override("([=q8_0"), UsageError);
-  EXPECT_THROW(parse_method("magic"), UsageError);
+  EXPECT_THROW(set_method(o, "magic"), UsageError);
 }
 
 TEST(Pipeline, DequantizeWritesSafetensorsWithOriginalShapes) {
   TempDir dir;
   write_demo_checkpoint(dir / "demo");
-  run(dir / "demo", dir / "o.gguf", method(MethodKind::Zeropoint, 4, 128));
+  run(dir / "demo", dir / "o.gguf", method("zeropoint", 4, 128));
   EXPECT_EQ(dequantize_gguf(dir / "o.gguf", dir / "back.safetensors", DType::F16, false), 21u);
   const Checkpoint orig = Checkpoint::open(dir / "demo");
   const ModelConfig model = parse_model_config(*orig.config(), "config.json", "demo");
@@ -286,10 +287,12 @@ class GptqPipeline : public ::testing::Test {
   }
   QuantizeOptions gptq_options(const std::string& type = {}) const {
     QuantizeOptions o;
-    o.method = MethodKind::Gptq;
+    o.method = Method::Gptq;
     o.type = type;
-    o.bits = 4;
-    o.group_size = 64;
+    if (type.empty()) {  // the integer grid of --bits / --group-size (a --type fixes its own)
+      o.bits = 4;
+      o.group_size = 64;
+    }
     o.compare_rtn = true;
     o.threads = 2;
     return o;
@@ -304,7 +307,7 @@ TEST_F(GptqPipeline, LowersOutputErrorBelowRoundToNearestForEveryLayer) {
     SCOPED_TRACE(type.empty() ? "int4_asym_g64" : type);
     const QuantizeOptions o = gptq_options(type);
     const Plan plan = make_plan(ck, o, nullptr, {}, &calib);
-    const Report r = quantize_to_gguf(ck, plan, o, dir_ / ("g" + type + ".gguf"), true);
+    const Report r = quantize_to_gguf(ck, plan, dir_ / ("g" + type + ".gguf"), true);
     size_t gptq_layers = 0;
     for (const auto& t : r.tensors) {
       if (!t.gptq) continue;
@@ -314,7 +317,7 @@ TEST_F(GptqPipeline, LowersOutputErrorBelowRoundToNearestForEveryLayer) {
       EXPECT_EQ(t.gptq->tokens, 256u);
     }
     EXPECT_EQ(gptq_layers, 14u);  // 7 projections x 2 layers; embeddings and the output head round to nearest
-    const auto j = r.to_json();
+    const auto j = to_json(r);
     EXPECT_EQ(j["tensors"][2]["method"], "gptq");
     EXPECT_TRUE(j["tensors"][2]["gptq"].contains("damp"));
   }
@@ -329,7 +332,7 @@ TEST_F(GptqPipeline, SameFileForAnyThreadCount) {
   for (unsigned threads : {1u, 3u}) {
     o.threads = threads;
     const fs::path out = dir_ / ("t" + std::to_string(threads) + ".gguf");
-    quantize_to_gguf(ck, make_plan(ck, o, nullptr, {}, &calib), o, out, false);
+    quantize_to_gguf(ck, make_plan(ck, o, nullptr, {}, &calib), out, false);
     files.push_back(test::read_bytes(out));
   }
   EXPECT_EQ(files[0], files[1]);
@@ -362,7 +365,7 @@ TEST_F(GptqPipeline, NonFiniteActivationsAreAnError) {
   QuantizeOptions o = gptq_options();
   o.allow_missing_calib = true;
   const Plan plan = make_plan(ck, o, nullptr, {}, &calib);
-  test::expect_error<InputError>([&] { quantize_to_gguf(ck, plan, o, dir_ / "x.gguf", false); },
+  test::expect_error<InputError>([&] { quantize_to_gguf(ck, plan, dir_ / "x.gguf", false); },
                                  {"bad.safetensors", "q_proj", "token 3, column 17"});
   EXPECT_FALSE(fs::exists(dir_ / "x.gguf"));
 }

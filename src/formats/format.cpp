@@ -1,6 +1,7 @@
 #include "qz/formats/format.hpp"
 
 #include <algorithm>
+#include <stdexcept>
 #include <vector>
 
 namespace qz {
@@ -24,6 +25,33 @@ void Format::quantize_row(const float* x, uint8_t* dst, size_t n, const float* i
     for (size_t j = 0; j < bs; ++j) codes[j] = quantize_value(g, j, xb[j]);
     encode(g, codes.data(), dst + b * block_bytes());
   }
+}
+
+std::vector<StoredPart> Format::stored_parts(const std::vector<uint64_t>& ne) const {
+  StoredPart p{"", ne, storage_type(), 0};
+  uint64_t rows = 1;
+  for (size_t i = 1; i < ne.size(); ++i) rows *= ne[i];
+  p.bytes = rows * row_bytes(ne[0]);
+  if (storage_type() == GgmlType::I8 && is_quantized()) p.ne[0] = row_bytes(ne[0]);
+  return {p};
+}
+
+uint64_t Format::stored_bytes(const std::vector<uint64_t>& ne) const {
+  uint64_t n = 0;
+  for (const auto& p : stored_parts(ne)) n += p.bytes;
+  return n;
+}
+
+std::vector<std::vector<uint8_t>> Format::quantize_tensor(const float*, size_t) const {
+  throw std::logic_error(name() + " stores rows: quantize it with quantize_row");
+}
+
+void Format::dequantize_tensor(const std::vector<std::span<const uint8_t>>& parts, size_t count, size_t row_length,
+                               float* y) const {
+  const size_t rows = row_length ? count / row_length : 0, rb = row_bytes(row_length);
+  if (parts.size() != 1 || parts[0].size() != rows * rb)
+    throw std::invalid_argument(name() + ": stored bytes do not match the shape");
+  for (size_t r = 0; r < rows; ++r) dequantize_row(parts[0].data() + r * rb, y + r * row_length, row_length);
 }
 
 }  // namespace qz

@@ -4,7 +4,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <span>
+#include <stdexcept>
 
+#include "qz/core/bytes.hpp"
 #include "qz/core/error.hpp"
 #include "qz/formats/format.hpp"
 
@@ -165,25 +169,83 @@ void validate_nf4_options(const Nf4Options& o) {
 }
 
 namespace {
+
+template <typename T>
+std::vector<T> values_of(std::span<const uint8_t> b, size_t n, const char* what) {
+  if (b.size() != n * sizeof(T)) throw std::invalid_argument(fmt::format("NF4 {}: {} bytes, expected {}", what, b.size(), n * sizeof(T)));
+  std::vector<T> v(n);
+  std::memcpy(v.data(), b.data(), b.size());
+  return v;
+}
+
+// A whole-tensor format: parts = packed codes [ceil(n/2)] I8, then absmax [blocks] (F32), or with double
+// quantization qabsmax [blocks] I8, nested_absmax [ceil(blocks/256)] F32, nested_offset [1] F32.
 class Nf4Format final : public Format {
  public:
-  explicit Nf4Format(const Nf4Options& o) : name_(o.name()) {}
+  explicit Nf4Format(const Nf4Options& o) : o_(o), name_(o.name()) {}
   const std::string& name() const override { return name_; }
   GgmlType storage_type() const override { return GgmlType::I8; }
   bool llama_native() const override { return false; }
   size_t block_size() const override { return 1; }
   size_t block_bytes() const override { return 1; }
-  [[noreturn]] static void whole_tensor() {
-    throw std::logic_error("NF4/FP4 blocks run across rows: quantize whole tensors with quantize_nf4");
+  double bits_per_weight() const override {
+    return 4.0 + (o_.double_quant ? 8.0 / static_cast<double>(o_.blocksize) +
+                                        32.0 / static_cast<double>(o_.blocksize * Nf4Options::kNestedBlock)
+                                  : 32.0 / static_cast<double>(o_.blocksize));
   }
-  void quantize_row(const float*, uint8_t*, size_t, const float*) const override { whole_tensor(); }
-  void dequantize_row(const uint8_t*, float*, size_t) const override { whole_tensor(); }
-  void fit(const float*, size_t, const float*, BlockGrid&) const override { whole_tensor(); }
-  int32_t quantize_value(const BlockGrid&, size_t, float) const override { whole_tensor(); }
-  float dequantize_value(const BlockGrid&, size_t, int32_t) const override { whole_tensor(); }
-  void encode(const BlockGrid&, const int32_t*, uint8_t*) const override { whole_tensor(); }
+  bool whole_tensor() const override { return true; }
+
+  std::vector<StoredPart> stored_parts(const std::vector<uint64_t>& ne) const override {
+    uint64_t n = 1;
+    for (const uint64_t d : ne) n *= d;
+    const uint64_t blocks = nf4_blocks(n, o_), nested = (blocks + Nf4Options::kNestedBlock - 1) / Nf4Options::kNestedBlock;
+    std::vector<StoredPart> p = {{"", {(n + 1) / 2}, GgmlType::I8, (n + 1) / 2}};
+    if (o_.double_quant) {
+      p.push_back({".absmax", {blocks}, GgmlType::I8, blocks});
+      p.push_back({".nested_absmax", {nested}, GgmlType::F32, 4 * nested});
+      p.push_back({".nested_offset", {1}, GgmlType::F32, 4});
+    } else {
+      p.push_back({".absmax", {blocks}, GgmlType::F32, 4 * blocks});
+    }
+    return p;
+  }
+
+  std::vector<std::vector<uint8_t>> quantize_tensor(const float* x, size_t count) const override {
+    Nf4Tensor q = quantize_nf4(x, count, o_);
+    if (o_.double_quant)
+      return {std::move(q.packed), std::move(q.qabsmax), bytes_of(q.nested_absmax), bytes_of(std::vector<float>{q.nested_offset})};
+    return {std::move(q.packed), bytes_of(q.absmax)};
+  }
+
+  void dequantize_tensor(const std::vector<std::span<const uint8_t>>& parts, size_t count, size_t,
+                         float* y) const override {
+    if (parts.size() != (o_.double_quant ? 4u : 2u)) throw std::invalid_argument("NF4: wrong number of stored parts");
+    Nf4Tensor q;
+    q.count = count;
+    q.packed = values_of<uint8_t>(parts[0], (count + 1) / 2, "packed codes");
+    const size_t blocks = nf4_blocks(count, o_);
+    if (o_.double_quant) {
+      q.qabsmax = values_of<uint8_t>(parts[1], blocks, "quantized absmax");
+      q.nested_absmax = values_of<float>(parts[2], (blocks + Nf4Options::kNestedBlock - 1) / Nf4Options::kNestedBlock, "nested absmax");
+      q.nested_offset = values_of<float>(parts[3], 1, "nested offset")[0];
+    } else {
+      q.absmax = values_of<float>(parts[1], blocks, "absmax");
+    }
+    dequantize_nf4(q, o_, y);
+  }
+
+  [[noreturn]] static void rows_unsupported() {
+    throw std::logic_error("NF4/FP4 blocks run across rows: it is a whole-tensor format (quantize_tensor)");
+  }
+  void quantize_row(const float*, uint8_t*, size_t, const float*) const override { rows_unsupported(); }
+  void dequantize_row(const uint8_t*, float*, size_t) const override { rows_unsupported(); }
+  void fit(const float*, size_t, const float*, BlockGrid&) const override { rows_unsupported(); }
+  int32_t quantize_value(const BlockGrid&, size_t, float) const override { rows_unsupported(); }
+  float dequantize_value(const BlockGrid&, size_t, int32_t) const override { rows_unsupported(); }
+  void encode(const BlockGrid&, const int32_t*, uint8_t*) const override { rows_unsupported(); }
 
  private:
+  Nf4Options o_;
   std::string name_;
 };
 }  // namespace

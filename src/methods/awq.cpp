@@ -31,27 +31,35 @@ size_t clip_tasks_for(size_t rows) { return (rows + kClipRowsPerTask - 1) / kCli
 
 }  // namespace
 
-AwqActivations awq_activations(const float* x, size_t tokens, size_t cols, size_t max_tokens) {
-  AwqActivations a;
-  a.cols = cols;
-  a.tokens = tokens;
-  a.mean_abs.assign(cols, 0.0);
-  for (size_t t = 0; t < tokens; ++t)
-    for (size_t j = 0; j < cols; ++j) a.mean_abs[j] += std::fabs(x[t * cols + j]);
-  for (auto& v : a.mean_abs) v /= static_cast<double>(std::max<size_t>(1, tokens));
-  a.sample = awq_sample_tokens(x, tokens, cols, max_tokens, &a.sample_tokens);
-  return a;
+AwqActivationBuilder::AwqActivationBuilder(size_t cols, uint64_t total_tokens, size_t max_tokens) {
+  a_.cols = cols;
+  a_.tokens = total_tokens;
+  a_.mean_abs.assign(cols, 0.0);
+  a_.sample_tokens = static_cast<size_t>(std::min<uint64_t>(total_tokens, std::max<size_t>(1, max_tokens)));
+  a_.sample.resize(a_.sample_tokens * cols);
 }
 
-std::vector<float> awq_sample_tokens(const float* x, size_t tokens, size_t cols, size_t max_tokens, size_t* kept) {
-  const size_t n = std::min(tokens, std::max<size_t>(1, max_tokens));
-  std::vector<float> out(n * cols);
-  for (size_t i = 0; i < n; ++i) {
-    const size_t src = i * tokens / n;
-    std::copy_n(x + src * cols, cols, out.data() + i * cols);
+void AwqActivationBuilder::add(const float* x, size_t tokens) {
+  const size_t cols = a_.cols;
+  for (size_t t = 0; t < tokens; ++t, ++seen_) {
+    const float* row = x + t * cols;
+    for (size_t j = 0; j < cols; ++j) a_.mean_abs[j] += std::fabs(row[j]);
+    if (next_ < a_.sample_tokens && next_ * a_.tokens / a_.sample_tokens == seen_) {
+      std::copy_n(row, cols, a_.sample.data() + next_ * cols);
+      ++next_;
+    }
   }
-  *kept = n;
-  return out;
+}
+
+AwqActivations AwqActivationBuilder::finish() {
+  for (auto& v : a_.mean_abs) v /= static_cast<double>(std::max<uint64_t>(1, a_.tokens));
+  return std::move(a_);
+}
+
+AwqActivations awq_activations(const float* x, size_t tokens, size_t cols, size_t max_tokens) {
+  AwqActivationBuilder b(cols, tokens, max_tokens);
+  b.add(x, tokens);
+  return b.finish();
 }
 
 size_t awq_clip_group(const Format& f, size_t cols) {
@@ -154,7 +162,9 @@ AwqScaleResult awq_search_scales(const std::vector<AwqLinear>& linears, const Aw
 std::vector<float> awq_search_clip(const AwqLinear& l, const float* x_all, size_t tokens_all, size_t cols,
                                    size_t group, const AwqConfig& cfg) {
   size_t tokens = 0;
-  const std::vector<float> xs = awq_sample_tokens(x_all, tokens_all, cols, cfg.max_tokens, &tokens);
+  const AwqActivations sampled = awq_activations(x_all, tokens_all, cols, cfg.max_tokens);
+  const std::vector<float>& xs = sampled.sample;
+  tokens = sampled.sample_tokens;
   return awq_search_clip_sampled(l, xs.data(), tokens, cols, group, cfg);
 }
 

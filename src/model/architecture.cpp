@@ -91,6 +91,7 @@ ModelConfig parse_model_config(const nlohmann::json& c, const std::string& path,
   m.context_length = get_u32(c, "max_position_embeddings", path);
   m.vocab_size = get_u32(c, "vocab_size", path, 0u);
   m.head_dim = get_u32(c, "head_dim", path, m.embedding_length / m.head_count);
+  m.head_dim_in_config = c.contains("head_dim") && !c["head_dim"].is_null();
   m.rms_norm_eps = get_f32(c, "rms_norm_eps", path, 1e-5f);
   m.rope_freq_base = get_f32(c, "rope_theta", path, 10000.0f);
   if (const auto tie = c.find("tie_word_embeddings"); tie != c.end() && tie->is_boolean()) m.tie_word_embeddings = *tie;
@@ -160,7 +161,7 @@ void write_architecture_metadata(GgufWriter& w, const ModelConfig& m) {
   w.set(a + ".attention.layer_norm_rms_epsilon", m.rms_norm_eps);
   w.set(a + ".rope.freq_base", m.rope_freq_base);
   w.set(a + ".rope.dimension_count", m.head_dim);
-  if (m.head_dim != m.embedding_length / m.head_count) {
+  if (m.head_dim_in_config || m.head_dim != m.embedding_length / m.head_count) {  // as the converter
     w.set(a + ".attention.key_length", m.head_dim);
     w.set(a + ".attention.value_length", m.head_dim);
   }

@@ -11,8 +11,7 @@
 #include "qz/core/error.hpp"
 #include "qz/methods/awq.hpp"
 #include "qz/model/tensor_roles.hpp"
-#include "qz/pipeline/importance.hpp"
-#include "qz/pipeline/quantize.hpp"
+#include "qz/calibration/statistics.hpp"
 
 namespace qz {
 
@@ -21,48 +20,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-// mean |x| over every token of the entries, and an evenly strided sample of at most max_tokens tokens, streamed.
-AwqActivations load_activations(const std::vector<CalibInput>& inputs, size_t cols, size_t max_tokens,
-                                const std::string& weight) {
-  uint64_t total = 0;
-  for (const auto& in : inputs) {
-    const auto& s = in.tensor->shape;
-    if (in.hessian_tokens != nullptr)
-      throw InputError(fmt::format("{}: '{}' is a precomputed Hessian; AWQ needs the activations themselves "
-                                   "(the mean |x| per channel and a sample of tokens)",
-                                   in.file->path().string(), in.tensor->name));
-    if (s.size() != 2 || s[1] != cols)
-      throw InputError(fmt::format("{}: calibration tensor '{}' has width {} but weight '{}' has {} input columns",
-                                   in.file->path().string(), in.tensor->name, s.size() == 2 ? s[1] : 0, weight, cols));
-    total += s[0];
-  }
-  AwqActivations a;
-  a.cols = cols;
-  a.tokens = total;
-  a.mean_abs.assign(cols, 0.0);
-  a.sample_tokens = static_cast<size_t>(std::min<uint64_t>(total, std::max<size_t>(1, max_tokens)));
-  a.sample.resize(a.sample_tokens * cols);
-  if (total == 0) {
-    a.sample_tokens = 0;
-    return a;
-  }
-  size_t next = 0;  // next sample index; its token is next * total / sample_tokens
-  uint64_t global = 0;
-  for (const auto& in : inputs)
-    stream_activations(in, cols, 1024, [&](const float* x, size_t, size_t nt) {
-      for (size_t t = 0; t < nt; ++t, ++global) {
-        const float* row = x + t * cols;
-        for (size_t j = 0; j < cols; ++j) a.mean_abs[j] += std::fabs(row[j]);
-        if (next < a.sample_tokens && next * total / a.sample_tokens == global) {
-          std::copy_n(row, cols, a.sample.data() + next * cols);
-          ++next;
-        }
-      }
-    });
-  for (auto& v : a.mean_abs) v /= static_cast<double>(total);
-  return a;
-}
 
 TensorTransform& transform_of(TensorPlan& t) {
   if (!t.transform) t.transform = std::make_shared<TensorTransform>();
@@ -78,46 +35,19 @@ struct LayerGroup {
 
 }  // namespace
 
-size_t AwqReport::fallbacks() const {
-  return static_cast<size_t>(std::count_if(groups.begin(), groups.end(), [](const AwqGroupReport& g) { return g.fell_back; }));
-}
-
-nlohmann::json AwqReport::to_json() const {
-  nlohmann::json j;
-  j["duo_scaling"] = duo_scaling;
-  j["clip"] = clip;
-  j["max_tokens"] = max_tokens;
-  j["search_seconds"] = search_seconds;
-  j["fallbacks"] = fallbacks();
-  j["groups"] = nlohmann::json::array();
-  for (const auto& g : groups) {
-    nlohmann::json e = {{"prev", g.prev}, {"linears", g.linears}, {"tokens", g.tokens}, {"seconds", g.seconds}};
-    if (!g.skipped.empty()) {
-      e["skipped"] = g.skipped;
-    } else {
-      e["alpha"] = g.alpha;
-      e["loss"] = g.loss;
-      e["loss_unscaled"] = g.loss_unscaled;
-      e["fell_back"] = g.fell_back;
-    }
-    j["groups"].push_back(std::move(e));
-  }
-  j["clips"] = nlohmann::json::array();
-  for (const auto& c : clips) j["clips"].push_back({{"tensor", c.tensor}, {"mean_shrink", c.mean_shrink}, {"seconds", c.seconds}});
-  return j;
-}
-
-AwqReport apply_awq(Plan& plan, const CalibrationSet& calib, const QuantizeOptions& opts, const AwqProgress& progress) {
+AwqReport apply_awq(Plan& plan, const CalibrationSet& calib, const AwqProgress& progress) {
   if (!plan.model) throw UsageError("AWQ needs a model checkpoint (config.json of a supported architecture)");
+  if (!plan.config.awq) throw UsageError("apply_awq: the plan was not made with --method awq or awq+gptq");
+  const AwqSettings& settings = *plan.config.awq;
   const auto t_all = Clock::now();
   AwqReport rep;
-  rep.duo_scaling = opts.awq_duo_scaling;
-  rep.clip = opts.awq_clip_enabled();
-  rep.max_tokens = opts.awq_tokens;
+  rep.duo_scaling = settings.duo_scaling;
+  rep.clip = settings.clip;
+  rep.max_tokens = settings.tokens;
   AwqConfig cfg;
-  cfg.duo_scaling = opts.awq_duo_scaling;
-  cfg.max_tokens = opts.awq_tokens;
-  cfg.threads = opts.effective_threads();
+  cfg.duo_scaling = settings.duo_scaling;
+  cfg.max_tokens = settings.tokens;
+  cfg.threads = plan.config.threads;
 
   std::map<std::string, TensorPlan*> by_source;
   for (auto& t : plan.tensors) by_source[t.source_name()] = &t;
@@ -172,14 +102,14 @@ AwqReport apply_awq(Plan& plan, const CalibrationSet& calib, const QuantizeOptio
         const std::vector<CalibInput> inputs = calib.inputs_of(g.linears.front()->source_name());
         if (inputs.empty()) {
           const std::string module = g.linears.front()->source_name();
-          if (!opts.allow_missing_calib)
+          if (!settings.allow_missing_calib)
             throw InputError(fmt::format("tensor '{}': no calibration activations for AWQ (expected '{}' in the "
                                          "calibration files; --allow-missing-calib leaves such groups unscaled)",
                                          module, module.substr(0, module.rfind('.'))));
           g.report.skipped = "not scaled: no calibration data (--allow-missing-calib)";
           for (const TensorPlan* t : g.linears) plan.calibration_missing.push_back(t->source_name());
         } else {
-          g.act = load_activations(inputs, cols, opts.awq_tokens, g.linears.front()->source_name());
+          g.act = awq_activations_of(inputs, cols, settings.tokens, g.linears.front()->source_name());
           g.report.tokens = g.act.tokens;
         }
       }
@@ -188,7 +118,7 @@ AwqReport apply_awq(Plan& plan, const CalibrationSet& calib, const QuantizeOptio
         std::vector<std::vector<float>> weights;
         std::vector<AwqLinear> linears;
         for (TensorPlan* t : g.linears) {
-          weights.push_back(read_tensor(*t));  // no transform yet: every linear is in exactly one group
+          weights.push_back(read_finite_tensor(*t));  // no transform yet: every linear is in exactly one group
           linears.push_back({weights.back().data(), t->rows, t->format});
         }
         const AwqScaleResult r = awq_search_scales(linears, g.act, cfg);
@@ -239,7 +169,8 @@ AwqReport apply_awq(Plan& plan, const CalibrationSet& calib, const QuantizeOptio
         c.tensor = t->name;
         const size_t group = awq_clip_group(*t->format, t->cols);
         if (t->format->is_quantized() && t->cols % group == 0) {
-          const std::vector<float> w = read_tensor(*t);
+          std::vector<float> w(t->rows * t->cols);
+          read_rows(*t, 0, t->rows, w.data());
           if (std::all_of(w.begin(), w.end(), [](float v) { return std::isfinite(v); })) {
             std::vector<float> bounds =
                 awq_search_clip_sampled({w.data(), t->rows, t->format}, g.act.sample.data(), g.act.sample_tokens, t->cols, group, cfg);

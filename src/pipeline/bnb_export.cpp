@@ -6,6 +6,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "qz/core/bytes.hpp"
 #include "qz/core/error.hpp"
 #include "qz/formats/nf4.hpp"
 #include "qz/model/tensor_roles.hpp"
@@ -37,12 +38,6 @@ std::string torch_dtype(DType t) {
   }
 }
 
-template <typename T>
-std::vector<uint8_t> bytes_of(const T* p, size_t n) {
-  std::vector<uint8_t> b(n * sizeof(T));
-  std::memcpy(b.data(), p, b.size());
-  return b;
-}
 
 void write_text(const fs::path& p, const std::string& text, bool overwrite) {
   OutputFile f(p, overwrite);
@@ -52,16 +47,12 @@ void write_text(const fs::path& p, const std::string& text, bool overwrite) {
 
 }  // namespace
 
-Report export_bnb(const Checkpoint& ckpt, const QuantizeOptions& opts, const fs::path& out_dir, bool overwrite) {
+Report export_bnb(const Checkpoint& ckpt, const QuantizeConfig& cfg, const fs::path& out_dir, bool overwrite) {
   const auto t0 = std::chrono::steady_clock::now();
-  if (opts.method != MethodKind::Nf4 && opts.method != MethodKind::Fp4)
-    throw UsageError("--output-format bnb needs --method nf4 or --method fp4");
-  if (!ckpt.config()) throw UsageError("--output-format bnb needs a checkpoint directory with config.json");
   Nf4Options o;
-  o.blocksize = opts.nf4_blocksize;
-  o.double_quant = opts.double_quant;
-  o.fp4 = opts.method == MethodKind::Fp4;
-  validate_nf4_options(o);
+  if (cfg.target.format_name.empty() || !parse_nf4_name(cfg.target.format_name, &o))
+    throw UsageError("--output-format bnb needs --method nf4 or --method fp4 (or --type nf4_b64_dq, ...)");
+  if (!ckpt.config()) throw UsageError("--output-format bnb needs a checkpoint directory with config.json");
   const std::string quant_type = o.fp4 ? "fp4" : "nf4";
   std::error_code ec;
   if (fs::exists(out_dir / "model.safetensors", ec) && !overwrite)
@@ -74,7 +65,8 @@ Report export_bnb(const Checkpoint& ckpt, const QuantizeOptions& opts, const fs:
   Report report;
   report.input = ckpt.source().string();
   report.output = out_dir.string();
-  report.method = method_name(opts.method);
+  report.method = method_name(cfg.method);
+  report.threads = cfg.threads;
   report.target = o.name();
   DType compute = DType::F32;
   for (const auto& e : ckpt.tensors()) {

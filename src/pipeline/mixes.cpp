@@ -1,17 +1,10 @@
 #include "qz/pipeline/mixes.hpp"
 
 #include <algorithm>
-#include <cctype>
+
+#include "qz/core/strings.hpp"
 
 namespace qz {
-
-namespace {
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
-         });
-}
-}  // namespace
 
 const std::vector<Mix>& mixes() {
   static const std::vector<Mix> table = {

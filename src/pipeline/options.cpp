@@ -3,37 +3,35 @@
 #include <fmt/format.h>
 
 #include "qz/core/error.hpp"
-#include "qz/core/parallel.hpp"
 
 namespace qz {
 
-unsigned QuantizeOptions::effective_threads() const { return threads == 0 ? hardware_threads() : threads; }
-
-std::string method_name(MethodKind m) {
+std::string method_name(Method m) {
   switch (m) {
-    case MethodKind::Rtn: return "rtn";
-    case MethodKind::Absmax: return "absmax";
-    case MethodKind::Zeropoint: return "zeropoint";
-    case MethodKind::Gptq: return "gptq";
-    case MethodKind::Nf4: return "nf4";
-    case MethodKind::Fp4: return "fp4";
-    case MethodKind::Awq: return "awq";
-    case MethodKind::AwqGptq: return "awq+gptq";
+    case Method::Rtn: return "rtn";
+    case Method::Gptq: return "gptq";
+    case Method::Awq: return "awq";
+    case Method::AwqGptq: return "awq+gptq";
   }
   return "?";
 }
 
-MethodKind parse_method(const std::string& s) {
-  if (s == "rtn") return MethodKind::Rtn;
-  if (s == "absmax") return MethodKind::Absmax;
-  if (s == "zeropoint") return MethodKind::Zeropoint;
-  if (s == "gptq") return MethodKind::Gptq;
-  if (s == "nf4") return MethodKind::Nf4;
-  if (s == "fp4") return MethodKind::Fp4;
-  if (s == "awq") return MethodKind::Awq;
-  if (s == "awq+gptq") return MethodKind::AwqGptq;
-  throw UsageError(
-      fmt::format("--method {}: unknown method (known: rtn, absmax, zeropoint, gptq, awq, awq+gptq, nf4, fp4)", s));
+void set_method(QuantizeOptions& o, const std::string& s) {
+  o.spelling = TypeSpelling::None;
+  if (s == "rtn") o.method = Method::Rtn;
+  else if (s == "gptq") o.method = Method::Gptq;
+  else if (s == "awq") o.method = Method::Awq;
+  else if (s == "awq+gptq") o.method = Method::AwqGptq;
+  else if (s == "absmax") o.spelling = TypeSpelling::Absmax;
+  else if (s == "zeropoint") o.spelling = TypeSpelling::Zeropoint;
+  else if (s == "nf4") o.spelling = TypeSpelling::Nf4;
+  else if (s == "fp4") o.spelling = TypeSpelling::Fp4;
+  else
+    throw UsageError(fmt::format(
+        "--method {}: unknown method (known: rtn, gptq, awq, awq+gptq; and absmax, zeropoint, nf4, fp4 for "
+        "round-to-nearest into the storage they name)",
+        s));
+  if (o.spelling != TypeSpelling::None) o.method = Method::Rtn;
 }
 
 TensorTypeOverride parse_tensor_type_override(const std::string& s) {

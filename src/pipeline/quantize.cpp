@@ -15,7 +15,8 @@
 #include "qz/io/output_file.hpp"
 #include "qz/methods/gptq.hpp"
 #include "qz/methods/rtn.hpp"
-#include "qz/pipeline/importance.hpp"
+#include "qz/calibration/statistics.hpp"
+#include "qz/pipeline/gguf_layout.hpp"
 
 namespace qz {
 
@@ -23,74 +24,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr size_t kChunkValues = 1 << 16;  // values converted and quantized per task
-constexpr size_t kNoBadValue = std::numeric_limits<size_t>::max();
-
-// Index of the first NaN/Inf in x[0..n), or kNoBadValue.
-size_t first_non_finite(const float* x, size_t n) {
-  for (size_t i = 0; i < n; ++i)
-    if (!std::isfinite(x[i])) return i;
-  return kNoBadValue;
-}
-
-[[noreturn]] void throw_non_finite(const TensorPlan& t, size_t out_index, float value) {
-  // Report the element where the checkpoint has it (before llama.cpp's row permutation).
-  size_t index = out_index;
-  if (!t.row_order.empty()) {
-    index = t.rows == 1 ? t.row_order[out_index]
-                        : static_cast<size_t>(t.row_order[out_index / t.cols]) * t.cols + out_index % t.cols;
-  }
-  throw InputError(fmt::format("{}: tensor '{}': element {} (row {}, column {}) is {}; weights must be finite",
-                               t.source->file->path().string(), t.name, index, index / t.cols, index % t.cols,
-                               std::isnan(value) ? "NaN" : (value > 0 ? "+Inf" : "-Inf")));
-}
-
-// Rows [r0, r0 + nr) of the tensor as the output stores them (after llama.cpp's row permutation, if any), as float.
-void read_rows_raw(const TensorPlan& t, size_t r0, size_t nr, float* out) {
-  const auto src = t.source->bytes();
-  const DType dtype = t.source->tensor->dtype;
-  const size_t esize = dtype_size(dtype);
-  if (t.row_order.empty()) {
-    convert_to_f32(src.data() + r0 * t.cols * esize, dtype, out, nr * t.cols);
-  } else if (t.rows == 1) {  // a permuted bias: the order applies to its elements
-    for (size_t c = 0; c < t.cols; ++c) convert_to_f32(src.data() + t.row_order[c] * esize, dtype, out + c, 1);
-  } else {
-    for (size_t r = 0; r < nr; ++r)
-      convert_to_f32(src.data() + static_cast<size_t>(t.row_order[r0 + r]) * t.cols * esize, dtype, out + r * t.cols,
-                     t.cols);
-  }
-}
 
 }  // namespace
-
-void read_rows(const TensorPlan& t, size_t r0, size_t nr, float* out) {
-  read_rows_raw(t, r0, nr, out);
-  if (!t.transform) return;
-  const TensorTransform& x = *t.transform;
-  for (size_t r = 0; r < nr; ++r) {
-    float* row = out + r * t.cols;
-    const size_t out_row = r0 + r;
-    const size_t src_row = t.row_order.empty() ? out_row : t.row_order[out_row];
-    if (!x.col_mul.empty())
-      for (size_t c = 0; c < t.cols; ++c) row[c] *= x.col_mul[c];
-    if (!x.col_div.empty())
-      for (size_t c = 0; c < t.cols; ++c) row[c] /= x.col_div[c];
-    if (!x.row_div.empty())
-      for (size_t c = 0; c < t.cols; ++c) row[c] /= x.row_div[src_row];  // rows as the checkpoint orders them
-    if (!x.clip.empty()) {
-      const size_t groups = t.cols / x.clip_group;
-      for (size_t g = 0; g < groups; ++g) {
-        const float m = x.clip[out_row * groups + g];
-        for (size_t c = g * x.clip_group; c < (g + 1) * x.clip_group; ++c) row[c] = std::clamp(row[c], -m, m);
-      }
-    }
-  }
-}
-
-std::vector<float> read_tensor(const TensorPlan& t) {
-  std::vector<float> v(t.rows * t.cols);
-  read_rows(t, 0, t.rows, v.data());
-  return v;
-}
 
 std::shared_ptr<const Eigen::MatrixXd> HessianCache::get(const TensorPlan& t, unsigned threads, uint64_t* tokens) {
   std::string key;
@@ -126,13 +61,10 @@ double h_norm(const float* a, const float* b, size_t rows, size_t cols, const Ei
   return total;
 }
 
-QuantizedTensor quantize_tensor_gptq(const TensorPlan& t, const QuantizeOptions& opts, HessianCache* cache,
-                                     const std::function<void(double)>& progress) {
+QuantizedTensor quantize_tensor_gptq(const TensorPlan& t, const GptqSettings& settings, unsigned threads,
+                                     HessianCache* cache, const std::function<void(double)>& progress) {
   const Format& f = *t.format;
-  const unsigned threads = opts.effective_threads();
-  std::vector<float> w(t.rows * t.cols);
-  read_rows(t, 0, t.rows, w.data());
-  if (const size_t bad = first_non_finite(w.data(), w.size()); bad != kNoBadValue) throw_non_finite(t, bad, w[bad]);
+  const std::vector<float> w = read_finite_tensor(t);
   HessianCache local;
   GptqReport rep;
   auto H = (cache ? cache : &local)->get(t, threads, &rep.tokens);
@@ -145,16 +77,12 @@ QuantizedTensor quantize_tensor_gptq(const TensorPlan& t, const QuantizeOptions&
     H = scaled;
   }
   if (progress) progress(0.3);
-  GptqConfig cfg;
-  cfg.damp = opts.damp;
-  cfg.block_size = static_cast<size_t>(opts.block_size);
-  cfg.act_order = opts.act_order;
-  cfg.static_groups = opts.static_groups;
   QuantizedTensor out;
-  out.bytes.resize(t.rows * f.row_bytes(t.cols));
+  out.parts.emplace_back(t.rows * f.row_bytes(t.cols));
+  std::vector<uint8_t>& bytes = out.parts.front();
   GptqStats stats;
   try {
-    stats = gptq_quantize(f, w.data(), t.rows, t.cols, *H, cfg, threads, out.bytes.data());
+    stats = gptq_quantize(f, w.data(), t.rows, t.cols, *H, settings.config, threads, bytes.data());
   } catch (const std::runtime_error& e) {
     throw std::runtime_error(fmt::format("tensor '{}': {}", t.name, e.what()));
   }
@@ -164,13 +92,13 @@ QuantizedTensor quantize_tensor_gptq(const TensorPlan& t, const QuantizeOptions&
   rep.dead_columns = stats.dead_columns;
   std::vector<float> q(w.size());
   const size_t rb = f.row_bytes(t.cols);
-  for (size_t r = 0; r < t.rows; ++r) f.dequantize_row(out.bytes.data() + r * rb, q.data() + r * t.cols, t.cols);
+  for (size_t r = 0; r < t.rows; ++r) f.dequantize_row(bytes.data() + r * rb, q.data() + r * t.cols, t.cols);
   out.error.add(w.data(), q.data(), w.size());
   const Eigen::MatrixXf Hf = H->cast<float>();
   const double signal = h_norm(w.data(), nullptr, t.rows, t.cols, Hf);
   rep.output_rel_error = signal > 0 ? h_norm(w.data(), q.data(), t.rows, t.cols, Hf) / signal : 0.0;
-  if (opts.compare_rtn) {
-    std::vector<uint8_t> rtn(out.bytes.size());
+  if (settings.compare_rtn) {
+    std::vector<uint8_t> rtn(bytes.size());
     rtn_quantize_rows(f, w.data(), t.rows, t.cols, nullptr, nullptr, rtn.data());
     for (size_t r = 0; r < t.rows; ++r) f.dequantize_row(rtn.data() + r * rb, q.data() + r * t.cols, t.cols);
     rep.rtn_output_rel_error = signal > 0 ? h_norm(w.data(), q.data(), t.rows, t.cols, Hf) / signal : 0.0;
@@ -179,50 +107,38 @@ QuantizedTensor quantize_tensor_gptq(const TensorPlan& t, const QuantizeOptions&
   return out;
 }
 
-template <typename T>
-std::vector<uint8_t> as_bytes(const std::vector<T>& v) {
-  std::vector<uint8_t> b(v.size() * sizeof(T));
-  std::memcpy(b.data(), v.data(), b.size());
-  return b;
-}
-
-QuantizedTensor quantize_tensor_nf4(const TensorPlan& t) {
-  std::vector<float> w(t.rows * t.cols);
-  read_rows(t, 0, t.rows, w.data());
-  if (const size_t bad = first_non_finite(w.data(), w.size()); bad != kNoBadValue) throw_non_finite(t, bad, w[bad]);
-  const Nf4Tensor q = quantize_nf4(w.data(), w.size(), *t.nf4);
+// A whole-tensor format (NF4/FP4): all values at once.
+QuantizedTensor quantize_whole_tensor(const TensorPlan& t) {
+  const std::vector<float> w = read_finite_tensor(t);
   QuantizedTensor out;
-  out.bytes = q.packed;
-  if (t.nf4->double_quant) {
-    out.companions = {q.qabsmax, as_bytes(q.nested_absmax), as_bytes(std::vector<float>{q.nested_offset})};
-  } else {
-    out.companions = {as_bytes(q.absmax)};
-  }
+  out.parts = t.format->quantize_tensor(w.data(), w.size());
+  std::vector<std::span<const uint8_t>> parts(out.parts.begin(), out.parts.end());
   std::vector<float> y(w.size());
-  dequantize_nf4(q, *t.nf4, y.data());
+  t.format->dequantize_tensor(parts, w.size(), t.cols, y.data());
   out.error.add(w.data(), y.data(), w.size());
   return out;
 }
 
 }  // namespace
 
-QuantizedTensor quantize_tensor(const TensorPlan& t, const QuantizeOptions& opts, HessianCache* cache,
+QuantizedTensor quantize_tensor(const TensorPlan& t, const QuantizeConfig& cfg, HessianCache* cache,
                                 const std::function<void(double)>& progress) {
-  if (t.gptq) return quantize_tensor_gptq(t, opts, cache, progress);
-  if (t.nf4) return quantize_tensor_nf4(t);
-  const unsigned threads = opts.effective_threads();
+  const unsigned threads = cfg.threads;
+  if (t.gptq) {
+    if (!cfg.gptq) throw std::logic_error("quantize_tensor: a GPTQ tensor without GPTQ settings");
+    return quantize_tensor_gptq(t, *cfg.gptq, threads, cache, progress);
+  }
+  if (t.format->whole_tensor()) return quantize_whole_tensor(t);
   const Format& f = *t.format;
   const size_t row_bytes = f.row_bytes(t.cols);
   QuantizedTensor out;
-  out.bytes.resize(t.rows * row_bytes);
+  out.parts.emplace_back(t.rows * row_bytes);
+  std::vector<uint8_t>& bytes = out.parts.front();
 
   std::optional<BlockGrid> tensor_grid;
   if (f.scope() == GridScope::Tensor) {
     // One grid for the whole tensor: fit it on all values first.
-    std::vector<float> all(t.rows * t.cols);
-    read_rows(t, 0, t.rows, all.data());
-    if (const size_t bad = first_non_finite(all.data(), all.size()); bad != kNoBadValue)
-      throw_non_finite(t, bad, all[bad]);
+    const std::vector<float> all = read_finite_tensor(t);
     tensor_grid = rtn_fit_tensor(f, all.data(), all.size());
   }
 
@@ -240,7 +156,7 @@ QuantizedTensor quantize_tensor(const TensorPlan& t, const QuantizeOptions& opts
   const unsigned workers = static_cast<unsigned>(std::min<size_t>(std::max(1u, threads), chunks));
   std::vector<std::vector<float>> xbuf(workers), ybuf(workers);
   std::vector<ErrorStats> stats(chunks);
-  std::vector<size_t> bad(chunks, kNoBadValue);
+  std::vector<size_t> bad(chunks, SIZE_MAX);
   std::atomic<size_t> done{0};
 
   parallel_for(chunks, workers, [&](size_t c, unsigned w) {
@@ -252,11 +168,11 @@ QuantizedTensor quantize_tensor(const TensorPlan& t, const QuantizeOptions& opts
     x.resize(rows_per_chunk * t.cols);
     y.resize(rows_per_chunk * t.cols);
     read_rows(t, r0, nr, x.data());
-    if (const size_t b = first_non_finite(x.data(), n); b != kNoBadValue) {
+    if (const size_t b = first_non_finite(x.data(), n); b != SIZE_MAX) {
       bad[c] = r0 * t.cols + b;
       return;
     }
-    uint8_t* dst = out.bytes.data() + r0 * row_bytes;
+    uint8_t* dst = bytes.data() + r0 * row_bytes;
     rtn_quantize_rows(f, x.data(), nr, t.cols, importance,
                       tensor_grid ? &*tensor_grid : nullptr, dst);
     for (size_t r = 0; r < nr; ++r) f.dequantize_row(dst + r * row_bytes, y.data() + r * t.cols, t.cols);
@@ -266,7 +182,7 @@ QuantizedTensor quantize_tensor(const TensorPlan& t, const QuantizeOptions& opts
   });
 
   for (size_t c = 0; c < chunks; ++c) {
-    if (bad[c] != kNoBadValue) {
+    if (bad[c] != SIZE_MAX) {
       std::vector<float> row(t.cols);
       read_rows(t, bad[c] / t.cols, 1, row.data());
       throw_non_finite(t, bad[c], row[bad[c] % t.cols]);
@@ -276,17 +192,15 @@ QuantizedTensor quantize_tensor(const TensorPlan& t, const QuantizeOptions& opts
   return out;
 }
 
-Report quantize_to_gguf(const Checkpoint& ckpt, const Plan& plan, const QuantizeOptions& opts,
-                        const std::filesystem::path& output, bool overwrite, ProgressSink* progress) {
+Report quantize_to_gguf(const Checkpoint& ckpt, const Plan& plan, const std::filesystem::path& output, bool overwrite,
+                        ProgressSink* progress) {
   const auto t0 = Clock::now();
   Report report = report_from_plan(plan);
   report.dry_run = false;
   report.input = ckpt.source().string();
   report.output = output.string();
-  report.method = method_name(opts.method);
-  report.threads = opts.effective_threads();
 
-  GgufWriter writer = make_gguf_layout(plan, ckpt, opts);
+  GgufWriter writer = make_gguf_layout(plan);
   OutputFile out(output, overwrite);
   HessianCache hessians;
   writer.write_header(out);
@@ -294,11 +208,10 @@ Report quantize_to_gguf(const Checkpoint& ckpt, const Plan& plan, const Quantize
     const TensorPlan& t = plan.tensors[i];
     if (progress) progress->begin_tensor(i, plan.tensors.size(), t);
     const auto ts = Clock::now();
-    QuantizedTensor q = quantize_tensor(t, opts, &hessians, [&](double frac) {
+    QuantizedTensor q = quantize_tensor(t, plan.config, &hessians, [&](double frac) {
       if (progress) progress->advance(frac);
     });
-    writer.write_tensor_data(out, q.bytes);
-    for (const auto& c : q.companions) writer.write_tensor_data(out, c);
+    for (const auto& part : q.parts) writer.write_tensor_data(out, part);
     TensorReport& tr = report.tensors[i];
     tr.error = q.error;
     tr.gptq = q.gptq;

@@ -42,70 +42,112 @@ nlohmann::json number_or_null(std::optional<double> v) {
   if (!v || !std::isfinite(*v)) return nullptr;
   return *v;
 }
+
+nlohmann::json awq_json(const AwqReport& a) {
+  nlohmann::json j;
+  j["duo_scaling"] = a.duo_scaling;
+  j["clip"] = a.clip;
+  j["max_tokens"] = a.max_tokens;
+  j["search_seconds"] = a.search_seconds;
+  j["fallbacks"] = a.fallbacks();
+  j["groups"] = nlohmann::json::array();
+  for (const auto& g : a.groups) {
+    nlohmann::json e = {{"prev", g.prev}, {"linears", g.linears}, {"tokens", g.tokens}, {"seconds", g.seconds}};
+    if (!g.skipped.empty()) {
+      e["skipped"] = g.skipped;
+    } else {
+      e["alpha"] = g.alpha;
+      e["loss"] = g.loss;
+      e["loss_unscaled"] = g.loss_unscaled;
+      e["fell_back"] = g.fell_back;
+    }
+    j["groups"].push_back(std::move(e));
+  }
+  j["clips"] = nlohmann::json::array();
+  for (const auto& c : a.clips) j["clips"].push_back({{"tensor", c.tensor}, {"mean_shrink", c.mean_shrink}, {"seconds", c.seconds}});
+  return j;
+}
+
 }  // namespace
 
-nlohmann::json Report::to_json() const {
+size_t AwqReport::fallbacks() const {
+  return static_cast<size_t>(std::count_if(groups.begin(), groups.end(), [](const AwqGroupReport& g) { return g.fell_back; }));
+}
+
+nlohmann::json to_json(const Report& rep) {
+  const Report& r = rep;  // NOLINT
   nlohmann::json j;
-  j["input"] = input;
-  j["output"] = output;
-  j["method"] = method;
-  j["threads"] = threads;
-  j["dry_run"] = dry_run;
-  j["target"] = target;
-  j["file_type"] = file_type ? nlohmann::json(*file_type) : nlohmann::json(nullptr);
-  j["imatrix"] = imatrix.empty() ? nlohmann::json(nullptr)
-                                 : nlohmann::json{{"file", imatrix}, {"missing", imatrix_missing}};
-  if (awq) j["awq"] = awq->to_json();
+  j["input"] = r.input;
+  j["output"] = r.output;
+  j["method"] = r.method;
+  j["threads"] = r.threads;
+  j["dry_run"] = r.dry_run;
+  j["target"] = r.target;
+  j["file_type"] = r.file_type ? nlohmann::json(*r.file_type) : nlohmann::json(nullptr);
+  j["imatrix"] = r.imatrix.empty() ? nlohmann::json(nullptr)
+                                 : nlohmann::json{{"file", r.imatrix}, {"missing", r.imatrix_missing}};
+  if (r.awq) j["awq"] = awq_json(*r.awq);
   auto& ts = j["tensors"] = nlohmann::json::array();
-  for (const auto& t : tensors) {
-    nlohmann::json r;
-    r["name"] = t.name;
-    r["shape"] = t.shape;
-    r["format"] = t.format;
-    r["reason"] = t.reason;
-    r["fallback"] = t.fallback;
-    r["imatrix"] = t.weighted;
-    r["method"] = t.method;
+  for (const auto& t : r.tensors) {
+    nlohmann::json e;
+    e["name"] = t.name;
+    e["shape"] = t.shape;
+    e["format"] = t.format;
+    e["reason"] = t.reason;
+    e["fallback"] = t.fallback;
+    e["imatrix"] = t.weighted;
+    e["method"] = t.method;
     if (t.gptq) {
-      r["gptq"] = {{"loss", t.gptq->loss},
+      e["gptq"] = {{"loss", t.gptq->loss},
                    {"damp", t.gptq->damp},
                    {"tokens", t.gptq->tokens},
                    {"dead_columns", t.gptq->dead_columns},
                    {"output_rel_error", t.gptq->output_rel_error},
                    {"rtn_output_rel_error", number_or_null(t.gptq->rtn_output_rel_error)}};
     }
-    r["bits_per_weight"] = t.bits_per_weight;
-    r["input_bytes"] = t.input_bytes;
-    r["output_bytes"] = t.output_bytes;
-    if (!dry_run) {
-      r["rmse"] = t.error.rmse();
-      r["max_abs_error"] = t.error.max_abs_error;
-      r["sqnr_db"] = number_or_null(t.error.sqnr_db());
-      r["seconds"] = t.seconds;
+    e["bits_per_weight"] = t.bits_per_weight;
+    e["input_bytes"] = t.input_bytes;
+    e["output_bytes"] = t.output_bytes;
+    if (!rep.dry_run) {
+      e["rmse"] = t.error.rmse();
+      e["max_abs_error"] = t.error.max_abs_error;
+      e["sqnr_db"] = number_or_null(t.error.sqnr_db());
+      e["seconds"] = t.seconds;
     }
-    ts.push_back(std::move(r));
+    ts.push_back(std::move(e));
   }
-  j["calibration_missing"] = calibration_missing;
+  j["calibration_missing"] = r.calibration_missing;
   auto& sk = j["skipped"] = nlohmann::json::array();
-  for (const auto& s : skipped) sk.push_back({{"name", s.name}, {"reason", s.reason}});
+  for (const auto& s : r.skipped) sk.push_back({{"name", s.name}, {"reason", s.reason}});
   j["totals"] = {
-      {"tensors", tensors.size()},
-      {"input_bytes", input_bytes},
-      {"output_bytes", output_bytes},
-      {"tensor_bytes", tensor_bytes},
-      {"weights", weights},
-      {"bits_per_weight", bits_per_weight()},
-      {"fallbacks", fallbacks},
-      {"fallback_bytes", fallback_bytes},
-      {"wall_seconds", wall_seconds},
-      {"peak_memory_bytes", peak_memory_bytes},
+      {"tensors", r.tensors.size()},
+      {"input_bytes", r.input_bytes},
+      {"output_bytes", r.output_bytes},
+      {"tensor_bytes", r.tensor_bytes},
+      {"weights", r.weights},
+      {"bits_per_weight", r.bits_per_weight()},
+      {"fallbacks", r.fallbacks},
+      {"fallback_bytes", r.fallback_bytes},
+      {"wall_seconds", r.wall_seconds},
+      {"peak_memory_bytes", r.peak_memory_bytes},
   };
   return j;
 }
 
-Report report_from_plan(const Plan& plan) {
+Report report_from_plan(const Plan& plan, const std::string& input, const std::string& output) {
   Report r;
   r.dry_run = true;
+  r.input = input;
+  r.output = output;
+  r.method = method_name(plan.config.method);
+  r.threads = plan.config.threads;
+  if (plan.config.awq) {
+    AwqReport a;
+    a.duo_scaling = plan.config.awq->duo_scaling;
+    a.clip = plan.config.awq->clip;
+    a.max_tokens = plan.config.awq->tokens;
+    r.awq = a;
+  }
   for (const auto& t : plan.tensors) {
     TensorReport tr;
     tr.name = t.name;
@@ -114,15 +156,16 @@ Report report_from_plan(const Plan& plan) {
     tr.reason = t.reason;
     tr.fallback = t.fallback;
     tr.weighted = t.importance != nullptr;
+    tr.quantized = t.format->is_quantized();
     tr.method = t.gptq ? "gptq" : "rtn";
     if (t.transform && !t.transform->col_mul.empty()) tr.method = "awq+" + tr.method;
-    tr.bits_per_weight = t.nf4 ? nf4_bits_per_weight(t.rows * t.cols, *t.nf4) : t.format->bits_per_weight();
+    tr.bits_per_weight = 8.0 * static_cast<double>(t.output_bytes) / static_cast<double>(t.numel());
     tr.input_bytes = t.input_bytes;
     tr.output_bytes = t.output_bytes;
     r.tensors.push_back(std::move(tr));
   }
   r.skipped = plan.skipped;
-  r.target = plan.target;
+  r.target = plan.target();
   r.calibration_missing = plan.calibration_missing;
   r.file_type = plan.file_type;
   if (plan.imatrix) {

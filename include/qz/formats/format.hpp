@@ -14,7 +14,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "qz/io/ggml_types.hpp"
 
@@ -33,6 +35,15 @@ struct BlockGrid {
 // Where a grid is fitted: on each block, or once on the whole tensor (per-tensor integer grids).
 enum class GridScope { Block, Tensor };
 
+// One GGUF tensor of a stored weight: the main one (empty suffix) and, for some formats, side tensors named
+// `<name><suffix>` (NF4's absmax values).
+struct StoredPart {
+  std::string suffix;
+  std::vector<uint64_t> ne;  // GGUF ne of the stored tensor
+  GgmlType type;
+  uint64_t bytes = 0;
+};
+
 class Format {
  public:
   virtual ~Format() = default;
@@ -48,9 +59,27 @@ class Format {
   virtual size_t block_size() const = 0;   // values per block along a row
   virtual size_t block_bytes() const = 0;  // bytes per block
   virtual GridScope scope() const { return GridScope::Block; }
-  double bits_per_weight() const { return 8.0 * static_cast<double>(block_bytes()) / static_cast<double>(block_size()); }
+  // Nominal bits per weight (the exact figure of a whole-tensor format depends on the tensor's size).
+  virtual double bits_per_weight() const {
+    return 8.0 * static_cast<double>(block_bytes()) / static_cast<double>(block_size());
+  }
   bool supports_row_length(size_t n) const { return n > 0 && n % block_size() == 0; }
   size_t row_bytes(size_t n) const { return n / block_size() * block_bytes(); }
+
+  // How a tensor of logical GGUF shape `ne` (ne[0] = row length) is stored: the main tensor first. Default: one
+  // tensor of rows * row_bytes bytes, with ne[0] counted in bytes for the project's I8 custom layouts.
+  virtual std::vector<StoredPart> stored_parts(const std::vector<uint64_t>& ne) const;
+  uint64_t stored_bytes(const std::vector<uint64_t>& ne) const;
+
+  // Whole-tensor formats (bitsandbytes NF4/FP4: blocks run over the flattened tensor, across rows, and double
+  // quantization couples blocks) have no row quantizer; they quantize and decode a whole tensor at once into
+  // and from their stored_parts(), in order. The row methods of such a format throw std::logic_error.
+  virtual bool whole_tensor() const { return false; }
+  virtual std::vector<std::vector<uint8_t>> quantize_tensor(const float* x, size_t count) const;
+  // Decodes `count` values from the stored parts; the default decodes rows of the main part.
+  // Throws std::invalid_argument when a part's size does not match.
+  virtual void dequantize_tensor(const std::vector<std::span<const uint8_t>>& parts, size_t count, size_t row_length,
+                                 float* y) const;
 
   // Round-to-nearest of one row of n values (n a multiple of block_size()) into n / block_size() blocks.
   // `importance` (per-column weights, length n) may be null; formats without a weighted search ignore it.

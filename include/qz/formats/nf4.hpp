@@ -61,8 +61,9 @@ void validate_nf4_options(const Nf4Options& o);
 Nf4Tensor quantize_nf4(const float* x, size_t count, const Nf4Options& o);
 // Parses "nf4_b64_dq", "fp4_b128", ...; false if `name` is not such a name.
 bool parse_nf4_name(const std::string& name, Nf4Options* o);
-// The table entry for NF4/FP4 storage: its name and bits per weight. Its blocks run over the flattened tensor (across
-// rows) and double quantization couples blocks, so it has no row quantizer: quantize_nf4 handles whole tensors.
+// NF4/FP4 as a whole-tensor Format of the table (format.hpp): its stored parts are the packed codes
+// (`<name>`, I8 [ceil(n/2)]) and the absmax values: `<name>.absmax` F32 [blocks], or with double quantization
+// `<name>.absmax` I8 [blocks], `<name>.nested_absmax` F32 [ceil(blocks/256)], `<name>.nested_offset` F32 [1].
 class Format;
 std::shared_ptr<const Format> make_nf4_format(const Nf4Options& o);
 

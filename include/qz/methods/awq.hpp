@@ -41,6 +41,20 @@ struct AwqActivations {
   size_t sample_tokens = 0;
 };
 
+// Builds AwqActivations from tokens fed in order, in any number of pieces: mean |x| over all `total_tokens`, and
+// the tokens i * total / n (i < n = min(total, max_tokens)) as the sample. The one strided sampler.
+class AwqActivationBuilder {
+ public:
+  AwqActivationBuilder(size_t cols, uint64_t total_tokens, size_t max_tokens);
+  void add(const float* x, size_t tokens);  // tokens x cols, the next ones in order
+  AwqActivations finish();
+
+ private:
+  AwqActivations a_;
+  uint64_t seen_ = 0;
+  size_t next_ = 0;  // next sample index
+};
+
 // From activations in memory (tokens x cols).
 AwqActivations awq_activations(const float* x, size_t tokens, size_t cols, size_t max_tokens);
 
@@ -70,8 +84,5 @@ std::vector<float> awq_search_clip_sampled(const AwqLinear& linear, const float*
 // The clipping group of a format: its block (K-quants: the 32-value sub-block their scales cover), or the whole row
 // for per-row and per-tensor grids.
 size_t awq_clip_group(const Format& f, size_t cols);
-
-// Evenly strided subset of at most `max_tokens` rows.
-std::vector<float> awq_sample_tokens(const float* x, size_t tokens, size_t cols, size_t max_tokens, size_t* kept);
 
 }  // namespace qz

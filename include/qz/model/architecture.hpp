@@ -31,6 +31,7 @@ struct ModelConfig {
   std::string name;
   uint32_t context_length = 0, embedding_length = 0, block_count = 0, feed_forward_length = 0;
   uint32_t head_count = 0, head_count_kv = 0, head_dim = 0, vocab_size = 0;
+  bool head_dim_in_config = false;  // config.json states head_dim (the converter then writes key/value_length)
   float rms_norm_eps = 1e-5f, rope_freq_base = 10000.0f;
   std::string rope_scaling_type;  // "linear" or "yarn", empty if none
   float rope_scaling_factor = 1.0f;

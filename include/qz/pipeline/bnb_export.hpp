@@ -21,8 +21,8 @@
 
 namespace qz {
 
-// Throws UsageError unless the method is nf4/fp4 and `ckpt` is a directory with config.json.
-Report export_bnb(const Checkpoint& ckpt, const QuantizeOptions& opts, const std::filesystem::path& out_dir,
+// Throws UsageError unless the target is an NF4/FP4 type and `ckpt` is a directory with config.json.
+Report export_bnb(const Checkpoint& ckpt, const QuantizeConfig& cfg, const std::filesystem::path& out_dir,
                   bool overwrite);
 
 }  // namespace qz

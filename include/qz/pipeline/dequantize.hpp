@@ -11,15 +11,8 @@
 
 namespace qz {
 
-// The format of a stored GGUF tensor and its logical ne (ne[0] = row length). Throws InputError naming the file
-// and tensor when the type or custom layout is unknown or its metadata does not match the stored size.
-struct StoredFormat {
-  FormatPtr format;
-  std::vector<uint64_t> logical_ne;
-};
-StoredFormat stored_format(const GgufFile& file, const GgufTensorInfo& t);
-
-// Decodes one tensor to floats (row-major, ne[0] fastest).
+// Decodes one stored tensor (with its side parts, gguf_layout.hpp) to floats (row-major, ne[0] fastest). Throws
+// InputError naming the file and tensor when its stored bytes do not match its format.
 std::vector<float> dequantize_tensor(const GgufFile& file, const GgufTensorInfo& t);
 
 // Writes every tensor of `input` as a safetensors file of `dtype` (F32, F16 or BF16), names kept, shapes in
@@ -31,7 +24,8 @@ size_t dequantize_gguf(const std::filesystem::path& input, const std::filesystem
 // keys, general.file_type = 0): a float reference of exactly the quantized weights, loadable by llama.cpp.
 size_t dequantize_gguf_to_gguf(const std::filesystem::path& input, const std::filesystem::path& output, bool overwrite);
 
-// `quantize inspect`: metadata and a tensor table (name, shape, type, bytes, offset).
+// `quantize inspect`: metadata and a tensor table (name, logical shape as --dry-run shows it, type, bytes,
+// offset).
 std::string describe_gguf(const GgufFile& file);
 
 }  // namespace qz

@@ -1,4 +1,7 @@
-// What the user asked for: method, target format, per-tensor overrides, threads.
+// What the user asked for, as typed: the method, the storage type and the settings of each method. Nothing here is
+// resolved or checked; quantize_config.hpp turns it, once, into the typed configurations the stages take. A setting
+// left unset (nullopt) takes its method's default, and a setting given where it does nothing is an error or a
+// warning that says why.
 #pragma once
 
 #include <optional>
@@ -8,19 +11,17 @@
 
 namespace qz {
 
-enum class MethodKind {
-  Rtn,        // the target format's own round-to-nearest quantizer (--type)
-  Absmax,     // symmetric integer grid, round-to-nearest
-  Zeropoint,  // asymmetric integer grid, round-to-nearest
-  Gptq,       // GPTQ error feedback into the target format (needs calibration activations)
-  Nf4,        // bitsandbytes' block-wise NormalFloat-4 (with double quantization by default)
-  Fp4,        // bitsandbytes' block-wise FP4 (E2M1)
-  Awq,        // AWQ scaling and clipping folded into the model, then the target format's round-to-nearest
-  AwqGptq,    // AWQ scaling folded into the model, then GPTQ on the scaled weights
+// How values are decided. The storage is a separate choice (--type, or the spellings below).
+enum class Method {
+  Rtn,      // the target format's own round-to-nearest quantizer
+  Gptq,     // GPTQ error feedback into the target format (needs calibration activations)
+  Awq,      // AWQ scaling and clipping folded into the model, then round-to-nearest
+  AwqGptq,  // AWQ scaling folded into the model, then GPTQ on the scaled weights
 };
 
-inline bool uses_gptq(MethodKind m) { return m == MethodKind::Gptq || m == MethodKind::AwqGptq; }
-inline bool uses_awq(MethodKind m) { return m == MethodKind::Awq || m == MethodKind::AwqGptq; }
+// --method absmax / zeropoint / nf4 / fp4: round-to-nearest into a storage type spelled by --bits and --group-size
+// (`--method absmax --bits 4 -g 128` is `--type int4_sym_g128`; `--method nf4 -g 64` is `--type nf4_b64_dq`).
+enum class TypeSpelling { None, Absmax, Zeropoint, Nf4, Fp4 };
 
 struct TensorTypeOverride {
   std::string pattern;  // ECMAScript regex searched in the tensor name
@@ -29,41 +30,48 @@ struct TensorTypeOverride {
 };
 
 struct QuantizeOptions {
-  MethodKind method = MethodKind::Rtn;
-  std::string type;       // --type: a format name; empty means Q8_0 for --method rtn
-  int bits = 4;           // absmax / zeropoint
-  int group_size = 128;   // > 0: groups of that many input columns; -1: per output row; 0: per tensor
-  std::vector<TensorTypeOverride> tensor_types;  // first match wins
-  bool pure = false;         // --pure: no per-tensor mix choices, every weight gets the base type
-  bool no_fallback = false;  // --no-fallback: a row length the type cannot store is an error
-  bool has_imatrix = false;  // an importance matrix is given (changes some mix choices)
-  unsigned threads = 0;   // 0: all hardware threads
+  Method method = Method::Rtn;
+  TypeSpelling spelling = TypeSpelling::None;
+  std::string type;                 // --type: a mix or a format name; empty: Q8_0, or the grid of --bits/-g
+  std::optional<int> bits;          // integer grids: 2..8 (default 4)
+  std::optional<int> group_size;    // integer grids: > 0 columns per group (128), -1 per row, 0 per tensor;
+                                    // NF4/FP4: block size (64)
+  std::optional<bool> symmetric;    // integer grids under gptq/awq: --sym / --asym (default asymmetric)
+  std::optional<bool> double_quant; // NF4/FP4 (default on)
 
-  // NF4 / FP4
-  size_t nf4_blocksize = 64;   // --group-size for nf4/fp4
-  bool double_quant = true;    // --double-quant / --no-double-quant
+  // Per-tensor choices, as llama-quantize spells them.
+  std::vector<TensorTypeOverride> tensor_types;  // --tensor-type PATTERN=TYPE, first match wins
+  std::string output_tensor_type;                // --output-tensor-type
+  std::string token_embedding_type;              // --token-embedding-type
+  bool leave_output_tensor = false;              // --leave-output-tensor: the output head keeps its float type
+  std::vector<std::string> include_weights;      // --include-weights: imatrix only for names containing these
+  std::vector<std::string> exclude_weights;      // --exclude-weights: no imatrix for names containing these
+  bool pure = false;                             // --pure: no per-tensor mix choices
+  bool no_fallback = false;                      // --no-fallback: a row length the type cannot store is an error
 
   // GPTQ
-  double damp = 0.01;               // --damp: fraction of mean(diag H) added to the diagonal
-  int block_size = 128;             // --block-size: lazy-batch width
-  bool act_order = false;           // --act-order (implies static groups)
-  bool static_groups = false;       // --static-groups: grids fitted up front on the original weights
-  bool symmetric = false;           // --sym / --asym for integer grids (default asymmetric, as the reference)
-  bool allow_missing_calib = false; // --allow-missing-calib: layers without data fall back to RTN
-  bool compare_rtn = false;         // --compare-rtn: also measure RTN's output error on the calibration data
+  std::optional<double> damp;       // fraction of mean(diag H) added to the diagonal (0.01)
+  std::optional<int> block_size;    // lazy-batch width (128)
+  bool act_order = false;
+  bool static_groups = false;
+  bool compare_rtn = false;
+  bool allow_missing_calib = false;  // GPTQ and AWQ: layers without data are rounded to nearest / left unscaled
 
   // AWQ
-  bool awq_duo_scaling = false;     // --awq-duo-scaling: s = mean|x|^a / mean|w|^(1-a)
-  size_t awq_tokens = 512;          // --awq-tokens: calibration tokens the searches measure errors on
-  std::optional<bool> awq_clip;     // --awq-clip / --no-awq-clip; default on for awq, off for awq+gptq
-  bool awq_clip_enabled() const { return awq_clip.value_or(method == MethodKind::Awq); }
+  std::optional<bool> awq_duo_scaling;  // (off)
+  std::optional<size_t> awq_tokens;     // (512)
+  std::optional<bool> awq_clip;         // (on for awq, off for awq+gptq)
 
-  unsigned effective_threads() const;
+  unsigned threads = 0;  // 0: all hardware threads
 };
 
-std::string method_name(MethodKind m);
-// Parses "absmax", "zeropoint", "rtn"; throws UsageError listing the valid names.
-MethodKind parse_method(const std::string& s);
+// "rtn", "gptq", "awq", "awq+gptq", or a storage spelling ("absmax", "zeropoint", "nf4", "fp4", which mean rtn).
+// Throws UsageError listing the known names.
+void set_method(QuantizeOptions& o, const std::string& name);
+std::string method_name(Method m);
+inline bool uses_gptq(Method m) { return m == Method::Gptq || m == Method::AwqGptq; }
+inline bool uses_awq(Method m) { return m == Method::Awq || m == Method::AwqGptq; }
+
 // Parses "PATTERN=TYPE"; throws UsageError for a bad regex or a missing '='.
 TensorTypeOverride parse_tensor_type_override(const std::string& s);
 

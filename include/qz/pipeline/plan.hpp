@@ -1,5 +1,6 @@
 // The plan: for every input tensor, the format it will be stored in and why, and the resulting file size,
-// decided before any work is done (--dry-run prints it; a real run follows it).
+// decided before any work is done (--dry-run prints it; a real run follows it). make_plan resolves the options
+// once (quantize_config.hpp); the plan carries the typed configuration the later stages use.
 #pragma once
 
 #include <cstdint>
@@ -8,47 +9,28 @@
 #include <string>
 #include <vector>
 
+#include "qz/calibration/calibration_set.hpp"
 #include "qz/formats/format.hpp"
-#include "qz/formats/nf4.hpp"
-#include "qz/io/gguf.hpp"
+#include "qz/io/imatrix.hpp"
 #include "qz/io/safetensors.hpp"
 #include "qz/model/architecture.hpp"
+#include "qz/model/model_card.hpp"
 #include "qz/model/tokenizer.hpp"
-#include "qz/pipeline/importance_fwd.hpp"
-#include "qz/pipeline/options.hpp"
+#include "qz/pipeline/quantize_config.hpp"
+#include "qz/pipeline/tensor_source.hpp"
 
 namespace qz {
 
-// AWQ's folding, applied while a tensor is read (pipeline/awq_pass.hpp): weight columns times col_mul (the group's
-// scales), rows divided by row_div (indexed by checkpoint row: the next group's scales, for v_proj and up_proj),
-// 1-D tensors divided by col_div (norm weights, v's bias), then each (output row, group of clip_group columns)
-// clamped to +-clip.
-struct TensorTransform {
-  std::vector<float> col_mul, row_div, col_div, clip;
-  size_t clip_group = 0;
-};
-
-struct TensorPlan {
-  const Checkpoint::Entry* source = nullptr;
-  std::string name;             // name in the output file
-  std::vector<uint64_t> shape;  // source shape, outermost first
-  size_t rows = 0;              // product of all but the last dimension
-  size_t cols = 0;              // row length (GGUF ne[0])
+struct TensorPlan : TensorSource {
   FormatPtr format;
   std::string reason;           // why this format
   bool fallback = false;        // the method's format did not fit the row length
   uint64_t input_bytes = 0;
-  uint64_t output_bytes = 0;
+  uint64_t output_bytes = 0;    // all stored parts (format.hpp)
   std::shared_ptr<const std::vector<float>> importance;  // per-column imatrix values, when given
   bool gptq = false;                                    // quantized by GPTQ (else round-to-nearest)
-  std::vector<CalibInput> calibration;                  // GPTQ's calibration entries for this weight
-  std::vector<uint32_t> row_order;  // source row of each output row (llama.cpp's q/k permutation), empty = same
-  std::optional<Nf4Options> nf4;    // stored as bitsandbytes NF4/FP4 blocks (docs/formats.md), several GGUF tensors
-  std::shared_ptr<TensorTransform> transform;  // AWQ scaling and clipping, if any
-  const std::string& source_name() const { return source->tensor->name; }
-  // GGUF ne of the stored tensor: the logical shape for llama.cpp types, [row bytes, rows...] for custom layouts.
-  std::vector<uint64_t> stored_ne() const;
-  std::vector<uint64_t> logical_ne() const;
+  std::vector<CalibInput> calibration;                  // calibration entries for this weight (GPTQ)
+  uint64_t numel() const { return static_cast<uint64_t>(rows) * cols; }
 };
 
 struct SkippedTensor {
@@ -64,12 +46,20 @@ struct ImatrixUse {
   std::vector<std::string> missing;  // quantized tensors without an entry (quantized without importance)
 };
 
+struct CalibrationUse {
+  std::vector<std::string> files;  // file names
+  uint64_t tokens = 0;             // tokens behind the first calibrated layer's inputs
+};
+
 struct Plan {
+  QuantizeConfig config;
   std::optional<ModelConfig> model;  // a model conversion (config.json with a supported architecture)
   std::optional<Vocabulary> vocab;   // its tokenizer
+  std::optional<ModelCard> card;     // README.md front matter
   std::optional<ImatrixUse> imatrix;
+  std::optional<CalibrationUse> calibration;
   std::optional<uint32_t> file_type;  // general.file_type of the chosen llama-quantize mix
-  std::string target;                 // what was asked for: a mix or a format name
+  std::string source_name;            // general.name when there is no model config
   std::vector<TensorPlan> tensors;
   std::vector<SkippedTensor> skipped;
   uint64_t input_bytes = 0;    // bytes of the source tensors that are written
@@ -78,32 +68,19 @@ struct Plan {
   uint64_t weights = 0;        // number of values written
   size_t fallbacks = 0;
   uint64_t fallback_bytes = 0;
-  std::vector<std::string> calibration_missing;  // GPTQ weights rounded to nearest for lack of data
+  std::vector<std::string> calibration_missing;  // weights rounded to nearest / left unscaled for lack of data
+  const std::string& target() const { return config.target.name; }
   double bits_per_weight() const {
     return weights ? 8.0 * static_cast<double>(tensor_bytes) / static_cast<double>(weights) : 0.0;
   }
 };
 
-// Checks option combinations and names (UsageError) before anything is read.
-void validate_options(const QuantizeOptions& opts);
-
-struct Imatrix;
-class CalibrationSet;
-
-// Decides every tensor's format (and, with an imatrix, attaches each tensor's importance). Throws UsageError for
-// bad options, InputError for tensors that cannot be written or an imatrix that does not fit.
-// GPTQ needs `calib`: a 2-D weight without calibration data is an error unless --allow-missing-calib (then RTN);
-// token embeddings, and an output head without data, are always rounded to nearest.
+// Resolves the options and decides every tensor's format (with an imatrix, attaches each tensor's importance; with
+// GPTQ, its calibration inputs). Throws UsageError for bad options, InputError for tensors that cannot be written
+// or an imatrix that does not fit. GPTQ and AWQ need `calib` (unless `plan_only`: a dry run plans without data);
+// a 2-D weight without calibration data is an error unless --allow-missing-calib (then RTN); token embeddings, and
+// an output head without data, are always rounded to nearest.
 Plan make_plan(const Checkpoint& ckpt, const QuantizeOptions& opts, const Imatrix* imatrix = nullptr,
-               const std::string& imatrix_file = {}, const CalibrationSet* calib = nullptr);
-
-// Declares the output file: metadata and tensor infos, in plan order.
-GgufWriter make_gguf_layout(const Plan& plan, const Checkpoint& ckpt, const QuantizeOptions& opts);
-
-// Metadata keys of the project's custom layouts (docs/formats.md).
-std::string custom_format_key(const std::string& tensor);  // "quantize.tensor.<name>.format"
-std::string custom_shape_key(const std::string& tensor);   // "quantize.tensor.<name>.shape"
-// The GGUF tensors of an NF4/FP4 weight besides `<name>` (its packed codes).
-std::vector<std::string> nf4_companions(const std::string& tensor, const Nf4Options& o);
+               const std::string& imatrix_file = {}, const CalibrationSet* calib = nullptr, bool plan_only = false);
 
 }  // namespace qz

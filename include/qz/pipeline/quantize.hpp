@@ -10,7 +10,6 @@
 #include <functional>
 #include <vector>
 
-#include "qz/pipeline/options.hpp"
 #include "qz/pipeline/plan.hpp"
 #include "qz/pipeline/report.hpp"
 
@@ -26,8 +25,7 @@ class ProgressSink {
 };
 
 struct QuantizedTensor {
-  std::vector<uint8_t> bytes;
-  std::vector<std::vector<uint8_t>> companions;  // NF4/FP4: absmax, nested absmax, nested offset
+  std::vector<std::vector<uint8_t>> parts;  // the format's stored parts, in order (format.hpp)
   ErrorStats error;
   std::optional<GptqReport> gptq;
 };
@@ -46,18 +44,13 @@ class HessianCache {
   std::vector<Entry> entries_;  // most recent last
 };
 
-// A planned tensor's values as they will be quantized: converted to float, in output row order, with the AWQ
-// transform applied.
-void read_rows(const TensorPlan& t, size_t r0, size_t nr, float* out);
-std::vector<float> read_tensor(const TensorPlan& t);
-
-// Quantizes one planned tensor (GPTQ when the plan says so). Throws InputError naming the tensor and file for
-// NaN or Inf values.
-QuantizedTensor quantize_tensor(const TensorPlan& t, const QuantizeOptions& opts, HessianCache* cache = nullptr,
+// Quantizes one planned tensor (GPTQ when the plan says so, with cfg.gptq). Throws InputError naming the tensor and
+// file for NaN or Inf values.
+QuantizedTensor quantize_tensor(const TensorPlan& t, const QuantizeConfig& cfg, HessianCache* cache = nullptr,
                                 const std::function<void(double)>& progress = {});
 
 // Quantizes every tensor of the plan into `output`. On any error nothing is left at `output`.
-Report quantize_to_gguf(const Checkpoint& ckpt, const Plan& plan, const QuantizeOptions& opts,
-                        const std::filesystem::path& output, bool overwrite, ProgressSink* progress = nullptr);
+Report quantize_to_gguf(const Checkpoint& ckpt, const Plan& plan, const std::filesystem::path& output, bool overwrite,
+                        ProgressSink* progress = nullptr);
 
 }  // namespace qz

@@ -7,7 +7,6 @@
 #include <string>
 #include <vector>
 
-#include "qz/pipeline/awq_pass.hpp"
 #include "qz/pipeline/plan.hpp"
 
 namespace qz {
@@ -37,6 +36,35 @@ struct GptqReport {
   std::optional<double> rtn_output_rel_error;  // the same for round-to-nearest (--compare-rtn)
 };
 
+// What AWQ's searches found (pipeline/awq_pass.hpp).
+struct AwqGroupReport {
+  std::string prev;                  // GGUF name of the tensor the scales are divided into
+  std::vector<std::string> linears;  // GGUF names of the scaled weights
+  double alpha = 0.0;                // best ratio; -1 when the group fell back to s = 1
+  double loss = 0.0;                 // output MSE of the group's linears at the best alpha
+  double loss_unscaled = 0.0;        // the same at s = 1 (plain round-to-nearest)
+  bool fell_back = false;            // non-finite losses: s = 1 kept
+  std::string skipped;               // why the group was not scaled (empty if it was)
+  uint64_t tokens = 0;               // calibration tokens behind mean |x|
+  double seconds = 0.0;              // scale search
+};
+
+struct AwqClipReport {
+  std::string tensor;         // GGUF name
+  double mean_shrink = 1.0;   // mean of bound / max|w| over its groups
+  double seconds = 0.0;
+};
+
+struct AwqReport {
+  bool duo_scaling = false;
+  bool clip = false;
+  size_t max_tokens = 0;
+  std::vector<AwqGroupReport> groups;
+  std::vector<AwqClipReport> clips;
+  double search_seconds = 0.0;  // scales and clipping, all groups
+  size_t fallbacks() const;
+};
+
 struct TensorReport {
   std::string name;
   std::vector<uint64_t> shape;
@@ -44,6 +72,7 @@ struct TensorReport {
   std::string reason;
   bool fallback = false;
   bool weighted = false;  // quantized with imatrix importance
+  bool quantized = false; // stored in a quantized (not float) format
   std::string method = "rtn";
   std::optional<GptqReport> gptq;
   double bits_per_weight = 0.0;
@@ -78,11 +107,14 @@ struct Report {
   double bits_per_weight() const {
     return weights ? 8.0 * static_cast<double>(tensor_bytes) / static_cast<double>(weights) : 0.0;
   }
-  nlohmann::json to_json() const;
 };
 
-// A report of the plan alone (dry run): formats, sizes and reasons, no error figures.
-Report report_from_plan(const Plan& plan);
+// The --json report: one document with the run, every tensor, the AWQ searches and the totals.
+nlohmann::json to_json(const Report& r);
+
+// A report of the plan alone (dry run): formats, sizes and reasons, no error figures. `input` and `output` name the
+// files.
+Report report_from_plan(const Plan& plan, const std::string& input = {}, const std::string& output = {});
 
 // Peak resident memory of this process so far, in bytes.
 uint64_t peak_memory_bytes();

@@ -1,0 +1,72 @@
+// The pipeline's public API: one function per `quantize` subcommand. The CLI (tools/quantize) parses options into
+// these requests, calls one function and prints what it returns; everything else happens here.
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "qz/model/demo_checkpoint.hpp"
+#include "qz/pipeline/awq_pass.hpp"
+#include "qz/pipeline/options.hpp"
+#include "qz/pipeline/plan.hpp"
+#include "qz/pipeline/quantize.hpp"
+#include "qz/pipeline/report.hpp"
+
+namespace qz {
+
+// `quantize INPUT... -o OUTPUT`
+struct QuantizeJob {
+  std::vector<std::filesystem::path> inputs;  // a checkpoint directory, or safetensors files
+  std::filesystem::path output;
+  QuantizeOptions options;
+  std::vector<std::filesystem::path> calib;  // calibration activation files
+  std::filesystem::path imatrix;             // an importance matrix, if any
+  std::string output_format = "gguf";        // or "bnb"
+  bool dry_run = false;
+  bool force = false;
+};
+
+// What the run tells its caller as it goes, all from the calling thread.
+struct QuantizeEvents {
+  std::function<void(const std::string&)> warn;  // an option ignored, a tensor without data, a fallback ...
+  std::function<void(const Plan&)> planned;      // the plan, before any work (a dry run stops here)
+  AwqProgress awq;                               // each AWQ search
+  std::function<void(const AwqReport&)> awq_done;
+  ProgressSink* progress = nullptr;              // each tensor
+};
+
+// Opens the inputs, plans, runs AWQ when asked, quantizes into a temporary file renamed onto the output, and returns
+// the report (the plan's report for a dry run). UsageError / InputError say what is wrong and leave nothing behind.
+Report run_quantize(const QuantizeJob& job, const QuantizeEvents& events = {});
+
+// Throws UsageError with a pointer to -o / --type when `inputs` look like llama-quantize's positional form
+// (`quantize IN.gguf OUT.gguf Q4_K_M 4`): an input after the first that names a type and is not a file.
+void check_not_llama_quantize_form(const std::vector<std::string>& inputs, bool has_output);
+
+// `quantize inspect FILE`: the file's metadata and tensor table.
+std::string inspect_gguf(const std::filesystem::path& file);
+
+// `quantize dequantize FILE -o OUT`: to safetensors of `dtype` (f32, f16, bf16), or to an all-F32 GGUF when OUT
+// ends in .gguf. Returns the number of tensors written.
+size_t run_dequantize(const std::filesystem::path& input, const std::filesystem::path& output, const std::string& dtype,
+                      bool force);
+
+// `quantize imatrix MODEL --calib F... -o OUT`: llama.cpp's GGUF imatrix from calibration activations.
+struct ImatrixJob {
+  std::filesystem::path model;
+  std::vector<std::filesystem::path> calib;
+  std::filesystem::path output;
+  bool force = false;
+};
+struct ImatrixResult {
+  size_t entries = 0;
+  std::vector<std::string> missing;  // weights without calibration activations
+};
+ImatrixResult run_imatrix(const ImatrixJob& job);
+
+// `quantize make-demo DIR`: the demo checkpoint and its calibration activations (DIR/calib.safetensors).
+void run_make_demo(const std::filesystem::path& dir, const DemoConfig& cfg);
+
+}  // namespace qz

@@ -1,0 +1,46 @@
+// Where a planned tensor's values come from: its checkpoint entry, llama.cpp's row order and AWQ's folded
+// transform. read_rows() gives the values exactly as they will be quantized; both the AWQ searches and the
+// quantizer read through it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "qz/io/safetensors.hpp"
+
+namespace qz {
+
+// AWQ's folding, applied while a tensor is read (pipeline/awq_pass.hpp): weight columns times col_mul (the group's
+// scales), rows divided by row_div (indexed by checkpoint row: the next group's scales, for v_proj and up_proj),
+// 1-D tensors divided by col_div (norm weights, v's bias), then each (output row, group of clip_group columns)
+// clamped to +-clip.
+struct TensorTransform {
+  std::vector<float> col_mul, row_div, col_div, clip;
+  size_t clip_group = 0;
+};
+
+struct TensorSource {
+  const Checkpoint::Entry* source = nullptr;
+  std::string name;             // name in the output file
+  std::vector<uint64_t> shape;  // source shape, outermost first
+  size_t rows = 0;              // product of all but the last dimension
+  size_t cols = 0;              // row length (GGUF ne[0])
+  std::vector<uint32_t> row_order;             // source row of each output row (llama.cpp's q/k permutation)
+  std::shared_ptr<TensorTransform> transform;  // AWQ scaling and clipping, if any
+  const std::string& source_name() const { return source->tensor->name; }
+  std::vector<uint64_t> logical_ne() const;  // GGUF ne: the shape innermost first
+};
+
+// Rows [r0, r0 + nr) as the output stores them: converted to float, in output row order, transform applied.
+void read_rows(const TensorSource& t, size_t r0, size_t nr, float* out);
+// The whole tensor; throws InputError naming the file, tensor and element of a NaN/Inf value.
+std::vector<float> read_finite_tensor(const TensorSource& t);
+
+// Index of the first NaN/Inf in x[0..n), or SIZE_MAX.
+size_t first_non_finite(const float* x, size_t n);
+// The InputError for a NaN/Inf at output element `out_index` (reported where the checkpoint has it).
+[[noreturn]] void throw_non_finite(const TensorSource& t, size_t out_index, float value);
+
+}  // namespace qz

@@ -1,0 +1,80 @@
+#include "qz/calibration/calibration_set.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "qz/core/error.hpp"
+
+namespace qz {
+
+namespace fs = std::filesystem;
+
+CalibrationSet::CalibrationSet(const std::vector<fs::path>& files) : paths_(files) {
+  if (files.empty()) throw UsageError("no calibration file given");
+  for (const auto& f : files) files_.push_back(std::make_unique<SafetensorsFile>(f));
+}
+
+std::vector<CalibInput> CalibrationSet::inputs_of(const std::string& weight_name) const {
+  std::vector<CalibInput> out;
+  if (!weight_name.ends_with(".weight")) return out;
+  const std::string module = weight_name.substr(0, weight_name.size() - 7);
+  // The module itself first, then the siblings that read the same input.
+  std::vector<std::string> candidates = {module};
+  const auto dot = module.rfind('.');
+  if (dot != std::string::npos) {
+    const std::string parent = module.substr(0, dot + 1), leaf = module.substr(dot + 1);
+    const std::vector<std::vector<std::string>> groups = {{"q_proj", "k_proj", "v_proj"}, {"gate_proj", "up_proj"}};
+    for (const auto& g : groups)
+      if (std::find(g.begin(), g.end(), leaf) != g.end())
+        for (const auto& sibling : g)
+          if (sibling != leaf) candidates.push_back(parent + sibling);
+  }
+  for (const auto& f : files_) {
+    for (const auto& c : candidates) {
+      if (const SafetensorsTensor* t = f->find(c)) {
+        out.push_back({f.get(), t, nullptr});
+        break;
+      }
+      if (const SafetensorsTensor* h = f->find(c + ".hessian")) {
+        const SafetensorsTensor* n = f->find(c + ".hessian_tokens");
+        if (n == nullptr || n->numel() != 1)
+          throw InputError(fmt::format("{}: '{}.hessian' needs a one-value '{}.hessian_tokens'", f->path().string(), c, c));
+        out.push_back({f.get(), h, n});
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+void check_calib_width(const CalibInput& in, size_t columns, const std::string& weight) {
+  const auto& s = in.tensor->shape;
+  const bool hessian = in.hessian_tokens != nullptr;
+  if (!dtype_is_numeric_input(in.tensor->dtype))
+    throw InputError(fmt::format("{}: calibration tensor '{}' must hold floats (F32, F16 or BF16)",
+                                 in.file->path().string(), in.tensor->name));
+  if (s.size() != 2 || s[1] != columns || (hessian && s[0] != columns))
+    throw InputError(fmt::format("{}: calibration tensor '{}' has width {} but weight '{}' has {} input columns",
+                                 in.file->path().string(), in.tensor->name, s.size() == 2 ? s[1] : 0, weight, columns));
+}
+
+void stream_activations(const CalibInput& in, size_t columns, size_t chunk,
+                        const std::function<void(const float* x, size_t first_token, size_t tokens)>& fn) {
+  const size_t n = in.tensor->shape[0], esize = dtype_size(in.tensor->dtype);
+  const auto bytes = in.file->data(*in.tensor);
+  std::vector<float> x;
+  for (size_t t0 = 0; t0 < n; t0 += chunk) {
+    const size_t nt = std::min(chunk, n - t0);
+    x.resize(nt * columns);
+    convert_to_f32(bytes.data() + t0 * columns * esize, in.tensor->dtype, x.data(), x.size());
+    for (size_t i = 0; i < x.size(); ++i)
+      if (!std::isfinite(x[i]))
+        throw InputError(fmt::format("{}: calibration tensor '{}': token {}, column {} is not finite",
+                                     in.file->path().string(), in.tensor->name, t0 + i / columns, i % columns));
+    fn(x.data(), t0, nt);
+  }
+}
+
+}  // namespace qz

@@ -1,0 +1,133 @@
+#include "qz/pipeline/commands.hpp"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <optional>
+
+#include "qz/calibration/statistics.hpp"
+#include "qz/core/error.hpp"
+#include "qz/formats/format_table.hpp"
+#include "qz/io/imatrix.hpp"
+#include "qz/pipeline/bnb_export.hpp"
+#include "qz/pipeline/dequantize.hpp"
+#include "qz/pipeline/mixes.hpp"
+
+namespace qz {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+void warn(const QuantizeEvents& ev, const std::string& msg) {
+  if (ev.warn) ev.warn(msg);
+}
+
+void report_plan_warnings(const Plan& plan, const QuantizeEvents& ev, const fs::path& output) {
+  for (const auto& w : plan.config.warnings) warn(ev, w);
+  for (const auto& name : plan.calibration_missing) warn(ev, name + ": no calibration data, rounded to nearest");
+  if (plan.imatrix)
+    for (const auto& name : plan.imatrix->missing) warn(ev, name + ": no imatrix entry, quantized without importance");
+  for (const auto& t : plan.tensors)
+    if (t.fallback) warn(ev, t.name + ": " + t.reason);
+  if (plan.model && std::any_of(plan.tensors.begin(), plan.tensors.end(),
+                                [](const TensorPlan& t) { return !t.format->llama_native(); }))
+    warn(ev, fmt::format("{} is not a llama.cpp type: llama.cpp will not load {}; `quantize dequantize` reads it (use "
+                         "--type Q4_K_M, Q4_0, ... for llama.cpp)",
+                         plan.target(), output.string()));
+}
+
+}  // namespace
+
+void check_not_llama_quantize_form(const std::vector<std::string>& inputs, bool has_output) {
+  auto is_type = [](const std::string& a) { return find_mix(a) != nullptr || find_format(a, 256) != nullptr; };
+  for (size_t i = 1; i < inputs.size(); ++i) {
+    const std::string& a = inputs[i];
+    std::error_code ec;
+    if (fs::exists(a, ec) || !(is_type(a) || (!has_output && a.ends_with(".gguf")))) continue;
+    // llama-quantize: IN OUT TYPE [THREADS]
+    std::string hint = "quantize IN -o OUT.gguf --type TYPE [-t THREADS]";
+    if (inputs.size() >= 3 && is_type(inputs[2]))
+      hint = fmt::format("quantize {} -o {} --type {}{}", inputs[0], inputs[1], inputs[2],
+                         inputs.size() >= 4 ? " -t " + inputs[3] : "");
+    throw UsageError(fmt::format("'{}' is not an input file: this looks like llama-quantize's positional form "
+                                 "(IN OUT TYPE [THREADS]); here the output is -o and the type --type: {}",
+                                 a, hint));
+  }
+}
+
+Report run_quantize(const QuantizeJob& job, const QuantizeEvents& ev) {
+  if (job.inputs.empty()) throw UsageError("no INPUT given (a checkpoint directory or .safetensors file); see --help");
+  if (job.output.empty() && !job.dry_run) throw UsageError("no output given: -o OUTPUT.gguf");
+  if (job.output_format != "gguf" && job.output_format != "bnb")
+    throw UsageError("--output-format " + job.output_format + ": use gguf or bnb");
+  if (!job.output.empty() && !job.force && !job.dry_run && job.output_format == "gguf" && fs::exists(job.output))
+    throw UsageError(job.output.string() + ": output exists; pass --force to overwrite it");
+  // Options are checked before any file is read.
+  (void)resolve_options(job.options, {!job.imatrix.empty(), !job.calib.empty()});
+
+  const Checkpoint ckpt = Checkpoint::open_files(job.inputs);
+  if (job.output_format == "bnb") {
+    if (job.dry_run) throw UsageError("--dry-run is not available with --output-format bnb");
+    const QuantizeConfig cfg = resolve_options(job.options, {!job.imatrix.empty(), !job.calib.empty()});
+    for (const auto& w : cfg.warnings) warn(ev, w);
+    return export_bnb(ckpt, cfg, job.output, job.force);
+  }
+  std::optional<Imatrix> imatrix;
+  if (!job.imatrix.empty()) imatrix = read_imatrix(job.imatrix);
+  std::optional<CalibrationSet> calib;
+  if (!job.calib.empty()) calib.emplace(job.calib);
+  Plan plan = make_plan(ckpt, job.options, imatrix ? &*imatrix : nullptr, job.imatrix.string(),
+                        calib ? &*calib : nullptr, job.dry_run);
+  report_plan_warnings(plan, ev, job.output);
+  if (ev.planned) ev.planned(plan);
+  if (job.dry_run) return report_from_plan(plan, ckpt.source().string(), job.output.string());
+
+  std::optional<AwqReport> awq;
+  if (plan.config.awq) {
+    awq = apply_awq(plan, *calib, ev.awq);
+    for (const auto& g : awq->groups)
+      if (g.fell_back)
+        warn(ev, fmt::format("AWQ: {} -> {}: the search's losses were not finite; that group keeps s = 1", g.prev,
+                             fmt::join(g.linears, ",")));
+    if (ev.awq_done) ev.awq_done(*awq);
+  }
+  Report r = quantize_to_gguf(ckpt, plan, job.output, job.force, ev.progress);
+  if (awq) {
+    r.awq = awq;
+    r.wall_seconds += awq->search_seconds;
+  }
+  return r;
+}
+
+std::string inspect_gguf(const fs::path& file) { return describe_gguf(GgufFile(file)); }
+
+size_t run_dequantize(const fs::path& input, const fs::path& output, const std::string& dtype, bool force) {
+  if (output.extension() == ".gguf") return dequantize_gguf_to_gguf(input, output, force);
+  DType dt = DType::F32;
+  if (dtype == "f16") dt = DType::F16;
+  else if (dtype == "bf16") dt = DType::BF16;
+  else if (dtype != "f32") throw UsageError("--dtype " + dtype + ": use f32, f16 or bf16");
+  return dequantize_gguf(input, output, dt, force);
+}
+
+ImatrixResult run_imatrix(const ImatrixJob& job) {
+  if (!job.force && fs::exists(job.output))
+    throw UsageError(job.output.string() + ": output exists; pass --force to overwrite it");
+  const Checkpoint model = Checkpoint::open(job.model);
+  const CalibrationSet calib(job.calib);
+  ImatrixResult r;
+  Imatrix m = compute_imatrix(model, calib, &r.missing);
+  for (const auto& c : job.calib) m.datasets.push_back(c.filename().string());
+  if (m.tensors.empty()) throw InputError("no weight of " + job.model.string() + " has calibration activations");
+  write_imatrix_gguf(job.output, m, job.force);
+  r.entries = m.tensors.size();
+  return r;
+}
+
+void run_make_demo(const fs::path& dir, const DemoConfig& cfg) {
+  write_demo_checkpoint(dir, cfg);
+  write_demo_calibration(dir / "calib.safetensors", cfg);
+}
+
+}  // namespace qz
