@@ -192,3 +192,154 @@ TEST(Cli, AwqOnTheDemoReportsEveryGroupAndFoldsIntoLlamaCppTypes) {
 
 }  // namespace
 }  // namespace qz
+
+namespace qz {
+namespace {
+
+// stdout alone, with stderr in `err` (kept in `e`, a file the caller owns).
+Result quantize_stdout(const std::string& args, const fs::path& e, std::string* err) {
+  const std::string cmd = std::string(QZ_QUANTIZE_BIN) + " " + args + " 2>" + e.string();
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf{};
+  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
+  const int status = pclose(p);
+  std::ifstream f(e);
+  *err = std::string(std::istreambuf_iterator<char>(f), {});
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+class CliConventions : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    demo_ = (dir_ / "demo").string();
+    calib_ = demo_ + "/calib.safetensors";
+    ASSERT_EQ(quantize("make-demo " + demo_).code, 0);
+  }
+  std::string out(const std::string& name) const { return (dir_ / name).string(); }
+  TempDir dir_;
+  std::string demo_, calib_;
+};
+
+TEST_F(CliConventions, OptionsAndPositionalsInAnyOrderRepeatableOptionsTakeOneValue) {
+  // The command: --calib before the positional input.
+  Result r = quantize("--method gptq --bits 4 --calib " + calib_ + " " + demo_ + " -o " + out("a.gguf"));
+  ASSERT_EQ(r.code, 0) << r.output;
+  // Repeated --calib accumulates (twice the same file: twice the tokens in the file's metadata).
+  r = quantize("--calib " + calib_ + " -o " + out("b.gguf") + " --calib " + calib_ + " " + demo_ + " --method gptq -q");
+  ASSERT_EQ(r.code, 0) << r.output;
+  const GgufFile g(out("b.gguf"));
+  EXPECT_EQ(*g.find("quantize.calibration.tokens")->get_if<uint64_t>(), 2 * 256u);
+  EXPECT_EQ(g.find("quantize.calibration.files")->get_if<GgufArray>()->items.size(), 2u);
+  r = quantize("-o " + out("c.gguf") + " --tensor-type attn_q=Q8_0 --tensor-type ffn=Q5_0 " + demo_ + " --type Q4_0");
+  ASSERT_EQ(r.code, 0) << r.output;
+  const GgufFile c(out("c.gguf"));
+  EXPECT_EQ(c.find_tensor("blk.0.attn_q.weight")->type, GgmlType::Q8_0);
+  EXPECT_EQ(c.find_tensor("blk.0.ffn_up.weight")->type, GgmlType::Q5_0);
+}
+
+TEST_F(CliConventions, JsonToStdoutIsExactlyOneDocument) {
+  for (const std::string& extra : std::vector<std::string>{"--dry-run", "--method gptq --calib " + calib_,
+                                                            "--method awq --type Q4_0 --calib " + calib_}) {
+    SCOPED_TRACE(extra);
+    std::string err;
+    const Result r = quantize_stdout(demo_ + " -o " + out("j.gguf") + " --force --json - " + extra, out("stderr.txt"), &err);
+    ASSERT_EQ(r.code, 0) << err;
+    const auto j = nlohmann::json::parse(r.output);  // throws on anything else on stdout
+    EXPECT_EQ(j["tensors"].size(), 21u);
+    EXPECT_TRUE(contains(err, "bits per weight")) << err;  // the human summary went to stderr
+  }
+}
+
+TEST_F(CliConventions, HelpShowsRealDefaultsAndSubcommandHelpOnlyItsOptions) {
+  const Result r = quantize("--help");
+  EXPECT_EQ(r.code, 0);
+  EXPECT_FALSE(contains(r.output, "{false}")) << r.output;
+  EXPECT_TRUE(contains(r.output, "asymmetric (zero-point; the default)")) << r.output;
+  EXPECT_TRUE(contains(r.output, "absmax values again, 8-bit in blocks of 256 (the default)")) << r.output;
+  EXPECT_TRUE(contains(r.output, "clipping bounds (the default for awq)")) << r.output;
+  EXPECT_TRUE(contains(r.output, "--damp FLOAT=0.01")) << r.output;
+  EXPECT_TRUE(contains(r.output, "nf4_b<N>[_dq]")) << r.output;  // the whole format table, families included
+  for (const char* sub : {"inspect", "dequantize", "imatrix", "make-demo"}) {
+    SCOPED_TRACE(sub);
+    const Result h = quantize(std::string(sub) + " --help");
+    EXPECT_EQ(h.code, 0);
+    for (const char* other : {"--method", "--damp", "--awq-clip", "Mixes", "--threads"})
+      EXPECT_FALSE(contains(h.output, other)) << h.output;
+  }
+  EXPECT_TRUE(contains(quantize("dequantize --help").output, "--dtype"));
+}
+
+TEST_F(CliConventions, OptionsThatDoNothingAreAnErrorOrAWarningSayingWhy) {
+  Result r = quantize("--method gptq --type Q4_K_M --bits 3 --calib " + calib_ + " " + demo_ + " -o " + out("x.gguf"));
+  EXPECT_EQ(r.code, 2);
+  EXPECT_TRUE(contains(r.output, "--bits 3 does nothing with --type Q4_K_M")) << r.output;
+  r = quantize(demo_ + " -o " + out("y.gguf") + " --type Q4_0 --damp 0.5");
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "--damp 0.5 is ignored: it applies to --method gptq and awq+gptq, not rtn")) << r.output;
+  // An imatrix for NF4 (written here so the check, not a missing file, is what fails).
+  ASSERT_EQ(quantize("imatrix " + demo_ + " --calib " + calib_ + " -o " + out("i.gguf")).code, 0);
+  r = quantize("--method nf4 --imatrix " + out("i.gguf") + " " + demo_ + " -o " + out("z.gguf"));
+  EXPECT_EQ(r.code, 2);
+  EXPECT_TRUE(contains(r.output, "--imatrix does nothing with nf4_b64_dq")) << r.output;
+  r = quantize("--method absmax --sym " + demo_ + " -o " + out("w.gguf"));
+  EXPECT_EQ(r.code, 2);
+  EXPECT_TRUE(contains(r.output, "absmax is symmetric")) << r.output;
+  r = quantize("--sym --asym --method gptq --dry-run " + demo_);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_TRUE(contains(r.output, "contradict")) << r.output;
+  EXPECT_FALSE(fs::exists(out("x.gguf")) || fs::exists(out("z.gguf")) || fs::exists(out("w.gguf")));
+}
+
+TEST_F(CliConventions, LlamaQuantizeFlagsAndItsPositionalForm) {
+  ASSERT_EQ(quantize("imatrix " + demo_ + " --calib " + calib_ + " -o " + out("i.gguf")).code, 0);
+  const std::string json = out("r.json");
+  Result r = quantize(demo_ + " -o " + out("l.gguf") + " --type Q4_K_S --output-tensor-type Q8_0 --token-embedding-type "
+                      "F16 --imatrix " + out("i.gguf") + " --include-weights ffn_down --include-weights attn_v --json " + json);
+  ASSERT_EQ(r.code, 0) << r.output;
+  const GgufFile g(out("l.gguf"));
+  EXPECT_EQ(g.find_tensor("output.weight")->type, GgmlType::Q8_0);
+  EXPECT_EQ(g.find_tensor("token_embd.weight")->type, GgmlType::F16);
+  const auto j = nlohmann::json::parse(std::ifstream(json));
+  for (const auto& t : j["tensors"]) {
+    const std::string name = t["name"];
+    const bool included = contains(name, "ffn_down") || contains(name, "attn_v");
+    if (t["format"] != "F32" && t["format"] != "F16" && name != "output.weight") EXPECT_EQ(t["imatrix"], included) << name;
+  }
+  r = quantize(demo_ + " -o " + out("e.gguf") + " --type Q4_K_S --leave-output-tensor --imatrix " + out("i.gguf") +
+               " --exclude-weights attn --json " + json);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(GgufFile(out("e.gguf")).find_tensor("output.weight")->type, GgmlType::BF16);  // the demo stores BF16
+  for (const auto& t : nlohmann::json::parse(std::ifstream(json))["tensors"])
+    if (contains(t["name"].get<std::string>(), "attn")) EXPECT_EQ(t["imatrix"], false) << t["name"];
+  // llama-quantize's positional form: a pointer to -o and --type.
+  r = quantize(demo_ + " " + out("p.gguf") + " Q4_K_M 4");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_TRUE(contains(r.output, "llama-quantize's positional form")) << r.output;
+  EXPECT_TRUE(contains(r.output, "-o " + out("p.gguf") + " --type Q4_K_M -t 4")) << r.output;
+  EXPECT_FALSE(fs::exists(out("p.gguf")));
+}
+
+TEST_F(CliConventions, GptqDryRunPlansWithoutCalibrationAndShapesMatchInspect) {
+  Result r = quantize("--method gptq --dry-run " + demo_);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "int4_asym_g128")) << r.output;
+  ASSERT_EQ(quantize(demo_ + " -o " + out("s.gguf") + " --type Q4_0 -q").code, 0);
+  const Result plan = quantize(demo_ + " --type Q4_0 --dry-run");
+  const Result inspect = quantize("inspect " + out("s.gguf"));
+  auto line_of = [](const std::string& text, const std::string& name) {
+    const size_t at = text.find("\n" + name + " ");
+    return at == std::string::npos ? std::string() : text.substr(at + 1, text.find('\n', at + 1) - at - 1);
+  };
+  for (const char* t : {"blk.0.ffn_down.weight", "token_embd.weight", "blk.1.attn_norm.weight"}) {
+    const std::string a = line_of(plan.output, t), b = line_of(inspect.output, t);
+    ASSERT_FALSE(a.empty() || b.empty()) << t;
+    const std::string shape = t == std::string("blk.0.ffn_down.weight") ? "768 x 256" :
+                              t == std::string("token_embd.weight") ? "256 x 512" : "256";
+    EXPECT_TRUE(contains(a, " " + shape + " ")) << a;
+    EXPECT_TRUE(contains(b, " " + shape + " ")) << b;
+  }
+}
+
+}  // namespace
+}  // namespace qz

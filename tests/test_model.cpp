@@ -147,3 +147,55 @@ TEST(Tokenizer, ByteLevelBpeFromTokenizerJson) {
 
 }  // namespace
 }  // namespace qz
+
+#include "qz/model/model_card.hpp"
+
+namespace qz {
+namespace {
+
+TEST(ModelCard, FrontMatterFieldsAsTheConverterReadsThem) {
+  const std::string readme =
+      "---\n"
+      "license: llama2\n"
+      "language:\n"
+      "- en\n"
+      "- \"fr\"\n"
+      "tags: [facebook, meta, llama-2]\n"
+      "base_model: meta-llama/Llama-2-7b-hf\n"
+      "datasets:\n"
+      "  - tatsu-lab/alpaca\n"
+      "widget:\n"
+      "  text: ignored\n"
+      "---\n"
+      "# Model card\n";
+  const auto card = parse_model_card(readme);
+  ASSERT_TRUE(card);
+  EXPECT_EQ(card->license, "llama2");
+  EXPECT_EQ(card->languages, (std::vector<std::string>{"en", "fr"}));
+  EXPECT_EQ(card->tags, (std::vector<std::string>{"facebook", "meta", "llama-2"}));
+  ASSERT_EQ(card->base_models.size(), 1u);
+  EXPECT_EQ(card->base_models[0].name, "Llama 2 7b Hf");
+  EXPECT_EQ(card->base_models[0].organization, "Meta Llama");
+  EXPECT_EQ(card->base_models[0].repo_url, "https://huggingface.co/meta-llama/Llama-2-7b-hf");
+  ASSERT_EQ(card->datasets.size(), 1u);
+  EXPECT_EQ(card->datasets[0].name, "Alpaca");
+  EXPECT_EQ(card->datasets[0].organization, "Tatsu Lab");
+  EXPECT_FALSE(parse_model_card("# no front matter\n"));
+  EXPECT_FALSE(parse_model_card("---\nlicense: mit\n"));  // never closed
+}
+
+TEST(ModelCard, TitlesAndSizeLabels) {
+  // id_to_title keeps versions, words starting with a digit and words with capitals as they are.
+  EXPECT_EQ(hub_title("mistral-7b-instruct-v0.2"), "Mistral 7b Instruct v0.2");
+  EXPECT_EQ(hub_title("Qwen2.5-0.5B"), "Qwen2.5 0.5B");
+  // size_label: at least two significant digits, K/M/B/T by magnitude.
+  EXPECT_EQ(size_label(15'000'000), "15M");
+  EXPECT_EQ(size_label(4'500'000), "4.5M");
+  EXPECT_EQ(size_label(1'800'000), "1.8M");
+  EXPECT_EQ(size_label(260'000), "260K");
+  EXPECT_EQ(size_label(8'030'000'000), "8.0B");
+  EXPECT_EQ(size_label(70'600'000'000), "71B");
+}
+
+}  // namespace
+}  // namespace qz

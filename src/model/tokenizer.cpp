@@ -198,6 +198,7 @@ std::optional<Vocabulary> read_vocabulary(const fs::path& dir, const std::string
   const auto config = read_json(dir / "config.json");
   if (fs::exists(dir / "tokenizer.model")) {
     v.model = "llama";
+    v.pre = "default";  // as llama.cpp's converter writes it for SentencePiece vocabularies
     bool dummy = true;
     for (auto& sp : read_sentencepiece(dir / "tokenizer.model", &dummy)) {
       v.tokens.push_back(std::move(sp.piece));

@@ -30,11 +30,12 @@ void report_plan_warnings(const Plan& plan, const QuantizeEvents& ev, const fs::
     for (const auto& name : plan.imatrix->missing) warn(ev, name + ": no imatrix entry, quantized without importance");
   for (const auto& t : plan.tensors)
     if (t.fallback) warn(ev, t.name + ": " + t.reason);
-  if (plan.model && std::any_of(plan.tensors.begin(), plan.tensors.end(),
-                                [](const TensorPlan& t) { return !t.format->llama_native(); }))
+  const auto custom = std::find_if(plan.tensors.begin(), plan.tensors.end(),
+                                   [](const TensorPlan& t) { return !t.format->llama_native(); });
+  if (plan.model && custom != plan.tensors.end())
     warn(ev, fmt::format("{} is not a llama.cpp type: llama.cpp will not load {}; `quantize dequantize` reads it (use "
                          "--type Q4_K_M, Q4_0, ... for llama.cpp)",
-                         plan.target(), output.string()));
+                         custom->format->name(), output.empty() ? std::string("the output") : output.string()));
 }
 
 }  // namespace

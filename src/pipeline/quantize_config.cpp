@@ -66,10 +66,10 @@ TargetConfig grid_target(const IntGridSpec& spec, const std::string& spelled) {
   t.name = t.format_name;
   t.why = native ? fmt::format("{} {}-bit {} is llama.cpp's {}", spelled, spec.bits, group_words(spec), t.name)
                  : fmt::format("{} {}-bit {}", spelled, spec.bits, group_words(spec));
-  t.settings = {{"bits", std::to_string(spec.bits)},
-                {"group_size", spec.granularity == Granularity::Group ? std::to_string(spec.group)
-                               : spec.granularity == Granularity::Row ? "-1" : "0"},
-                {"symmetric", spec.symmetric ? "true" : "false"}};
+  const int32_t group = spec.granularity == Granularity::Group ? static_cast<int32_t>(spec.group)
+                        : spec.granularity == Granularity::Row   ? -1
+                                                                 : 0;
+  t.settings = {{"bits", static_cast<uint32_t>(spec.bits)}, {"group_size", group}, {"symmetric", spec.symmetric}};
   return t;
 }
 
@@ -100,7 +100,7 @@ TargetConfig resolve_target(const QuantizeOptions& o) {
     t.name = t.format_name = n.name();
     t.why = fmt::format("--method {}: bitsandbytes blocks of {}{}", spelling_name(o.spelling), n.blocksize,
                         n.double_quant ? ", double-quantized absmax" : "");
-    t.settings = {{"group_size", std::to_string(n.blocksize)}, {"double_quant", n.double_quant ? "true" : "false"}};
+    t.settings = {{"group_size", static_cast<int32_t>(n.blocksize)}, {"double_quant", n.double_quant}};
     return t;
   }
   if (o.spelling == TypeSpelling::Absmax || o.spelling == TypeSpelling::Zeropoint) {

@@ -20,7 +20,7 @@ class GgufWriter;
 
 struct Vocabulary {
   std::string model;  // "llama" or "gpt2"
-  std::string pre;    // gpt2 pre-tokenizer name ("llama-bpe", "qwen2", "default")
+  std::string pre;    // pre-tokenizer name ("llama-bpe", "qwen2", "default"; "default" for SentencePiece)
   std::vector<std::string> tokens;
   std::vector<float> scores;     // SentencePiece only
   std::vector<int32_t> types;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "qz/formats/format.hpp"
+#include "qz/io/gguf.hpp"
 #include "qz/methods/gptq.hpp"
 #include "qz/pipeline/mixes.hpp"
 #include "qz/pipeline/options.hpp"
@@ -23,7 +24,7 @@ struct TargetConfig {
   std::string format_name;  // a single format (for per-row / per-tensor grids, resolved per row length)
   std::string why;          // the reason the plan gives
   // (key, value) pairs of how the format was spelled, for the file's metadata: bits, group size, ...
-  std::vector<std::pair<std::string, std::string>> settings;
+  std::vector<std::pair<std::string, GgufValue>> settings;
   FormatPtr format_for(size_t row_length) const;  // the single format for rows of that length
 };
 
