@@ -15,15 +15,6 @@ namespace {
 
 using ggml::nearest_int;
 
-uint16_t load16(const uint8_t* p) {
-  uint16_t v;
-  std::memcpy(&v, p, 2);
-  return v;
-}
-void store16(uint8_t* p, int32_t v) {
-  const auto h = static_cast<uint16_t>(v);
-  std::memcpy(p, &h, 2);
-}
 float half_of(int32_t bits) { return fp16_to_fp32(static_cast<uint16_t>(bits)); }
 int safe_nearest(float v) { return nearest_int(std::clamp(v, -4.0e6f, 4.0e6f)); }
 
@@ -143,7 +134,7 @@ class KQuantFormat : public Format {
 // ---- Q2_K: grid i[0..15] scale bytes, i[16] d bits, i[17] dmin bits; f[0..15] d*sc, f[16..31] dmin*m.
 class Q2KFormat final : public KQuantFormat {
  public:
-  Q2KFormat() : KQuantFormat("Q2_K", GgmlType::Q2_K, 84) {}
+  Q2KFormat() : KQuantFormat("Q2_K", GgmlType::Q2_K, sizeof(BlockQ2_K)) {}
 
   void search_weights(const float* x, size_t n, const float* imp, float* w) const override {
     superblock_weights(x, n, imp, w, 1.0f);
@@ -205,16 +196,20 @@ class Q2KFormat final : public KQuantFormat {
     return g.f[j / 16] * static_cast<float>(code) - g.f[16 + j / 16];
   }
   void encode(const BlockGrid& g, const int32_t* codes, uint8_t* dst) const override {
-    for (int j = 0; j < 16; ++j) dst[j] = static_cast<uint8_t>(g.i[j]);
-    pack_2bit(codes, dst + 16);
-    store16(dst + 80, g.i[16]);
-    store16(dst + 82, g.i[17]);
+    BlockQ2_K b;
+    for (int j = 0; j < 16; ++j) b.scales[j] = static_cast<uint8_t>(g.i[j]);
+    pack_2bit(codes, b.qs);
+    b.d = static_cast<uint16_t>(g.i[16]);
+    b.dmin = static_cast<uint16_t>(g.i[17]);
+    std::memcpy(dst, &b, sizeof(b));
   }
   void decode(const uint8_t* src, BlockGrid& g, int32_t* codes) const override {
-    for (int j = 0; j < 16; ++j) g.i[j] = src[j];
-    unpack_2bit(src + 16, codes);
-    g.i[16] = load16(src + 80);
-    g.i[17] = load16(src + 82);
+    BlockQ2_K b;
+    std::memcpy(&b, src, sizeof(b));
+    for (int j = 0; j < 16; ++j) g.i[j] = b.scales[j];
+    unpack_2bit(b.qs, codes);
+    g.i[16] = b.d;
+    g.i[17] = b.dmin;
     set_derived(g);
   }
 
@@ -231,7 +226,7 @@ class Q2KFormat final : public KQuantFormat {
 // ---- Q3_K: grid i[0..15] biased 6-bit scales, i[16] d bits; f[0..15] d*(s-32).
 class Q3KFormat final : public KQuantFormat {
  public:
-  Q3KFormat() : KQuantFormat("Q3_K", GgmlType::Q3_K, 110) {}
+  Q3KFormat() : KQuantFormat("Q3_K", GgmlType::Q3_K, sizeof(BlockQ3_K)) {}
 
   void search_weights(const float* x, size_t n, const float* imp, float* w) const override {
     superblock_weights(x, n, imp, w, 2.0f);
@@ -292,28 +287,32 @@ class Q3KFormat final : public KQuantFormat {
     return g.f[j / 16] * static_cast<float>(code - 4);
   }
   void encode(const BlockGrid& g, const int32_t* codes, uint8_t* dst) const override {
+    BlockQ3_K b;
     int32_t low[kQK_K];
-    std::memset(dst, 0, 32);
+    std::memset(b.hmask, 0, sizeof(b.hmask));
     for (int j = 0; j < kQK_K; ++j) {
       low[j] = codes[j];
       if (low[j] > 3) {
-        dst[j % 32] = static_cast<uint8_t>(dst[j % 32] | (1 << (j / 32)));
+        b.hmask[j % 32] = static_cast<uint8_t>(b.hmask[j % 32] | (1 << (j / 32)));
         low[j] -= 4;
       }
     }
-    pack_2bit(low, dst + 32);
+    pack_2bit(low, b.qs);
     int32_t biased[16];
     for (int j = 0; j < 16; ++j) biased[j] = g.i[j];
-    pack_scales_q3(biased, dst + 96);
-    store16(dst + 108, g.i[16]);
+    pack_scales_q3(biased, b.scales);
+    b.d = static_cast<uint16_t>(g.i[16]);
+    std::memcpy(dst, &b, sizeof(b));
   }
   void decode(const uint8_t* src, BlockGrid& g, int32_t* codes) const override {
-    unpack_2bit(src + 32, codes);
-    for (int j = 0; j < kQK_K; ++j) codes[j] += ((src[j % 32] >> (j / 32)) & 1) ? 4 : 0;
+    BlockQ3_K b;
+    std::memcpy(&b, src, sizeof(b));
+    unpack_2bit(b.qs, codes);
+    for (int j = 0; j < kQK_K; ++j) codes[j] += ((b.hmask[j % 32] >> (j / 32)) & 1) ? 4 : 0;
     int32_t biased[16];
-    unpack_scales_q3(src + 96, biased);
+    unpack_scales_q3(b.scales, biased);
     for (int j = 0; j < 16; ++j) g.i[j] = biased[j];
-    g.i[16] = load16(src + 108);
+    g.i[16] = b.d;
     set_derived(g);
   }
 
@@ -328,7 +327,7 @@ class Q3KFormat final : public KQuantFormat {
 class Q45KFormat final : public KQuantFormat {
  public:
   explicit Q45KFormat(int bits)
-      : KQuantFormat(bits == 4 ? "Q4_K" : "Q5_K", bits == 4 ? GgmlType::Q4_K : GgmlType::Q5_K, bits == 4 ? 144 : 176),
+      : KQuantFormat(bits == 4 ? "Q4_K" : "Q5_K", bits == 4 ? GgmlType::Q4_K : GgmlType::Q5_K, bits == 4 ? sizeof(BlockQ4_K) : sizeof(BlockQ5_K)),
         bits_(bits),
         nmax_((1 << bits) - 1) {}
 
@@ -397,16 +396,32 @@ class Q45KFormat final : public KQuantFormat {
     return g.f[j / 32] * static_cast<float>(code) - g.f[8 + j / 32];
   }
   void encode(const BlockGrid& g, const int32_t* codes, uint8_t* dst) const override {
-    store16(dst, g.i[16]);
-    store16(dst + 2, g.i[17]);
-    pack_scale_min_k4(g.i.data(), g.i.data() + 8, dst + 4);
-    uint8_t* qs = dst + (bits_ == 4 ? 16 : 48);
-    uint8_t* qh = dst + 16;
-    if (bits_ == 5) std::memset(qh, 0, 32);
+    if (bits_ == 4) encode_block<BlockQ4_K>(g, codes, dst);
+    else encode_block<BlockQ5_K>(g, codes, dst);
+  }
+  void decode(const uint8_t* src, BlockGrid& g, int32_t* codes) const override {
+    if (bits_ == 4) decode_block<BlockQ4_K>(src, g, codes);
+    else decode_block<BlockQ5_K>(src, g, codes);
+  }
+
+ private:
+  template <typename Block>
+  static void encode_block(const BlockGrid& g, const int32_t* codes, uint8_t* dst) {
+    constexpr bool five = requires(Block b) { b.qh; };
+    Block b;
+    b.d = static_cast<uint16_t>(g.i[16]);
+    b.dmin = static_cast<uint16_t>(g.i[17]);
+    pack_scale_min_k4(g.i.data(), g.i.data() + 8, b.scales);
+    uint8_t* qs = b.qs;
+    uint8_t* qh = nullptr;
+    if constexpr (five) {
+      qh = b.qh;
+      std::memset(qh, 0, sizeof(b.qh));
+    }
     for (int c = 0; c < 4; ++c) {
       for (int l = 0; l < 32; ++l) {
         int l1 = codes[64 * c + l], l2 = codes[64 * c + 32 + l];
-        if (bits_ == 5) {
+        if constexpr (five) {
           if (l1 > 15) {
             l1 -= 16;
             qh[l] = static_cast<uint8_t>(qh[l] | (1 << (2 * c)));
@@ -419,18 +434,24 @@ class Q45KFormat final : public KQuantFormat {
         qs[32 * c + l] = static_cast<uint8_t>(l1 | (l2 << 4));
       }
     }
+    std::memcpy(dst, &b, sizeof(b));
   }
-  void decode(const uint8_t* src, BlockGrid& g, int32_t* codes) const override {
-    g.i[16] = load16(src);
-    g.i[17] = load16(src + 2);
-    unpack_scale_min_k4(src + 4, g.i.data(), g.i.data() + 8);
-    const uint8_t* qs = src + (bits_ == 4 ? 16 : 48);
-    const uint8_t* qh = src + 16;
+  template <typename Block>
+  static void decode_block(const uint8_t* src, BlockGrid& g, int32_t* codes) {
+    constexpr bool five = requires(Block b) { b.qh; };
+    Block b;
+    std::memcpy(&b, src, sizeof(b));
+    g.i[16] = b.d;
+    g.i[17] = b.dmin;
+    unpack_scale_min_k4(b.scales, g.i.data(), g.i.data() + 8);
+    const uint8_t* qs = b.qs;
+    const uint8_t* qh = nullptr;
+    if constexpr (five) qh = b.qh;
     for (int c = 0; c < 4; ++c) {
       for (int l = 0; l < 32; ++l) {
         codes[64 * c + l] = qs[32 * c + l] & 0xF;
         codes[64 * c + 32 + l] = qs[32 * c + l] >> 4;
-        if (bits_ == 5) {
+        if constexpr (five) {
           codes[64 * c + l] += ((qh[l] >> (2 * c)) & 1) ? 16 : 0;
           codes[64 * c + 32 + l] += ((qh[l] >> (2 * c + 1)) & 1) ? 16 : 0;
         }
@@ -439,7 +460,6 @@ class Q45KFormat final : public KQuantFormat {
     set_derived(g);
   }
 
- private:
   static void set_derived(BlockGrid& g) {
     const float d = half_of(g.i[16]), dmin = half_of(g.i[17]);
     for (int j = 0; j < 8; ++j) {
@@ -454,7 +474,7 @@ class Q45KFormat final : public KQuantFormat {
 // ---- Q6_K: grid i[0..15] int8 scales, i[16] d bits, i[17] all-zero block; f[0..15] d*sc.
 class Q6KFormat final : public KQuantFormat {
  public:
-  Q6KFormat() : KQuantFormat("Q6_K", GgmlType::Q6_K, 210) {}
+  Q6KFormat() : KQuantFormat("Q6_K", GgmlType::Q6_K, sizeof(BlockQ6_K)) {}
 
   // Q6_K weighs each value by its importance alone.
   void fit(const float* x, size_t, const float* weights, BlockGrid& g) const override {
@@ -497,8 +517,9 @@ class Q6KFormat final : public KQuantFormat {
     return g.f[j / 16] * static_cast<float>(code - 32);
   }
   void encode(const BlockGrid& g, const int32_t* codes, uint8_t* dst) const override {
-    uint8_t* ql = dst;
-    uint8_t* qh = dst + 128;
+    BlockQ6_K b;
+    uint8_t* ql = b.ql;
+    uint8_t* qh = b.qh;
     for (int h = 0; h < 2; ++h) {
       const int32_t* L = codes + 128 * h;
       for (int l = 0; l < 32; ++l) {
@@ -508,24 +529,27 @@ class Q6KFormat final : public KQuantFormat {
                                               ((L[l + 96] >> 4) << 6));
       }
     }
-    for (int j = 0; j < 16; ++j) dst[192 + j] = static_cast<uint8_t>(static_cast<int8_t>(g.i[j]));
-    store16(dst + 208, g.i[16]);
+    for (int j = 0; j < 16; ++j) b.scales[j] = static_cast<int8_t>(g.i[j]);
+    b.d = static_cast<uint16_t>(g.i[16]);
+    std::memcpy(dst, &b, sizeof(b));
   }
   void decode(const uint8_t* src, BlockGrid& g, int32_t* codes) const override {
-    const uint8_t* ql = src;
-    const uint8_t* qh = src + 128;
+    BlockQ6_K b;
+    std::memcpy(&b, src, sizeof(b));
+    const uint8_t* ql = b.ql;
+    const uint8_t* qh = b.qh;
     for (int h = 0; h < 2; ++h) {
       int32_t* L = codes + 128 * h;
       for (int l = 0; l < 32; ++l) {
-        const uint8_t a = ql[64 * h + l], b = ql[64 * h + l + 32], hb = qh[32 * h + l];
-        L[l] = (a & 0xF) | ((hb & 3) << 4);
-        L[l + 32] = (b & 0xF) | (((hb >> 2) & 3) << 4);
-        L[l + 64] = (a >> 4) | (((hb >> 4) & 3) << 4);
-        L[l + 96] = (b >> 4) | (((hb >> 6) & 3) << 4);
+        const uint8_t lo = ql[64 * h + l], hi = ql[64 * h + l + 32], hb = qh[32 * h + l];
+        L[l] = (lo & 0xF) | ((hb & 3) << 4);
+        L[l + 32] = (hi & 0xF) | (((hb >> 2) & 3) << 4);
+        L[l + 64] = (lo >> 4) | (((hb >> 4) & 3) << 4);
+        L[l + 96] = (hi >> 4) | (((hb >> 6) & 3) << 4);
       }
     }
-    for (int j = 0; j < 16; ++j) g.i[j] = static_cast<int8_t>(src[192 + j]);
-    g.i[16] = load16(src + 208);
+    for (int j = 0; j < 16; ++j) g.i[j] = b.scales[j];
+    g.i[16] = b.d;
     g.i[17] = 0;
     set_derived(g);
   }

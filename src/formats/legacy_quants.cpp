@@ -80,11 +80,14 @@ class Q8_0Format final : public Format {
 // Grid: i[0] = mode (0 reference rounding, 1 rounding of a weighted search, 2 all codes zero), i[1] / i[2] = fp16
 // bits of d / m; f[0] = rounding multiplier (1/d, or the search's iscale), f[1] = min subtracted before rounding,
 // f[2] / f[3] = stored d / m as floats.
+template <typename Block>
 class LegacyFormat final : public Format {
+  static constexpr bool with_min_ = requires(Block b) { b.m; };
+  static constexpr int bits_ = requires(Block b) { b.qh; } ? 5 : 4;
+  static constexpr size_t bytes_ = sizeof(Block);
+
  public:
-  LegacyFormat(std::string name, GgmlType type, int bits, bool with_min)
-      : name_(std::move(name)), type_(type), bits_(bits), with_min_(with_min),
-        bytes_(2 + (with_min ? 2 : 0) + (bits == 5 ? 4 : 0) + 16) {}
+  LegacyFormat(std::string name, GgmlType type) : name_(std::move(name)), type_(type) {}
 
   const std::string& name() const override { return name_; }
   GgmlType storage_type() const override { return type_; }
@@ -180,22 +183,16 @@ class LegacyFormat final : public Format {
   }
 
   void encode(const BlockGrid& g, const int32_t* codes, uint8_t* dst) const override {
-    const auto d = static_cast<uint16_t>(g.i[1]);
-    const auto m = static_cast<uint16_t>(g.i[2]);
-    size_t at = 0;
-    std::memcpy(dst, &d, 2);
-    at += 2;
-    if (with_min_) {
-      std::memcpy(dst + at, &m, 2);
-      at += 2;
-    }
-    if (bits_ == 5) {
+    Block b;
+    b.d = static_cast<uint16_t>(g.i[1]);
+    if constexpr (with_min_) b.m = static_cast<uint16_t>(g.i[2]);
+    if constexpr (bits_ == 5) {
       uint32_t qh = 0;
       for (int j = 0; j < 32; ++j) qh |= static_cast<uint32_t>((codes[j] >> 4) & 1) << j;
-      std::memcpy(dst + at, &qh, 4);
-      at += 4;
+      std::memcpy(b.qh, &qh, 4);
     }
-    for (int j = 0; j < 16; ++j) dst[at + j] = static_cast<uint8_t>((codes[j] & 0xF) | ((codes[j + 16] & 0xF) << 4));
+    for (int j = 0; j < 16; ++j) b.qs[j] = static_cast<uint8_t>((codes[j] & 0xF) | ((codes[j + 16] & 0xF) << 4));
+    std::memcpy(dst, &b, sizeof(b));
   }
 
   // ggml's reference quantizers written out as tight loops (the same arithmetic as fit + quantize_value in mode 0,
@@ -241,30 +238,22 @@ class LegacyFormat final : public Format {
 
   void dequantize_row(const uint8_t* src, float* y, size_t n) const override {
     for (size_t b = 0; b < n / 32; ++b) {
-      const uint8_t* blk = src + b * bytes_;
-      uint16_t dh, mh = 0;
-      std::memcpy(&dh, blk, 2);
-      size_t at = 2;
-      if (with_min_) {
-        std::memcpy(&mh, blk + 2, 2);
-        at = 4;
-      }
+      Block blk;
+      std::memcpy(&blk, src + b * bytes_, sizeof(blk));
       uint32_t qh = 0;
-      if (bits_ == 5) {
-        std::memcpy(&qh, blk + at, 4);
-        at += 4;
-      }
-      const float d = fp16_to_fp32(dh);
-      const float m = fp16_to_fp32(mh);
+      float m = 0.0f;
+      if constexpr (bits_ == 5) std::memcpy(&qh, blk.qh, 4);
+      if constexpr (with_min_) m = fp16_to_fp32(blk.m);
+      const float d = fp16_to_fp32(blk.d);
       const int offset = with_min_ ? 0 : (1 << (bits_ - 1));
       float* yb = y + b * 32;
       for (int j = 0; j < 16; ++j) {
-        int q0 = blk[at + j] & 0xF, q1 = blk[at + j] >> 4;
-        if (bits_ == 5) {
+        int q0 = blk.qs[j] & 0xF, q1 = blk.qs[j] >> 4;
+        if constexpr (bits_ == 5) {
           q0 |= static_cast<int>((qh >> j) & 1u) << 4;
           q1 |= static_cast<int>((qh >> (j + 16)) & 1u) << 4;
         }
-        if (with_min_) {
+        if constexpr (with_min_) {
           yb[j] = static_cast<float>(q0) * d + m;
           yb[j + 16] = static_cast<float>(q1) * d + m;
         } else {
@@ -337,17 +326,14 @@ class LegacyFormat final : public Format {
  private:
   std::string name_;
   GgmlType type_;
-  int bits_;
-  bool with_min_;
-  size_t bytes_;
 };
 
 }  // namespace
 
 FormatPtr make_q8_0_format() { return std::make_shared<Q8_0Format>(); }
-FormatPtr make_q4_0_format() { return std::make_shared<LegacyFormat>("Q4_0", GgmlType::Q4_0, 4, false); }
-FormatPtr make_q4_1_format() { return std::make_shared<LegacyFormat>("Q4_1", GgmlType::Q4_1, 4, true); }
-FormatPtr make_q5_0_format() { return std::make_shared<LegacyFormat>("Q5_0", GgmlType::Q5_0, 5, false); }
-FormatPtr make_q5_1_format() { return std::make_shared<LegacyFormat>("Q5_1", GgmlType::Q5_1, 5, true); }
+FormatPtr make_q4_0_format() { return std::make_shared<LegacyFormat<BlockQ4_0>>("Q4_0", GgmlType::Q4_0); }
+FormatPtr make_q4_1_format() { return std::make_shared<LegacyFormat<BlockQ4_1>>("Q4_1", GgmlType::Q4_1); }
+FormatPtr make_q5_0_format() { return std::make_shared<LegacyFormat<BlockQ5_0>>("Q5_0", GgmlType::Q5_0); }
+FormatPtr make_q5_1_format() { return std::make_shared<LegacyFormat<BlockQ5_1>>("Q5_1", GgmlType::Q5_1); }
 
 }  // namespace qz

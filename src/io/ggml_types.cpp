@@ -2,17 +2,19 @@
 
 #include <stdexcept>
 
+#include "qz/io/ggml_blocks.hpp"
+
 namespace qz {
 
 namespace {
 constexpr GgmlTypeTraits kTraits[] = {
     {GgmlType::F32, "f32", 1, 4},          {GgmlType::F16, "f16", 1, 2},
-    {GgmlType::Q4_0, "q4_0", 32, 18},      {GgmlType::Q4_1, "q4_1", 32, 20},
-    {GgmlType::Q5_0, "q5_0", 32, 22},      {GgmlType::Q5_1, "q5_1", 32, 24},
-    {GgmlType::Q8_0, "q8_0", 32, 34},      {GgmlType::Q8_1, "q8_1", 32, 36},
-    {GgmlType::Q2_K, "q2_K", 256, 84},     {GgmlType::Q3_K, "q3_K", 256, 110},
-    {GgmlType::Q4_K, "q4_K", 256, 144},    {GgmlType::Q5_K, "q5_K", 256, 176},
-    {GgmlType::Q6_K, "q6_K", 256, 210},    {GgmlType::Q8_K, "q8_K", 256, 292},
+    {GgmlType::Q4_0, "q4_0", kQK4_0, sizeof(BlockQ4_0)},      {GgmlType::Q4_1, "q4_1", kQK4_1, sizeof(BlockQ4_1)},
+    {GgmlType::Q5_0, "q5_0", kQK5_0, sizeof(BlockQ5_0)},      {GgmlType::Q5_1, "q5_1", kQK5_1, sizeof(BlockQ5_1)},
+    {GgmlType::Q8_0, "q8_0", kQK8_0, sizeof(BlockQ8_0)},      {GgmlType::Q8_1, "q8_1", 32, 36},
+    {GgmlType::Q2_K, "q2_K", kQK_K, sizeof(BlockQ2_K)},     {GgmlType::Q3_K, "q3_K", kQK_K, sizeof(BlockQ3_K)},
+    {GgmlType::Q4_K, "q4_K", kQK_K, sizeof(BlockQ4_K)},    {GgmlType::Q5_K, "q5_K", kQK_K, sizeof(BlockQ5_K)},
+    {GgmlType::Q6_K, "q6_K", kQK_K, sizeof(BlockQ6_K)},    {GgmlType::Q8_K, "q8_K", 256, 292},
     {GgmlType::IQ2_XXS, "iq2_xxs", 256, 66}, {GgmlType::IQ2_XS, "iq2_xs", 256, 74},
     {GgmlType::IQ3_XXS, "iq3_xxs", 256, 98}, {GgmlType::IQ1_S, "iq1_s", 256, 50},
     {GgmlType::IQ4_NL, "iq4_nl", 32, 18},  {GgmlType::IQ3_S, "iq3_s", 256, 110},

@@ -61,6 +61,5 @@ inline uint16_t fp32_to_bf16(float f) {
 inline float bf16_to_fp32(uint16_t b) { return std::bit_cast<float>(static_cast<uint32_t>(b) << 16); }
 
 // Round a float to the nearest fp16-representable float.
-inline float round_to_fp16(float f) { return fp16_to_fp32(fp32_to_fp16(f)); }
 
 }  // namespace qz

@@ -1,4 +1,6 @@
-// ggml tensor type ids and their block geometry, as the GGUF format defines them (ggml.h `enum ggml_type`).
+// ggml tensor type ids and their block geometry, as the GGUF format defines them (ggml.h `enum ggml_type`); the
+// geometry of the types the toolkit writes comes from their block structs (ggml_blocks.hpp), the rest (types it
+// only recognizes) is listed here.
 // This is file-format knowledge used to validate GGUF tensor infos; the format table (formats/) says how to
 // produce and decode the types this project writes.
 #pragma once

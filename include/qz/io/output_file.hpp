@@ -25,7 +25,6 @@ class OutputFile {
   // Flushes, syncs and renames the temporary file to the destination.
   void commit();
 
-  const std::filesystem::path& destination() const { return dest_; }
   const std::filesystem::path& temporary() const { return tmp_; }
 
  private:
