@@ -44,7 +44,8 @@ MixChoice mix_type(const Mix& mix, const TensorRoleInfo& info, size_t row_length
   if (info.role == TensorRole::Output || (!ctx.has_output && info.role == TensorRole::TokenEmbedding)) {
     const std::string what = info.role == TensorRole::Output ? "output head" : "tied token embedding / output head";
     if (row_length % tr.block_size != 0) return pick(GgmlType::Q8_0, what + " with rows unfit for the base type: Q8_0");
-    if (base != GgmlType::Q8_0) return pick(GgmlType::Q6_K, what + ": Q6_K, as llama-quantize does");
+    const double bpw = 8.0 * tr.type_size / tr.block_size;
+    if (auto up = output_head_choice(bpw, what)) return *up;
     return pick(base, what);
   }
   const std::string base_reason = std::string(mix.name) + " base type";
@@ -82,6 +83,12 @@ MixChoice mix_type(const Mix& mix, const TensorRoleInfo& info, size_t row_length
     default:
       return pick(base, base_reason);
   }
+}
+
+std::optional<MixChoice> output_head_choice(double base_bits_per_weight, const std::string& what) {
+  if (base_bits_per_weight >= 8.5) return std::nullopt;  // Q8_0 and the float types stay
+  if (base_bits_per_weight <= 6.5625) return MixChoice{GgmlType::Q6_K, what + ": Q6_K, as llama-quantize does"};
+  return MixChoice{GgmlType::Q8_0, what + ": keeps more bits (Q8_0), as llama-quantize does"};
 }
 
 std::optional<GgmlType> row_length_fallback(GgmlType t, size_t row_length) {

@@ -90,16 +90,6 @@ std::optional<TensorPlan> source_of(const Checkpoint::Entry& e, const Plan& plan
 
 FormatPtr named_format(const std::string& name, size_t cols) { return find_format(name, cols); }
 
-// The output head (or the tied embedding that serves as it) keeps more bits, as in llama-quantize.
-std::optional<std::pair<FormatPtr, std::string>> output_head_upgrade(const FormatPtr& base, size_t cols) {
-  if (!base->is_quantized()) return std::nullopt;
-  if (base->bits_per_weight() < 6.5625 && cols % 256 == 0)
-    return std::pair{format_for_ggml_type(GgmlType::Q6_K), std::string("output head keeps more bits (Q6_K), as llama-quantize does")};
-  if (base->bits_per_weight() < 8.5)
-    return std::pair{format_for_ggml_type(GgmlType::Q8_0), std::string("output head keeps more bits (Q8_0), as llama-quantize does")};
-  return std::nullopt;
-}
-
 // The format of a 2-D weight: per-tensor rules first, then the target (a mix's choice or the single format).
 void choose_format(TensorPlan& p, const QuantizeConfig& cfg, const MixContext& ctx) {
   const TensorRules& rules = cfg.rules;
@@ -151,8 +141,11 @@ void choose_format(TensorPlan& p, const QuantizeConfig& cfg, const MixContext& c
     }
     return;
   }
-  if (serves_as_output && !rules.pure)
-    if (const auto up = output_head_upgrade(p.format, p.cols)) std::tie(p.format, p.reason) = *up;
+  if (serves_as_output && !rules.pure && p.format->is_quantized())
+    if (const auto up = output_head_choice(p.format->bits_per_weight(), is_output ? "output head" : "tied token embedding / output head")) {
+      p.format = format_for_ggml_type(up->type);
+      p.reason = up->reason;
+    }
 }
 
 // llama.cpp's row-length fallback (a per-row grid for integer groups), or an error with --no-fallback.

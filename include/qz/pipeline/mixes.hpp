@@ -45,6 +45,11 @@ struct MixChoice {
 // The type llama-quantize picks for a quantizable (2-D weight) tensor, before the row-length fallback.
 MixChoice mix_type(const Mix& mix, const TensorRoleInfo& role, size_t row_length, const MixContext& ctx);
 
+// The one output-head rule (the output head, or the tied embedding that serves as it, keeps more bits than the
+// other weights): Q6_K for a base of at most 6.5625 bits per weight, Q8_0 up to 8.5, else the base (nullopt).
+// `what` names the tensor in the reason. Rows Q6_K cannot store fall back as any tensor's do.
+std::optional<MixChoice> output_head_choice(double base_bits_per_weight, const std::string& what);
+
 // llama.cpp's row-length fallback: the type used when `row_length` is not a multiple of t's block
 // (K-quants to a 32-block type, then F16). nullopt when t fits.
 std::optional<GgmlType> row_length_fallback(GgmlType t, size_t row_length);
