@@ -101,6 +101,20 @@ Report run_quantize(const QuantizeJob& job, const QuantizeEvents& ev) {
   return r;
 }
 
+std::string describe_storage_types() {
+  std::string s = "Mixes (--type), as llama-quantize: ";
+  for (const auto& m : mixes()) s += std::string(m.name) + " ";
+  s += "(Q3_K, Q4_K, Q5_K = the _M mixes)\nStorage types (--type for one type everywhere, --tensor-type, "
+       "--output-tensor-type, --token-embedding-type):\n";
+  for (const auto& e : format_table()) {
+    if (e.family())
+      s += fmt::format("  {}\n      {}\n", e.name, e.summary);
+    else
+      s += fmt::format("  {:<8} {:6.3f} bpw  {}\n", e.name, e.bits_per_weight, e.summary);
+  }
+  return s;
+}
+
 std::string inspect_gguf(const fs::path& file) { return describe_gguf(GgufFile(file)); }
 
 size_t run_dequantize(const fs::path& input, const fs::path& output, const std::string& dtype, bool force) {

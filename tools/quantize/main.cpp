@@ -9,6 +9,7 @@
 #include <cstdio>
 
 #include "print.hpp"
+#include "quantize_args.hpp"
 #include "progress.hpp"
 #include "qz/core/error.hpp"
 #include "qz/pipeline/commands.hpp"
@@ -31,150 +32,10 @@ void add_verbosity(CLI::App& app, Verbosity& v) {
   app.add_flag("-q,--quiet", v.quiet, "Only errors");
 }
 
-// Binds an option to an optional<T>: set only when the user gives it, so the method's default applies otherwise.
-template <typename T>
-struct Optional {
-  T value{};
-  CLI::Option* opt = nullptr;
-  std::optional<T> get() const { return opt->count() ? std::optional<T>(value) : std::nullopt; }
-};
-
-template <typename T>
-void add(CLI::App& app, Optional<T>& o, const std::string& names, const std::string& help, const std::string& shown) {
-  o.opt = app.add_option(names, o.value, help)->default_str(shown);
-}
-
-// A setting turned on by `on` and off by `off` (two flags, so --help shows each plainly); unset when neither is given.
-struct Switch {
-  CLI::Option* on = nullptr;
-  CLI::Option* off = nullptr;
-  std::optional<bool> get() const {
-    if (on->count() && off->count())
-      throw UsageError(on->get_name() + " and " + off->get_name() + " contradict each other: give one");
-    if (on->count()) return true;
-    if (off->count()) return false;
-    return std::nullopt;
-  }
-};
-
-Switch add_switch(CLI::App& app, const std::string& on, const std::string& off, const std::string& help_on,
-                  const std::string& help_off, const std::string& group) {
-  return {app.add_flag(on)->description(help_on)->group(group), app.add_flag(off)->description(help_off)->group(group)};
-}
-
 // ---- quantize INPUT... -o OUTPUT -------------------------------------------------------------------------------
 
-struct QuantizeArgs {
-  std::vector<std::string> inputs, calib, tensor_types, include_weights, exclude_weights;
-  std::string output, json, method = "rtn", imatrix;
-  Optional<int> bits, group_size, block_size;
-  Optional<double> damp;
-  Optional<size_t> awq_tokens;
-  Switch symmetric, double_quant, awq_clip;
-  CLI::Option* awq_duo = nullptr;
-  QuantizeJob job;
-};
-
-void add_quantize_options(CLI::App& app, QuantizeArgs& a) {
-  QuantizeOptions& o = a.job.options;
-  app.add_option("input", a.inputs, "Checkpoint directory (with or without model.safetensors.index.json) or .safetensors file(s)");
-  app.add_option("-o,--output", a.output, "Output GGUF file (a directory with --output-format bnb)");
-  app.add_option("-m,--method", a.method,
-                 "rtn (the --type's own rounding), gptq (error feedback, needs --calib), awq (activation-aware "
-                 "scaling folded into the model, then rtn; needs --calib), awq+gptq; absmax / zeropoint / nf4 / fp4 "
-                 "spell a storage type with --bits / --group-size and round to nearest")
-      ->capture_default_str();
-  app.add_option("--type", o.type, "A llama-quantize mix (Q4_K_M, Q8_0, ...) or any storage type below (default Q8_0)");
-
-  const std::string storage = "Storage spelled by --method absmax/zeropoint/gptq/awq and nf4/fp4";
-  add(app, a.bits, "-b,--bits", "Bits of the integer grid, 2..8", "4");
-  a.bits.opt->group(storage);
-  add(app, a.group_size, "-g,--group-size",
-      "Integer grids: input columns per group (-1 per output row, 0 per tensor); NF4/FP4: block size", "128; nf4 64");
-  a.group_size.opt->group(storage);
-  a.symmetric = add_switch(app, "--sym", "--asym", "gptq/awq integer grids: symmetric (absmax)",
-                           "gptq/awq integer grids: asymmetric (zero-point; the default)", storage);
-  a.double_quant = add_switch(app, "--double-quant", "--no-double-quant",
-                              "NF4/FP4: quantize the block absmax values again, 8-bit in blocks of 256 (the default)",
-                              "NF4/FP4: keep the block absmax values as fp32", storage);
-
-  const std::string calib = "Calibration (gptq, awq)";
-  app.add_option("--calib", a.calib, "Calibration activations (safetensors, docs/calibration.md); repeat for several files")
-      ->allow_extra_args(false)
-      ->group(calib);
-  app.add_flag("--allow-missing-calib", o.allow_missing_calib,
-               "Round layers without calibration data to nearest (gptq) or leave them unscaled (awq) instead of failing")
-      ->group(calib);
-
-  const std::string gptq = "GPTQ (--method gptq, awq+gptq)";
-  add(app, a.damp, "--damp", "Damping as a fraction of mean(diag H), raised step by step if needed", "0.01");
-  a.damp.opt->group(gptq);
-  add(app, a.block_size, "--block-size", "Lazy-batch width in columns", "128");
-  a.block_size.opt->group(gptq);
-  app.add_flag("--act-order", o.act_order, "Columns by decreasing Hessian diagonal (implies --static-groups); default off")->group(gptq);
-  app.add_flag("--static-groups", o.static_groups, "Fit every block's grid up front on the original weights; default off")->group(gptq);
-  app.add_flag("--compare-rtn", o.compare_rtn, "Also report round-to-nearest's output error on the calibration data")->group(gptq);
-
-  const std::string awq = "AWQ (--method awq, awq+gptq)";
-  a.awq_duo = app.add_flag("--awq-duo-scaling")
-                  ->description("s = mean|x|^a / mean|w|^(1-a) instead of mean|x|^a; default off")
-                  ->group(awq);
-  add(app, a.awq_tokens, "--awq-tokens", "Calibration tokens (evenly strided) the searches measure output errors on", "512");
-  a.awq_tokens.opt->group(awq);
-  a.awq_clip = add_switch(app, "--awq-clip", "--no-awq-clip",
-                          "Search per-group clipping bounds (the default for awq)",
-                          "No clipping search (the default for awq+gptq)", awq);
-
-  const std::string lq = "Per-tensor choices (as llama-quantize)";
-  app.add_option("--tensor-type", a.tensor_types, "PATTERN=TYPE: tensors whose name matches the regex PATTERN get TYPE (repeatable; first match wins)")
-      ->allow_extra_args(false)
-      ->group(lq);
-  app.add_option("--output-tensor-type", o.output_tensor_type, "Type of the output head (output.weight)")->group(lq);
-  app.add_option("--token-embedding-type", o.token_embedding_type, "Type of the token embeddings (token_embd.weight)")->group(lq);
-  app.add_flag("--leave-output-tensor", o.leave_output_tensor, "Keep the output head unquantized (its checkpoint float type)")->group(lq);
-  app.add_flag("--pure", o.pure, "With a mix: every weight gets the mix's base type (no per-tensor choices)")->group(lq);
-  app.add_flag("--no-fallback", o.no_fallback, "Fail instead of falling back when a row length does not fit the type")->group(lq);
-  app.add_option("--imatrix", a.imatrix, "Importance matrix (llama.cpp's GGUF or legacy .dat imatrix) for weighted rounding")->group(lq);
-  app.add_option("--include-weights", a.include_weights, "Use the imatrix only for tensors whose name contains this (repeatable)")
-      ->allow_extra_args(false)
-      ->group(lq);
-  app.add_option("--exclude-weights", a.exclude_weights, "Do not use the imatrix for tensors whose name contains this (repeatable)")
-      ->allow_extra_args(false)
-      ->group(lq);
-
-  app.add_option("--output-format", a.job.output_format,
-                 "gguf, or bnb (with nf4/fp4: a transformers + bitsandbytes checkpoint directory at -o)")
-      ->capture_default_str();
-  app.add_option("-t,--threads", o.threads, "Worker threads (default: all cores)");
-  app.add_option("--json", a.json, "Write the machine-readable report to FILE ('-': stdout, the human lines then go to stderr)");
-  app.add_flag("--dry-run", a.job.dry_run, "Print the per-tensor plan and the output size; write nothing (no --calib needed)");
-  app.add_flag("-f,--force", a.job.force, "Overwrite an existing output file");
-}
-
-void finish_quantize_args(QuantizeArgs& a) {
-  QuantizeOptions& o = a.job.options;
-  check_not_llama_quantize_form(a.inputs, !a.output.empty());
-  set_method(o, a.method);
-  o.bits = a.bits.get();
-  o.group_size = a.group_size.get();
-  o.symmetric = a.symmetric.get();
-  o.double_quant = a.double_quant.get();
-  o.damp = a.damp.get();
-  o.block_size = a.block_size.get();
-  o.awq_tokens = a.awq_tokens.get();
-  o.awq_clip = a.awq_clip.get();
-  if (a.awq_duo->count()) o.awq_duo_scaling = true;
-  for (const auto& s : a.tensor_types) o.tensor_types.push_back(parse_tensor_type_override(s));
-  o.include_weights = a.include_weights;
-  o.exclude_weights = a.exclude_weights;
-  a.job.inputs.assign(a.inputs.begin(), a.inputs.end());
-  a.job.output = a.output;
-  a.job.calib.assign(a.calib.begin(), a.calib.end());
-  a.job.imatrix = a.imatrix;
-}
-
-int handle_quantize(QuantizeArgs& a, const Verbosity& v) {
-  finish_quantize_args(a);
+int handle_quantize(cli::QuantizeArgs& a, const Verbosity& v) {
+  cli::finish_quantize_args(a);
   // With --json - the report is the only thing on stdout.
   std::FILE* human = a.json == "-" ? stderr : stdout;
   cli::ConsoleProgress progress(stderr, isatty(STDERR_FILENO) != 0, v.quiet);
@@ -258,10 +119,10 @@ int main(int argc, char** argv) {
                "quantize"};
   app.set_version_flag("--version", std::string("quantize ") + QUANTIZE_VERSION);
   Verbosity verbosity;
-  QuantizeArgs qa;
-  add_quantize_options(app, qa);
+  cli::QuantizeArgs qa;
+  cli::add_quantize_options(app, qa);
   add_verbosity(app, verbosity);
-  app.footer(cli::format_list());
+  app.footer(describe_storage_types());
 
   InspectArgs ia;
   auto* inspect = app.add_subcommand("inspect", "Print a GGUF file's metadata and tensor table");

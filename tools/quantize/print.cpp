@@ -6,9 +6,7 @@
 #include <fstream>
 
 #include "qz/core/error.hpp"
-#include "qz/formats/format_table.hpp"
 #include "qz/pipeline/gguf_layout.hpp"
-#include "qz/pipeline/mixes.hpp"
 
 namespace qz::cli {
 
@@ -84,20 +82,6 @@ AwqProgress awq_progress(std::FILE* out, bool quiet, bool verbose) {
                  c.seconds);
   };
   return ap;
-}
-
-std::string format_list() {
-  std::string s = "Mixes (--type), as llama-quantize: ";
-  for (const auto& m : mixes()) s += std::string(m.name) + " ";
-  s += "(Q3_K, Q4_K, Q5_K = the _M mixes)\nStorage types (--type for one type everywhere, --tensor-type, "
-       "--output-tensor-type, --token-embedding-type):\n";
-  for (const auto& e : format_table()) {
-    if (e.family())
-      s += fmt::format("  {}\n      {}\n", e.name, e.summary);
-    else
-      s += fmt::format("  {:<8} {:6.3f} bpw  {}\n", e.name, e.bits_per_weight, e.summary);
-  }
-  return s;
 }
 
 void write_json(const std::string& path, const Report& r) {

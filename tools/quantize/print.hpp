@@ -1,5 +1,4 @@
-// What the CLI prints: the plan table, the run's summary, AWQ's progress lines, the type list of --help and the
-// --json report.
+// What the CLI prints: the plan table, the run's summary, AWQ's progress lines and the --json report.
 #pragma once
 
 #include <cstdio>
@@ -12,7 +11,6 @@ namespace qz::cli {
 void print_plan(std::FILE* out, const Plan& plan);
 void print_summary(std::FILE* out, const Report& r, const std::string& output_format);
 AwqProgress awq_progress(std::FILE* out, bool quiet, bool verbose);
-std::string format_list();
 void write_json(const std::string& path, const Report& r);  // "-": stdout
 
 }  // namespace qz::cli

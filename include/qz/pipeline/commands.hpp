@@ -45,6 +45,9 @@ Report run_quantize(const QuantizeJob& job, const QuantizeEvents& events = {});
 // (`quantize IN.gguf OUT.gguf Q4_K_M 4`): an input after the first that names a type and is not a file.
 void check_not_llama_quantize_form(const std::vector<std::string>& inputs, bool has_output);
 
+// The mixes and the format table's rows (fixed types and families), for --help.
+std::string describe_storage_types();
+
 // `quantize inspect FILE`: the file's metadata and tensor table.
 std::string inspect_gguf(const std::filesystem::path& file);
 
