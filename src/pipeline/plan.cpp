@@ -8,7 +8,6 @@
 #include "qz/formats/format_table.hpp"
 #include "qz/formats/int_grid.hpp"
 #include "qz/model/tensor_roles.hpp"
-#include "qz/pipeline/gguf_layout.hpp"
 #include "qz/pipeline/mixes.hpp"
 
 namespace qz {
@@ -277,7 +276,6 @@ void add_sizes(Plan& plan) {
       plan.fallback_bytes += p.output_bytes;
     }
   }
-  plan.file_bytes = make_gguf_layout(plan).file_bytes();
 }
 
 }  // namespace

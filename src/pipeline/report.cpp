@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "qz/pipeline/gguf_layout.hpp"
+
 namespace qz {
 
 void ErrorStats::add(const float* input, const float* restored, size_t n) {
@@ -173,7 +175,7 @@ Report report_from_plan(const Plan& plan, const std::string& input, const std::s
     r.imatrix_missing = plan.imatrix->missing;
   }
   r.input_bytes = plan.input_bytes;
-  r.output_bytes = plan.file_bytes;
+  r.output_bytes = make_gguf_layout(plan).file_bytes();  // the whole file, known before any tensor is written
   r.tensor_bytes = plan.tensor_bytes;
   r.weights = plan.weights;
   r.fallbacks = plan.fallbacks;

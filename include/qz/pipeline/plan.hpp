@@ -64,7 +64,6 @@ struct Plan {
   std::vector<SkippedTensor> skipped;
   uint64_t input_bytes = 0;    // bytes of the source tensors that are written
   uint64_t tensor_bytes = 0;   // bytes of tensor data in the output (without padding)
-  uint64_t file_bytes = 0;     // size of the output file
   uint64_t weights = 0;        // number of values written
   size_t fallbacks = 0;
   uint64_t fallback_bytes = 0;
