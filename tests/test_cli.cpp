@@ -343,3 +343,33 @@ TEST_F(CliConventions, GptqDryRunPlansWithoutCalibrationAndShapesMatchInspect) {
 
 }  // namespace
 }  // namespace qz
+
+namespace qz {
+namespace {
+
+TEST(CliSpellings, AbsmaxSpellsTheIntegerGridTypeAndSubcommandsTakeOptionsInAnyOrder) {
+  TempDir dir;
+  const std::string demo = (dir / "demo").string();
+  ASSERT_EQ(quantize("make-demo " + demo).code, 0);
+  const std::string a = (dir / "a.gguf").string(), t = (dir / "t.gguf").string();
+  ASSERT_EQ(quantize("--method absmax --bits 4 -g 128 " + demo + " -o " + a + " -q").code, 0);
+  ASSERT_EQ(quantize(demo + " --type int4_sym_g128 -o " + t + " -q").code, 0);
+  const GgufFile ga(a), gt(t);
+  ASSERT_EQ(ga.tensors().size(), gt.tensors().size());
+  for (const auto& info : ga.tensors()) {
+    const GgufTensorInfo* other = gt.find_tensor(info.name);
+    ASSERT_NE(other, nullptr) << info.name;
+    const auto x = ga.data(info), y = gt.data(*other);
+    EXPECT_TRUE(std::equal(x.begin(), x.end(), y.begin(), y.end())) << info.name;  // the same bytes
+  }
+  EXPECT_EQ(*ga.find("quantize.target")->get_if<std::string>(), "int4_sym_g128");
+  EXPECT_EQ(*gt.find("quantize.target")->get_if<std::string>(), "int4_sym_g128");
+  // A subcommand's options before its positional, and a repeated --calib taking one file each.
+  const Result r = quantize("imatrix --calib " + demo + "/calib.safetensors --calib " + demo + "/calib.safetensors " +
+                            demo + " -o " + (dir / "i.gguf").string());
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "from 2 calibration file(s)")) << r.output;
+}
+
+}  // namespace
+}  // namespace qz

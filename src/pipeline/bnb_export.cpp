@@ -66,7 +66,6 @@ Report export_bnb(const Checkpoint& ckpt, const QuantizeConfig& cfg, const fs::p
   report.input = ckpt.source().string();
   report.output = out_dir.string();
   report.method = method_name(cfg.method);
-  report.threads = cfg.threads;
   report.target = o.name();
   DType compute = DType::F32;
   for (const auto& e : ckpt.tensors()) {
