@@ -18,6 +18,7 @@
 #include "qz/pipeline/awq_pass.hpp"
 #include "qz/pipeline/dequantize.hpp"
 #include "qz/calibration/statistics.hpp"
+#include "qz/model/text_tokenizer.hpp"
 #include "qz/pipeline/plan.hpp"
 #include "qz/pipeline/quantize.hpp"
 #include "reference_forward.hpp"
@@ -178,6 +179,33 @@ TEST_F(LlamaCpp, Qwen2DemoWithBiasesAndByteLevelBpeMatchesTheReference) {
   dequantize_gguf_to_gguf(dir_ / "q.gguf", dir_ / "q-deq.gguf", true);
   EXPECT_LT(relative_rms(llama_logits(dir_ / "q.gguf", tokens, 512), llama_logits(dir_ / "q-deq.gguf", tokens, 512)), 5e-2);
   EXPECT_EQ(run_node("parse_gguf.mjs", (dir_ / "q.gguf").string()).value("architecture", ""), "qwen2");
+}
+
+// English, code, digits, runs of spaces and newlines, accents, CJK and emoji.
+const char* kMixedText =
+    "The quick brown fox jumps over 13 lazy dogs.\n\nint main() { return 42; }   // three spaces\n"
+    "    indented\tand tabbed, 3.14159 and 1,000,000;  caf\u00e9 na\u00efve \u00fcber "
+    "\u65e5\u672c\u8a9e\u306e\u6587\u7ae0 \U0001F600\U0001F44D end\n";
+
+TEST_F(LlamaCpp, SentencePieceEncodingMatchesLlamaCppsTokenizerOnOurGguf) {
+  std::vector<fs::path> models = {dir_ / "demo"};
+  write_demo_checkpoint(dir_ / "demo");
+  const fs::path stories = test::shared_dir() / "models" / "stories260K";
+  if (fs::exists(stories / "tokenizer.model")) models.push_back(stories);
+  else std::cout << "../shared/models/stories260K is absent: only the demo tokenizer is compared\n";
+  const fs::path text = dir_ / "mixed.txt";
+  std::ofstream(text, std::ios::binary) << kMixedText;
+  for (const fs::path& m : models) {
+    SCOPED_TRACE(m.string());
+    const fs::path out = dir_ / (m.filename().string() + "-f16.gguf");
+    convert(m, out, "F16");
+    const json j = run_node("llama_eval.mjs", out.string() + " tokenize " + text.string());
+    ASSERT_TRUE(j.contains("tokens"));
+    const auto theirs = j["tokens"].get<std::vector<int32_t>>();
+    const auto ours = open_text_tokenizer(m)->encode(kMixedText);
+    EXPECT_GT(ours.size(), 40u);
+    EXPECT_EQ(ours, theirs);
+  }
 }
 
 TEST_F(LlamaCpp, Stories260KTellsItsStoryAndKeepsItsPerplexity) {

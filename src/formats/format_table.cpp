@@ -85,7 +85,10 @@ FormatPtr native_equivalent(const IntGridSpec& spec) {
 
 std::string known_format_names() {
   std::string s;
-  for (const auto& e : format_table()) s += (s.empty() ? "" : " ") + std::string(e.name);
+  for (const auto& e : format_table()) {
+    if (!s.empty()) s += ' ';
+    s.append(e.name);
+  }
   return s;
 }
 

@@ -186,6 +186,28 @@ void write_sentencepiece(const fs::path& file, const std::vector<SentencePiece>&
     put_varint(out, msg.size());
     out += msg;
   }
+  // trainer_spec (2): model_type (3) = BPE (2), byte_fallback (35) = true, as llama.cpp's SentencePiece models;
+  // normalizer_spec (3): name (1) "identity", add_dummy_prefix (3) true, remove_extra_whitespaces (4) false,
+  // escape_whitespaces (5) true. The SentencePiece library then encodes as llama.cpp's "llama" tokenizer does.
+  std::string trainer;
+  put_varint(trainer, (3 << 3) | 0);
+  put_varint(trainer, 2);
+  put_varint(trainer, (35 << 3) | 0);
+  put_varint(trainer, 1);
+  put_varint(out, (2 << 3) | 2);
+  put_varint(out, trainer.size());
+  out += trainer;
+  std::string norm;
+  put_varint(norm, (1 << 3) | 2);
+  put_varint(norm, 8);
+  norm += "identity";
+  for (const auto& [field, value] : {std::pair{3, 1}, std::pair{4, 0}, std::pair{5, 1}}) {
+    put_varint(norm, static_cast<uint64_t>(field) << 3);
+    put_varint(norm, static_cast<uint64_t>(value));
+  }
+  put_varint(out, (3 << 3) | 2);
+  put_varint(out, norm.size());
+  out += norm;
   OutputFile o(file, true);
   o.write(out.data(), out.size());
   o.commit();

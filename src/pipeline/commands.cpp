@@ -3,12 +3,15 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <fstream>
+#include <iterator>
 #include <optional>
 
 #include "qz/calibration/statistics.hpp"
 #include "qz/core/error.hpp"
 #include "qz/formats/format_table.hpp"
 #include "qz/io/imatrix.hpp"
+#include "qz/model/text_tokenizer.hpp"
 #include "qz/pipeline/bnb_export.hpp"
 #include "qz/pipeline/dequantize.hpp"
 #include "qz/pipeline/mixes.hpp"
@@ -137,6 +140,18 @@ ImatrixResult run_imatrix(const ImatrixJob& job) {
   if (m.tensors.empty()) throw InputError("no weight of " + job.model.string() + " has calibration activations");
   write_imatrix_gguf(job.output, m, job.force);
   r.entries = m.tensors.size();
+  return r;
+}
+
+TokenizeResult run_tokenize(const fs::path& model, const fs::path& text_file) {
+  std::ifstream f(text_file, std::ios::binary);
+  if (!f) throw InputError(text_file.string() + ": cannot read the text");
+  const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  const fs::path dir = fs::is_directory(model) ? model : model.parent_path();
+  const auto tok = open_text_tokenizer(dir);
+  TokenizeResult r;
+  r.ids = tok->encode_for_model(text);
+  for (const int32_t id : r.ids) r.pieces.push_back(tok->piece(id));
   return r;
 }
 

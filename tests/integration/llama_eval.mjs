@@ -2,6 +2,7 @@
 //   node llama_eval.mjs MODEL.gguf logits TOKENS_JSON       -> {"logits": [[...vocab...] per position]}
 //   node llama_eval.mjs MODEL.gguf generate PROMPT N         -> {"text": "...", "tokens": [...]}
 //   node llama_eval.mjs MODEL.gguf perplexity TOKENS.u32 MAX -> {"perplexity": p, "scored": n}
+//   node llama_eval.mjs MODEL.gguf tokenize TEXT_FILE        -> {"tokens": [...]} (llama.cpp's tokenizer, no BOS)
 // Run in a child process by the C++ test: a llama.cpp assertion aborts only this process.
 import {getLlama} from "node-llama-cpp";
 import fs from "node:fs";
@@ -40,6 +41,9 @@ if (mode === "logits") {
     next = [tok];
   }
   process.stdout.write(JSON.stringify({text: model.detokenize(out), tokens: out}));
+} else if (mode === "tokenize") {
+  const text = fs.readFileSync(arg1, "utf8");
+  process.stdout.write(JSON.stringify({tokens: Array.from(model.tokenize(text, false))}));
 } else if (mode === "perplexity") {
   const buf = fs.readFileSync(arg1);
   const all = Array.from(new Uint32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4));

@@ -7,6 +7,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <nlohmann/json.hpp>
 
 #include "print.hpp"
 #include "quantize_args.hpp"
@@ -94,6 +95,20 @@ int handle_imatrix(const ImatrixArgs& a, const Verbosity& v) {
   return 0;
 }
 
+struct TokenizeArgs {
+  std::string model, text, json;
+};
+
+int handle_tokenize(const TokenizeArgs& a) {
+  const TokenizeResult r = run_tokenize(a.model, a.text);
+  if (!a.json.empty()) {
+    cli::write_text(a.json, nlohmann::json{{"tokens", r.ids}, {"pieces", r.pieces}}.dump() + "\n");
+    if (a.json == "-") return 0;
+  }
+  for (size_t i = 0; i < r.ids.size(); ++i) fmt::print("{:6} -> '{}'\n", r.ids[i], r.pieces[i]);
+  return 0;
+}
+
 struct DemoArgs {
   std::string dir;
   DemoConfig cfg;
@@ -115,6 +130,7 @@ int main(int argc, char** argv) {
   CLI::App app{"quantize: shrink LLM checkpoints (Hugging Face safetensors) into GGUF files.\n"
                "  quantize INPUT -o OUTPUT.gguf [--type Q4_K_M | --method gptq --bits 4 --calib F ...]\n"
                "  quantize inspect FILE.gguf | dequantize FILE.gguf -o OUT.safetensors | imatrix MODEL --calib F -o I.gguf\n"
+               "  quantize tokenize MODEL --text FILE [--json FILE|-]\n"
                "  quantize make-demo DIR",
                "quantize"};
   app.set_version_flag("--version", std::string("quantize ") + QUANTIZE_VERSION);
@@ -144,13 +160,19 @@ int main(int argc, char** argv) {
   imx->add_option("-o,--output", xa.output, "Output imatrix .gguf")->required();
   imx->add_flag("-f,--force", xa.force, "Overwrite an existing output file");
 
+  TokenizeArgs ta;
+  auto* tok = app.add_subcommand("tokenize", "Print the token ids the model reads for a text (as llama-tokenize)");
+  tok->add_option("model", ta.model, "Checkpoint directory (with tokenizer.model)")->required();
+  tok->add_option("--text", ta.text, "Text file to tokenize")->required();
+  tok->add_option("--json", ta.json, "Write {\"tokens\": [...], \"pieces\": [...]} to FILE ('-': stdout only that)");
+
   DemoArgs ma;
   auto* demo = app.add_subcommand("make-demo", "Write a tiny LLaMA-shaped demo checkpoint (config.json, 2 shards, index) and calib.safetensors");
   demo->add_option("dir", ma.dir, "Directory to write")->required();
   demo->add_option("--layers", ma.cfg.layers, "Decoder layers")->capture_default_str();
   demo->add_option("--seed", ma.cfg.seed, "Random seed")->capture_default_str();
 
-  for (auto* sub : {inspect, deq, imx, demo}) {
+  for (auto* sub : {inspect, deq, imx, tok, demo}) {
     sub->footer("");  // the type list is the main command's
     add_verbosity(*sub, verbosity);
   }
@@ -173,6 +195,7 @@ int main(int argc, char** argv) {
     if (*inspect) return handle_inspect(ia);
     if (*deq) return handle_dequantize(da, verbosity);
     if (*imx) return handle_imatrix(xa, verbosity);
+    if (*tok) return handle_tokenize(ta);
     if (*demo) return handle_make_demo(ma, verbosity);
     return handle_quantize(qa, verbosity);
   } catch (const InputError& e) {

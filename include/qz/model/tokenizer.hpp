@@ -38,7 +38,8 @@ struct SentencePiece {
 
 // Parses a SentencePiece model file (InputError naming the file on malformed protobuf).
 std::vector<SentencePiece> read_sentencepiece(const std::filesystem::path& file, bool* add_dummy_prefix = nullptr);
-// Writes a SentencePiece model file holding `pieces` (used for the demo model's tokenizer).
+// A SentencePiece model of these pieces: BPE with byte fallback and the identity normalizer with a dummy prefix,
+// as llama.cpp's SentencePiece vocabularies are (the demo checkpoint's tokenizer.model).
 void write_sentencepiece(const std::filesystem::path& file, const std::vector<SentencePiece>& pieces);
 
 // Reads the tokenizer of a checkpoint directory; nullopt when it has neither tokenizer.model nor tokenizer.json.

@@ -69,6 +69,14 @@ struct ImatrixResult {
 };
 ImatrixResult run_imatrix(const ImatrixJob& job);
 
+// `quantize tokenize MODEL --text FILE`: the ids the model reads for the text (BOS first when it adds one), with
+// their pieces, as llama.cpp's llama-tokenize prints them.
+struct TokenizeResult {
+  std::vector<int32_t> ids;
+  std::vector<std::string> pieces;
+};
+TokenizeResult run_tokenize(const std::filesystem::path& model, const std::filesystem::path& text_file);
+
 // `quantize make-demo DIR`: the demo checkpoint and its calibration activations (DIR/calib.safetensors).
 void run_make_demo(const std::filesystem::path& dir, const DemoConfig& cfg);
 

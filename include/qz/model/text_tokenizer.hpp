@@ -1,0 +1,34 @@
+// Text to token ids, as the model's own tokenizer encodes it. `tokenizer.model` (SentencePiece) is encoded by the
+// SentencePiece library itself (libsentencepiece), with the model's own normalizer and dummy-prefix settings; the
+// special tokens (BOS and whether it is added) come from the checkpoint's configs, as read_vocabulary reads them.
+// Byte-level BPE `tokenizer.json` encoding is not there yet (a UsageError says so).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace qz {
+
+class TextTokenizer {
+ public:
+  virtual ~TextTokenizer() = default;
+  // The ids of `text`, without BOS.
+  virtual std::vector<int32_t> encode(const std::string& text) const = 0;
+  // The piece of a token id, as the vocabulary spells it ("▁the", "<0x0A>").
+  virtual std::string piece(int32_t id) const = 0;
+  virtual size_t vocab_size() const = 0;
+  // The ids a model reads for `text`: BOS first when the tokenizer's config says the model adds it.
+  std::vector<int32_t> encode_for_model(const std::string& text) const;
+  std::optional<int32_t> bos;
+  bool add_bos = true;
+};
+
+// The tokenizer of a checkpoint directory. Throws InputError naming the file when it cannot be read, UsageError
+// when the directory has no tokenizer the engine encodes.
+std::unique_ptr<TextTokenizer> open_text_tokenizer(const std::filesystem::path& dir);
+
+}  // namespace qz
