@@ -373,3 +373,27 @@ TEST(CliSpellings, AbsmaxSpellsTheIntegerGridTypeAndSubcommandsTakeOptionsInAnyO
 
 }  // namespace
 }  // namespace qz
+
+namespace qz {
+namespace {
+
+TEST(CliTokenize, PrintsIdsAndPiecesOrOneJsonDocument) {
+  TempDir dir;
+  const std::string demo = (dir / "demo").string();
+  ASSERT_EQ(quantize("make-demo " + demo).code, 0);
+  std::ofstream(dir / "t.txt") << "ab";
+  Result r = quantize("tokenize " + demo + " --text " + (dir / "t.txt").string());
+  ASSERT_EQ(r.code, 0) << r.output;
+  // BOS first (the demo's tokenizer_config adds it), then the SentencePiece pieces of "ab" with its dummy prefix.
+  EXPECT_TRUE(contains(r.output, "     1 -> '<s>'\n")) << r.output;
+  std::string err;
+  r = quantize_stdout("tokenize --json - --text " + (dir / "t.txt").string() + " " + demo, dir / "err.txt", &err);
+  ASSERT_EQ(r.code, 0) << err;
+  const auto j = nlohmann::json::parse(r.output);
+  EXPECT_EQ(j["tokens"][0], 1);
+  EXPECT_EQ(j["tokens"].size(), j["pieces"].size());
+  EXPECT_EQ(quantize("tokenize " + demo + " --text " + (dir / "missing.txt").string()).code, 2);
+}
+
+}  // namespace
+}  // namespace qz

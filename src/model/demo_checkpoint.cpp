@@ -86,7 +86,16 @@ void write_demo_bpe_tokenizer(const fs::path& dir, int size) {
   const nlohmann::ordered_json tok = {
       {"version", "1.0"},
       {"added_tokens", {{{"id", id}, {"content", "<|endoftext|>"}, {"special", true}}}},
-      {"pre_tokenizer", {{"type", "ByteLevel"}}},
+      // Qwen2's own pre-tokenizer (llama.cpp's "qwen2"): its split regex, then the byte-level map.
+      {"pre_tokenizer",
+       {{"type", "Sequence"},
+        {"pretokenizers",
+         {{{"type", "Split"},
+           {"pattern", {{"Regex", "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+                                  "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}}},
+           {"behavior", "Isolated"},
+           {"invert", false}},
+          {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", false}, {"use_regex", false}}}}}},
       {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}}},
   };
   std::ofstream(dir / "tokenizer.json") << tok.dump() << "\n";

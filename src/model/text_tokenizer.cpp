@@ -43,15 +43,15 @@ std::vector<int32_t> TextTokenizer::encode_for_model(const std::string& text) co
   return ids;
 }
 
+std::unique_ptr<TextTokenizer> make_sentencepiece_tokenizer(const fs::path& tokenizer_model) {
+  return std::make_unique<SentencePieceTokenizer>(tokenizer_model);
+}
+
 std::unique_ptr<TextTokenizer> open_text_tokenizer(const fs::path& dir) {
-  if (!fs::exists(dir / "tokenizer.model")) {
-    if (fs::exists(dir / "tokenizer.json"))
-      throw UsageError(fmt::format("{}: encoding text with a tokenizer.json (byte-level BPE) is not supported yet; "
-                                   "a tokenizer.model (SentencePiece) is",
-                                   (dir / "tokenizer.json").string()));
-    throw UsageError(fmt::format("{}: no tokenizer.model or tokenizer.json", dir.string()));
-  }
-  auto t = std::make_unique<SentencePieceTokenizer>(dir / "tokenizer.model");
+  std::unique_ptr<TextTokenizer> t;
+  if (fs::exists(dir / "tokenizer.model")) t = make_sentencepiece_tokenizer(dir / "tokenizer.model");
+  else if (fs::exists(dir / "tokenizer.json")) t = make_byte_level_bpe_tokenizer(dir / "tokenizer.json");
+  else throw UsageError(fmt::format("{}: no tokenizer.model or tokenizer.json", dir.string()));
   // BOS and whether it is added: the same reading of the configs as the GGUF vocabulary (tokenizer.hpp).
   if (const std::optional<Vocabulary> v = read_vocabulary(dir, "llama", 0)) {
     if (v->bos) t->bos = static_cast<int32_t>(*v->bos);

@@ -1,7 +1,10 @@
-// Text to token ids, as the model's own tokenizer encodes it. `tokenizer.model` (SentencePiece) is encoded by the
-// SentencePiece library itself (libsentencepiece), with the model's own normalizer and dummy-prefix settings; the
-// special tokens (BOS and whether it is added) come from the checkpoint's configs, as read_vocabulary reads them.
-// Byte-level BPE `tokenizer.json` encoding is not there yet (a UsageError says so).
+// Text to token ids, as the model's own tokenizer encodes it:
+// - `tokenizer.model` (SentencePiece) by the SentencePiece library itself (libsentencepiece), with the model's own
+//   normalizer and dummy-prefix settings;
+// - a byte-level BPE `tokenizer.json` (GPT-2, Llama 3, Qwen2/Qwen3; bpe_tokenizer.cpp): added tokens, the
+//   pre-tokenizer's regexes through PCRE2 with Unicode properties, GPT-2's byte-to-unicode map, merges by rank.
+//   Its NFC normalizer (Qwen) is taken as the identity: text is expected in NFC, as nearly all text is.
+// The special tokens (BOS and whether it is added) come from the checkpoint's configs, as read_vocabulary reads them.
 #pragma once
 
 #include <cstdint>
@@ -27,7 +30,10 @@ class TextTokenizer {
   bool add_bos = true;
 };
 
-// The tokenizer of a checkpoint directory. Throws InputError naming the file when it cannot be read, UsageError
+std::unique_ptr<TextTokenizer> make_sentencepiece_tokenizer(const std::filesystem::path& tokenizer_model);
+std::unique_ptr<TextTokenizer> make_byte_level_bpe_tokenizer(const std::filesystem::path& tokenizer_json);
+
+// The tokenizer of a checkpoint directory (tokenizer.model first, as llama.cpp's converter prefers it). Throws InputError naming the file when it cannot be read, UsageError
 // when the directory has no tokenizer the engine encodes.
 std::unique_ptr<TextTokenizer> open_text_tokenizer(const std::filesystem::path& dir);
 

@@ -1,0 +1,285 @@
+// Byte-level BPE from a Hugging Face tokenizer.json (GPT-2, Llama 3, Qwen2/Qwen3): added tokens split out first,
+// then the pre-tokenizer's regexes (PCRE2 with Unicode properties; Split "Isolated" and ByteLevel's GPT-2 pattern),
+// each piece's bytes through GPT-2's byte-to-unicode map, then merges by rank (or the whole piece when
+// ignore_merges and it is in the vocabulary).
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <fmt/format.h>
+#include <pcre2.h>
+
+#include <algorithm>
+#include <climits>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <unordered_map>
+
+#include "qz/core/error.hpp"
+#include "qz/model/text_tokenizer.hpp"
+
+namespace qz {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// GPT-2's pre-tokenizer regex (ByteLevel with use_regex).
+constexpr const char* kGpt2Pattern = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+
+void append_utf8(std::string& s, uint32_t cp) {
+  if (cp < 0x80) {
+    s += static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    s += static_cast<char>(0xC0 | (cp >> 6));
+    s += static_cast<char>(0x80 | (cp & 0x3F));
+  } else {
+    s += static_cast<char>(0xE0 | (cp >> 12));
+    s += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    s += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+}
+
+// GPT-2's byte-to-unicode map: printable bytes stand for themselves, the others for U+0100 on, in byte order.
+const std::array<std::string, 256>& byte_chars() {
+  static const std::array<std::string, 256> table = [] {
+    std::array<std::string, 256> t;
+    uint32_t next = 256;
+    for (uint32_t b = 0; b < 256; ++b) {
+      const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+      append_utf8(t[b], printable ? b : next++);
+    }
+    return t;
+  }();
+  return table;
+}
+
+size_t utf8_length(unsigned char lead) { return lead < 0x80 ? 1 : lead < 0xE0 ? 2 : lead < 0xF0 ? 3 : 4; }
+
+class Regex {
+ public:
+  Regex(const std::string& pattern, const std::string& where) {
+    int err = 0;
+    PCRE2_SIZE offset = 0;
+    code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.c_str()), pattern.size(), PCRE2_UTF | PCRE2_UCP, &err,
+                          &offset, nullptr);
+    if (code_ == nullptr) {
+      PCRE2_UCHAR msg[256];
+      pcre2_get_error_message(err, msg, sizeof(msg));
+      throw InputError(fmt::format("{}: pre-tokenizer regex does not compile at offset {}: {}", where, offset,
+                                   reinterpret_cast<const char*>(msg)));
+    }
+    data_ = pcre2_match_data_create_from_pattern(code_, nullptr);
+  }
+  Regex(const Regex&) = delete;
+  Regex& operator=(const Regex&) = delete;
+  ~Regex() {
+    pcre2_match_data_free(data_);
+    pcre2_code_free(code_);
+  }
+  // Split "Isolated": every match is a piece, and so is every stretch between matches.
+  void split(const std::string& s, std::vector<std::string>& out) const {
+    size_t at = 0, last = 0;
+    while (at <= s.size()) {
+      const int rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), at, 0, data_, nullptr);
+      if (rc == PCRE2_ERROR_NOMATCH) break;
+      if (rc < 0) {
+        PCRE2_UCHAR msg[256];
+        pcre2_get_error_message(rc, msg, sizeof(msg));
+        throw InputError(fmt::format("text cannot be pre-tokenized: {}", reinterpret_cast<const char*>(msg)));
+      }
+      const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(data_);
+      const size_t b = ov[0], e = ov[1];
+      if (b > last) out.push_back(s.substr(last, b - last));
+      if (e > b) out.push_back(s.substr(b, e - b));
+      last = e;
+      at = e > b ? e : e + (e < s.size() ? utf8_length(static_cast<unsigned char>(s[e])) : 1);
+    }
+    if (last < s.size()) out.push_back(s.substr(last));
+  }
+
+ private:
+  pcre2_code* code_ = nullptr;
+  pcre2_match_data* data_ = nullptr;
+};
+
+bool valid_utf8(const std::string& s, size_t* bad) {
+  for (size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    const size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return *bad = i, false;
+    for (size_t k = 1; k < n; ++k)
+      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 2) return *bad = i, false;
+    i += n;
+  }
+  return true;
+}
+
+class ByteLevelBpe final : public TextTokenizer {
+ public:
+  ByteLevelBpe(const json& tok, const fs::path& file) : where_(file.string()) {
+    const json& model = tok.at("model");
+    for (auto it = model.at("vocab").begin(); it != model.at("vocab").end(); ++it) {
+      const auto id = it.value().get<int32_t>();
+      vocab_[it.key()] = id;
+      if (static_cast<size_t>(id) >= pieces_.size()) pieces_.resize(static_cast<size_t>(id) + 1);
+      pieces_[static_cast<size_t>(id)] = it.key();
+    }
+    int rank = 0;
+    for (const auto& m : model.at("merges")) {
+      std::string a, b;
+      if (m.is_array()) {
+        a = m.at(0).get<std::string>();
+        b = m.at(1).get<std::string>();
+      } else {
+        const std::string s = m.get<std::string>();
+        const auto sp = s.find(' ');
+        if (sp == std::string::npos) throw InputError(where_ + ": merge '" + s + "' is not 'a b'");
+        a = s.substr(0, sp);
+        b = s.substr(sp + 1);
+      }
+      ranks_.emplace(a + '\x1f' + b, rank++);
+    }
+    ignore_merges_ = model.value("ignore_merges", false);
+    if (model.contains("unk_token") && model["unk_token"].is_string()) {
+      const auto it = vocab_.find(model["unk_token"].get<std::string>());
+      if (it != vocab_.end()) unk_ = it->second;
+    }
+    if (tok.contains("added_tokens"))
+      for (const auto& a : tok["added_tokens"]) {
+        const auto id = a.at("id").get<int32_t>();
+        added_.push_back({a.at("content").get<std::string>(), id});
+        if (static_cast<size_t>(id) >= pieces_.size()) pieces_.resize(static_cast<size_t>(id) + 1);
+        pieces_[static_cast<size_t>(id)] = added_.back().first;
+      }
+    std::sort(added_.begin(), added_.end(), [](const auto& x, const auto& y) { return x.first.size() > y.first.size(); });
+    const json& norm = tok.contains("normalizer") ? tok["normalizer"] : json();
+    if (!norm.is_null() && norm.value("type", "") != "NFC")
+      throw UsageError(fmt::format("{}: normalizer '{}' is not supported", where_, norm.value("type", "?")));
+    add_pre_tokenizer(tok.contains("pre_tokenizer") ? tok["pre_tokenizer"] : json());
+  }
+
+  std::vector<int32_t> encode(const std::string& text) const override {
+    size_t bad = 0;
+    if (!valid_utf8(text, &bad)) throw InputError(fmt::format("the text is not valid UTF-8 at byte {}", bad));
+    std::vector<int32_t> ids;
+    // Added tokens are matched literally, longest first, before anything else.
+    size_t at = 0, start = 0;
+    while (at < text.size()) {
+      const auto hit = std::find_if(added_.begin(), added_.end(),
+                                    [&](const auto& a) { return text.compare(at, a.first.size(), a.first) == 0; });
+      if (hit == added_.end()) {
+        ++at;
+        continue;
+      }
+      encode_plain(text.substr(start, at - start), ids);
+      ids.push_back(hit->second);
+      at += hit->first.size();
+      start = at;
+    }
+    encode_plain(text.substr(start), ids);
+    return ids;
+  }
+  std::string piece(int32_t id) const override {
+    return id >= 0 && static_cast<size_t>(id) < pieces_.size() ? pieces_[static_cast<size_t>(id)] : std::string();
+  }
+  size_t vocab_size() const override { return pieces_.size(); }
+
+ private:
+  void add_pre_tokenizer(const json& p) {
+    if (p.is_null()) return;
+    const std::string type = p.value("type", "");
+    if (type == "Sequence") {
+      for (const auto& q : p.at("pretokenizers")) add_pre_tokenizer(q);
+    } else if (type == "Split") {
+      if (p.value("behavior", "") != "Isolated" || p.value("invert", false) || !p.at("pattern").contains("Regex"))
+        throw UsageError(where_ + ": only Split pre-tokenizers with a Regex, behavior Isolated, not inverted, are supported");
+      regexes_.push_back(std::make_unique<Regex>(p["pattern"]["Regex"].get<std::string>(), where_));
+    } else if (type == "ByteLevel") {
+      if (p.value("add_prefix_space", false)) prefix_space_ = true;
+      if (p.value("use_regex", true)) regexes_.push_back(std::make_unique<Regex>(kGpt2Pattern, where_));
+    } else {
+      throw UsageError(fmt::format("{}: pre-tokenizer '{}' is not supported", where_, type));
+    }
+  }
+
+  void encode_plain(const std::string& text, std::vector<int32_t>& ids) const {
+    if (text.empty()) return;
+    std::vector<std::string> pieces = {prefix_space_ && text[0] != ' ' ? " " + text : text};
+    for (const auto& re : regexes_) {
+      std::vector<std::string> next;
+      for (const auto& p : pieces) re->split(p, next);
+      pieces = std::move(next);
+    }
+    for (const auto& p : pieces) {
+      std::string mapped;
+      for (const unsigned char c : p) mapped += byte_chars()[c];
+      bpe(mapped, ids);
+    }
+  }
+
+  // Merges by rank: the adjacent pair of lowest rank (leftmost among equals) until none is a merge.
+  void bpe(const std::string& word, std::vector<int32_t>& ids) const {
+    if (ignore_merges_)
+      if (const auto it = vocab_.find(word); it != vocab_.end()) return ids.push_back(it->second);
+    std::vector<std::string> sym;
+    for (size_t i = 0; i < word.size();) {
+      const size_t n = utf8_length(static_cast<unsigned char>(word[i]));
+      sym.push_back(word.substr(i, n));
+      i += n;
+    }
+    while (sym.size() > 1) {
+      int best = INT_MAX;
+      size_t at = 0;
+      for (size_t i = 0; i + 1 < sym.size(); ++i) {
+        const auto it = ranks_.find(sym[i] + '\x1f' + sym[i + 1]);
+        if (it != ranks_.end() && it->second < best) {
+          best = it->second;
+          at = i;
+        }
+      }
+      if (best == INT_MAX) break;
+      sym[at] += sym[at + 1];
+      sym.erase(sym.begin() + static_cast<std::ptrdiff_t>(at) + 1);
+    }
+    for (const auto& s : sym) {
+      const auto it = vocab_.find(s);
+      if (it != vocab_.end()) {
+        ids.push_back(it->second);
+      } else if (unk_) {
+        ids.push_back(*unk_);
+      } else {
+        throw InputError(fmt::format("{}: '{}' is neither in the vocabulary nor mergeable, and there is no unk_token",
+                                     where_, s));
+      }
+    }
+  }
+
+  std::string where_;
+  std::unordered_map<std::string, int32_t> vocab_;
+  std::unordered_map<std::string, int> ranks_;
+  std::vector<std::string> pieces_;
+  std::vector<std::pair<std::string, int32_t>> added_;  // longest first
+  std::vector<std::unique_ptr<Regex>> regexes_;
+  std::optional<int32_t> unk_;
+  bool ignore_merges_ = false;
+  bool prefix_space_ = false;
+};
+
+}  // namespace
+
+std::unique_ptr<TextTokenizer> make_byte_level_bpe_tokenizer(const fs::path& file) {
+  std::ifstream f(file);
+  if (!f) throw InputError(file.string() + ": cannot read");
+  json tok;
+  try {
+    tok = json::parse(f);
+  } catch (const json::exception& e) {
+    throw InputError(fmt::format("{}: not valid JSON: {}", file.string(), e.what()));
+  }
+  if (!tok.contains("model") || tok["model"].value("type", "") != "BPE")
+    throw UsageError(file.string() + ": only BPE tokenizer.json models are supported");
+  if (tok["model"].value("byte_fallback", false))
+    throw UsageError(file.string() + ": a SentencePiece-style tokenizer.json (byte fallback) is not supported yet");
+  return std::make_unique<ByteLevelBpe>(tok, file);
+}
+
+}  // namespace qz
