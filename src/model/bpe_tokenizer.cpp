@@ -1,7 +1,10 @@
-// Byte-level BPE from a Hugging Face tokenizer.json (GPT-2, Llama 3, Qwen2/Qwen3): added tokens split out first,
-// then the pre-tokenizer's regexes (PCRE2 with Unicode properties; Split "Isolated" and ByteLevel's GPT-2 pattern),
-// each piece's bytes through GPT-2's byte-to-unicode map, then merges by rank (or the whole piece when
-// ignore_merges and it is in the vocabulary).
+// BPE from a Hugging Face tokenizer.json, both kinds:
+// - byte-level (GPT-2, Llama 3, Qwen2/Qwen3): added tokens split out first, then the pre-tokenizer's regexes (PCRE2
+//   with Unicode properties; Split "Isolated" and ByteLevel's GPT-2 pattern), each piece's bytes through GPT-2's
+//   byte-to-unicode map, then merges by rank (or the whole piece when ignore_merges and it is in the vocabulary);
+// - SentencePiece-style (Llama 2, Mistral: byte_fallback): the normalizer's Prepend("▁") / Replace(" ", "▁") or a
+//   Metaspace pre-tokenizer, merges by rank over UTF-8 characters, and characters outside the vocabulary as their
+//   <0xXX> byte tokens.
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <fmt/format.h>
 #include <pcre2.h>
@@ -9,6 +12,7 @@
 #include <algorithm>
 #include <climits>
 #include <fstream>
+#include <queue>
 #include <nlohmann/json.hpp>
 #include <unordered_map>
 
@@ -151,9 +155,8 @@ class ByteLevelBpe final : public TextTokenizer {
         pieces_[static_cast<size_t>(id)] = added_.back().first;
       }
     std::sort(added_.begin(), added_.end(), [](const auto& x, const auto& y) { return x.first.size() > y.first.size(); });
-    const json& norm = tok.contains("normalizer") ? tok["normalizer"] : json();
-    if (!norm.is_null() && norm.value("type", "") != "NFC")
-      throw UsageError(fmt::format("{}: normalizer '{}' is not supported", where_, norm.value("type", "?")));
+    byte_fallback_ = model.value("byte_fallback", false);
+    add_normalizer(tok.contains("normalizer") ? tok["normalizer"] : json());
     add_pre_tokenizer(tok.contains("pre_tokenizer") ? tok["pre_tokenizer"] : json());
   }
 
@@ -184,16 +187,39 @@ class ByteLevelBpe final : public TextTokenizer {
   size_t vocab_size() const override { return pieces_.size(); }
 
  private:
+  void add_normalizer(const json& n) {
+    if (n.is_null()) return;
+    const std::string type = n.value("type", "");
+    if (type == "Sequence") {
+      for (const auto& m : n.at("normalizers")) add_normalizer(m);
+    } else if (type == "NFC") {
+      // Taken as the identity: text is expected in NFC (see text_tokenizer.hpp).
+    } else if (type == "Prepend") {
+      prepend_ = n.at("prepend").get<std::string>();
+    } else if (type == "Replace" && n.at("pattern").contains("String")) {
+      replaces_.emplace_back(n["pattern"]["String"].get<std::string>(), n.at("content").get<std::string>());
+    } else {
+      throw UsageError(fmt::format("{}: normalizer '{}' is not supported", where_, type));
+    }
+  }
+
   void add_pre_tokenizer(const json& p) {
     if (p.is_null()) return;
     const std::string type = p.value("type", "");
-    if (type == "Sequence") {
+    if (type == "Metaspace") {
+      const std::string rep = p.value("replacement", std::string("\xe2\x96\x81"));
+      replaces_.emplace_back(" ", rep);
+      const std::string scheme = p.value("prepend_scheme", std::string(p.value("add_prefix_space", true) ? "always" : "never"));
+      if (scheme != "never") prepend_ = rep;
+      if (p.value("split", false)) metaspace_split_ = rep;
+    } else if (type == "Sequence") {
       for (const auto& q : p.at("pretokenizers")) add_pre_tokenizer(q);
     } else if (type == "Split") {
       if (p.value("behavior", "") != "Isolated" || p.value("invert", false) || !p.at("pattern").contains("Regex"))
         throw UsageError(where_ + ": only Split pre-tokenizers with a Regex, behavior Isolated, not inverted, are supported");
       regexes_.push_back(std::make_unique<Regex>(p["pattern"]["Regex"].get<std::string>(), where_));
     } else if (type == "ByteLevel") {
+      byte_level_ = true;
       if (p.value("add_prefix_space", false)) prefix_space_ = true;
       if (p.value("use_regex", true)) regexes_.push_back(std::make_unique<Regex>(kGpt2Pattern, where_));
     } else {
@@ -201,22 +227,54 @@ class ByteLevelBpe final : public TextTokenizer {
     }
   }
 
-  void encode_plain(const std::string& text, std::vector<int32_t>& ids) const {
-    if (text.empty()) return;
-    std::vector<std::string> pieces = {prefix_space_ && text[0] != ' ' ? " " + text : text};
+  void encode_plain(const std::string& raw, std::vector<int32_t>& ids) const {
+    if (raw.empty()) return;
+    std::string text = prefix_space_ && raw[0] != ' ' ? " " + raw : raw;
+    for (const auto& [from, to] : replaces_) text = replace_all(text, from, to);
+    if (!prepend_.empty()) text = prepend_ + text;
+    std::vector<std::string> pieces = {text};
     for (const auto& re : regexes_) {
       std::vector<std::string> next;
       for (const auto& p : pieces) re->split(p, next);
       pieces = std::move(next);
     }
+    if (!metaspace_split_.empty()) {  // Metaspace with split: a piece starts at every replacement character
+      std::vector<std::string> next;
+      for (const auto& p : pieces)
+        for (size_t at = 0; at < p.size();) {
+          size_t end = p.find(metaspace_split_, at + 1);
+          if (end == std::string::npos) end = p.size();
+          next.push_back(p.substr(at, end - at));
+          at = end;
+        }
+      pieces = std::move(next);
+    }
     for (const auto& p : pieces) {
+      if (!byte_level_) {
+        bpe(p, ids);
+        continue;
+      }
       std::string mapped;
       for (const unsigned char c : p) mapped += byte_chars()[c];
       bpe(mapped, ids);
     }
   }
 
-  // Merges by rank: the adjacent pair of lowest rank (leftmost among equals) until none is a merge.
+  static std::string replace_all(const std::string& s, const std::string& from, const std::string& to) {
+    if (from.empty()) return s;
+    std::string out;
+    for (size_t at = 0;;) {
+      const size_t hit = s.find(from, at);
+      out.append(s, at, hit == std::string::npos ? std::string::npos : hit - at);
+      if (hit == std::string::npos) return out;
+      out += to;
+      at = hit + from.size();
+    }
+  }
+
+  // Merges by rank: repeatedly the adjacent pair of lowest rank, leftmost among equals, until none is a merge.
+  // Symbols form a linked list and candidate pairs a heap, so a whole SentencePiece-style text (one piece) takes
+  // O(n log n).
   void bpe(const std::string& word, std::vector<int32_t>& ids) const {
     if (ignore_merges_)
       if (const auto it = vocab_.find(word); it != vocab_.end()) return ids.push_back(it->second);
@@ -226,31 +284,59 @@ class ByteLevelBpe final : public TextTokenizer {
       sym.push_back(word.substr(i, n));
       i += n;
     }
-    while (sym.size() > 1) {
-      int best = INT_MAX;
-      size_t at = 0;
-      for (size_t i = 0; i + 1 < sym.size(); ++i) {
-        const auto it = ranks_.find(sym[i] + '\x1f' + sym[i + 1]);
-        if (it != ranks_.end() && it->second < best) {
-          best = it->second;
-          at = i;
+    const size_t n = sym.size();
+    std::vector<size_t> next(n), prev(n);
+    std::vector<bool> alive(n, true);
+    for (size_t i = 0; i < n; ++i) {
+      next[i] = i + 1;
+      prev[i] = i == 0 ? SIZE_MAX : i - 1;
+    }
+    struct Cand {
+      int rank;
+      size_t left;
+      size_t left_len, right_len;  // the symbols' lengths when queued, to drop stale entries
+      bool operator>(const Cand& o) const { return rank != o.rank ? rank > o.rank : left > o.left; }
+    };
+    std::priority_queue<Cand, std::vector<Cand>, std::greater<>> heap;
+    auto push = [&](size_t l) {
+      if (l == SIZE_MAX || next[l] >= n) return;
+      const auto it = ranks_.find(sym[l] + '\x1f' + sym[next[l]]);
+      if (it != ranks_.end()) heap.push({it->second, l, sym[l].size(), sym[next[l]].size()});
+    };
+    for (size_t i = 0; i + 1 < n; ++i) push(i);
+    while (!heap.empty()) {
+      const Cand c = heap.top();
+      heap.pop();
+      const size_t r = next[c.left];
+      if (!alive[c.left] || r >= n || sym[c.left].size() != c.left_len || sym[r].size() != c.right_len) continue;
+      sym[c.left] += sym[r];
+      alive[r] = false;
+      next[c.left] = next[r];
+      if (next[r] < n) prev[next[r]] = c.left;
+      push(prev[c.left]);
+      push(c.left);
+    }
+    for (size_t i = 0; i < n; i = next[i]) emit(sym[i], ids);
+  }
+
+  void emit(const std::string& s, std::vector<int32_t>& ids) const {
+    if (const auto it = vocab_.find(s); it != vocab_.end()) return ids.push_back(it->second);
+    if (byte_fallback_) {
+      bool all = true;
+      std::vector<int32_t> bytes;
+      for (const unsigned char c : s) {
+        const auto it = vocab_.find(fmt::format("<0x{:02X}>", c));
+        if (it == vocab_.end()) {
+          all = false;
+          break;
         }
+        bytes.push_back(it->second);
       }
-      if (best == INT_MAX) break;
-      sym[at] += sym[at + 1];
-      sym.erase(sym.begin() + static_cast<std::ptrdiff_t>(at) + 1);
+      if (all) return ids.insert(ids.end(), bytes.begin(), bytes.end()), void();
     }
-    for (const auto& s : sym) {
-      const auto it = vocab_.find(s);
-      if (it != vocab_.end()) {
-        ids.push_back(it->second);
-      } else if (unk_) {
-        ids.push_back(*unk_);
-      } else {
-        throw InputError(fmt::format("{}: '{}' is neither in the vocabulary nor mergeable, and there is no unk_token",
-                                     where_, s));
-      }
-    }
+    if (unk_) return ids.push_back(*unk_);
+    throw InputError(
+        fmt::format("{}: '{}' is neither in the vocabulary nor mergeable, and there is no unk_token", where_, s));
   }
 
   std::string where_;
@@ -259,14 +345,19 @@ class ByteLevelBpe final : public TextTokenizer {
   std::vector<std::string> pieces_;
   std::vector<std::pair<std::string, int32_t>> added_;  // longest first
   std::vector<std::unique_ptr<Regex>> regexes_;
+  std::vector<std::pair<std::string, std::string>> replaces_;  // normalizer Replace / Metaspace, in order
+  std::string prepend_;          // normalizer Prepend / Metaspace prepend
+  std::string metaspace_split_;  // Metaspace with split: pieces start at this
   std::optional<int32_t> unk_;
   bool ignore_merges_ = false;
   bool prefix_space_ = false;
+  bool byte_level_ = false;
+  bool byte_fallback_ = false;
 };
 
 }  // namespace
 
-std::unique_ptr<TextTokenizer> make_byte_level_bpe_tokenizer(const fs::path& file) {
+std::unique_ptr<TextTokenizer> make_bpe_tokenizer(const fs::path& file) {
   std::ifstream f(file);
   if (!f) throw InputError(file.string() + ": cannot read");
   json tok;
@@ -277,8 +368,6 @@ std::unique_ptr<TextTokenizer> make_byte_level_bpe_tokenizer(const fs::path& fil
   }
   if (!tok.contains("model") || tok["model"].value("type", "") != "BPE")
     throw UsageError(file.string() + ": only BPE tokenizer.json models are supported");
-  if (tok["model"].value("byte_fallback", false))
-    throw UsageError(file.string() + ": a SentencePiece-style tokenizer.json (byte fallback) is not supported yet");
   return std::make_unique<ByteLevelBpe>(tok, file);
 }
 

@@ -50,7 +50,7 @@ std::unique_ptr<TextTokenizer> make_sentencepiece_tokenizer(const fs::path& toke
 std::unique_ptr<TextTokenizer> open_text_tokenizer(const fs::path& dir) {
   std::unique_ptr<TextTokenizer> t;
   if (fs::exists(dir / "tokenizer.model")) t = make_sentencepiece_tokenizer(dir / "tokenizer.model");
-  else if (fs::exists(dir / "tokenizer.json")) t = make_byte_level_bpe_tokenizer(dir / "tokenizer.json");
+  else if (fs::exists(dir / "tokenizer.json")) t = make_bpe_tokenizer(dir / "tokenizer.json");
   else throw UsageError(fmt::format("{}: no tokenizer.model or tokenizer.json", dir.string()));
   // BOS and whether it is added: the same reading of the configs as the GGUF vocabulary (tokenizer.hpp).
   if (const std::optional<Vocabulary> v = read_vocabulary(dir, "llama", 0)) {

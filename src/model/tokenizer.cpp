@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <fstream>
+#include <unordered_map>
 #include <nlohmann/json.hpp>
 
 #include "qz/core/error.hpp"
@@ -259,14 +260,51 @@ std::optional<Vocabulary> read_vocabulary(const fs::path& dir, const std::string
         by_id[i] = fmt::format("[PAD{}]", i);
         types[i] = 5;
       }
-    v.model = "gpt2";
-    v.pre = pre_tokenizer_name(tok, arch);
+    std::vector<std::string> merges;
+    for (const auto& m : model.at("merges")) {
+      if (m.is_string()) merges.push_back(m.get<std::string>());
+      else if (m.is_array() && m.size() == 2) merges.push_back(m[0].get<std::string>() + " " + m[1].get<std::string>());
+    }
+    if (model.value("byte_fallback", false)) {
+      // A SentencePiece-style tokenizer.json (Llama 2, Mistral): llama.cpp's SentencePiece vocabulary. Its tokenizer
+      // merges the adjacent pair whose concatenation scores highest, so a token's score is minus the rank of the
+      // first merge that makes it: llama.cpp then merges in the file's order. Byte tokens get type 6.
+      v.model = "llama";
+      v.pre = "default";
+      std::unordered_map<std::string, size_t> index;
+      for (size_t i = 0; i < by_id.size(); ++i) index.emplace(by_id[i], i);
+      v.scores.assign(by_id.size(), 0.0f);
+      std::vector<bool> scored(by_id.size(), false);
+      for (size_t r = 0; r < merges.size(); ++r) {
+        std::string joined = merges[r];
+        joined.erase(joined.find(' '), 1);
+        const auto it = index.find(joined);
+        if (it != index.end() && !scored[it->second]) {
+          v.scores[it->second] = -static_cast<float>(r);
+          scored[it->second] = true;
+        }
+      }
+      for (size_t i = 0; i < by_id.size(); ++i) {
+        const std::string& t = by_id[i];
+        if (types[i] == 1 && t.size() == 6 && t.starts_with("<0x") && t.back() == '>') types[i] = 6;
+      }
+      const json unk = model.contains("unk_token") ? model["unk_token"] : json();
+      if (unk.is_string())
+        if (const auto it = index.find(unk.get<std::string>()); it != index.end()) {
+          types[it->second] = 2;
+          v.unk = static_cast<uint32_t>(it->second);
+        }
+      const std::string dump = tok.contains("normalizer") ? tok["normalizer"].dump() : "";
+      const std::string pre_dump = tok.contains("pre_tokenizer") ? tok["pre_tokenizer"].dump() : "";
+      v.add_space_prefix = dump.find("Prepend") != std::string::npos ||
+                           (pre_dump.find("Metaspace") != std::string::npos && pre_dump.find("\"never\"") == std::string::npos);
+    } else {
+      v.model = "gpt2";
+      v.pre = pre_tokenizer_name(tok, arch);
+      v.merges = std::move(merges);
+    }
     v.tokens = std::move(by_id);
     v.types = std::move(types);
-    for (const auto& m : model.at("merges")) {
-      if (m.is_string()) v.merges.push_back(m.get<std::string>());
-      else if (m.is_array() && m.size() == 2) v.merges.push_back(m[0].get<std::string>() + " " + m[1].get<std::string>());
-    }
   } else {
     return std::nullopt;
   }

@@ -31,7 +31,7 @@ class TextTokenizer {
 };
 
 std::unique_ptr<TextTokenizer> make_sentencepiece_tokenizer(const std::filesystem::path& tokenizer_model);
-std::unique_ptr<TextTokenizer> make_byte_level_bpe_tokenizer(const std::filesystem::path& tokenizer_json);
+std::unique_ptr<TextTokenizer> make_bpe_tokenizer(const std::filesystem::path& tokenizer_json);
 
 // The tokenizer of a checkpoint directory (tokenizer.model first, as llama.cpp's converter prefers it). Throws InputError naming the file when it cannot be read, UsageError
 // when the directory has no tokenizer the engine encodes.
