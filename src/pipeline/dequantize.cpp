@@ -15,18 +15,7 @@
 namespace qz {
 
 std::vector<float> dequantize_tensor(const GgufFile& file, const GgufTensorInfo& t) {
-  const StoredTensor s = read_stored_tensor(file, t);
-  uint64_t count = 1;
-  for (const uint64_t d : s.logical_ne) count *= d;
-  std::vector<std::span<const uint8_t>> parts;
-  for (const GgufTensorInfo* p : s.parts) parts.push_back(file.data(*p));
-  std::vector<float> out(count);
-  try {
-    s.format->dequantize_tensor(parts, count, s.logical_ne[0], out.data());
-  } catch (const std::invalid_argument& e) {
-    throw InputError(fmt::format("{}: tensor '{}': {}", file.path().string(), t.name, e.what()));
-  }
-  return out;
+  return decode_stored_tensor(file, t);
 }
 
 size_t dequantize_gguf(const std::filesystem::path& input, const std::filesystem::path& output, DType dtype,
