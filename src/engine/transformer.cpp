@@ -1,0 +1,169 @@
+#include "qz/engine/transformer.hpp"
+
+#include <cblas.h>
+#include <fmt/format.h>
+
+#include <Eigen/Dense>
+#include <cmath>
+
+#include "qz/core/error.hpp"
+#include "qz/core/parallel.hpp"
+
+namespace qz {
+
+namespace {
+
+using MatR = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using Strided = Eigen::Map<MatR, 0, Eigen::OuterStride<>>;
+using ConstStrided = Eigen::Map<const MatR, 0, Eigen::OuterStride<>>;
+
+constexpr size_t kOutputBlock = 128;  // output columns per sgemm task: a fixed split, whatever the thread count
+
+// Y[m x n] = X[m x k] * W[n x k]^T (+ bias per column): single-threaded OpenBLAS sgemm calls on fixed blocks of
+// output columns, shared out over our threads (OpenBLAS' own threading changes its kernels, and so the last bits).
+std::vector<float> linear(const std::vector<float>& x, size_t m, const FloatTensor& w, const FloatTensor* bias,
+                          unsigned threads) {
+  std::vector<float> y(m * w.rows);
+  const size_t blocks = (w.rows + kOutputBlock - 1) / kOutputBlock;
+  parallel_for(blocks, threads, [&](size_t b, unsigned) {
+    const size_t n0 = b * kOutputBlock, n = std::min(kOutputBlock, w.rows - n0);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(n),
+                static_cast<int>(w.cols), 1.0f, x.data(), static_cast<int>(w.cols), w.values.data() + n0 * w.cols,
+                static_cast<int>(w.cols), 0.0f, y.data() + n0, static_cast<int>(w.rows));
+  });
+  if (bias)
+    for (size_t r = 0; r < m; ++r)
+      for (size_t c = 0; c < w.rows; ++c) y[r * w.rows + c] += bias->values[c];
+  return y;
+}
+
+std::vector<float> rmsnorm(const std::vector<float>& x, size_t m, const FloatTensor& w, float eps) {
+  const size_t d = w.cols;
+  std::vector<float> y(x.size());
+  for (size_t r = 0; r < m; ++r) {
+    double ss = 0;
+    for (size_t c = 0; c < d; ++c) ss += static_cast<double>(x[r * d + c]) * x[r * d + c];
+    const float scale = 1.0f / std::sqrt(static_cast<float>(ss / static_cast<double>(d)) + eps);
+    for (size_t c = 0; c < d; ++c) y[r * d + c] = x[r * d + c] * scale * w.values[c];
+  }
+  return y;
+}
+
+}  // namespace
+
+Transformer::Transformer(const ModelWeights& weights, unsigned threads) : w_(weights), threads_(std::max(1u, threads)) {
+  const ModelConfig& m = w_.config();
+  if (!m.rope_scaling_type.empty() && m.rope_scaling_type != "linear")
+    throw InputError(fmt::format("{}: rope scaling '{}' is not run by the engine yet (linear is)", m.name, m.rope_scaling_type));
+  if (m.head_count == 0 || m.head_count_kv == 0 || m.head_count % m.head_count_kv != 0)
+    throw InputError(fmt::format("{}: {} attention heads cannot share {} KV heads", m.name, m.head_count, m.head_count_kv));
+  dim_ = m.embedding_length;
+  vocab_ = m.vocab_size;
+  openblas_set_num_threads(1);  // threads are ours (linear())
+}
+
+std::vector<std::vector<float>> Transformer::logits(const std::vector<std::vector<int32_t>>& seqs) const {
+  const ModelConfig& m = w_.config();
+  const size_t d = dim_, H = m.head_count, KV = m.head_count_kv, hd = m.head_dim, group = H / KV;
+  std::vector<size_t> start;  // first row of each sequence
+  size_t total = 0;
+  for (const auto& s : seqs) {
+    start.push_back(total);
+    total += s.size();
+  }
+  std::vector<float> x(total * d);
+  {
+    const FloatTensor emb = w_.get("token_embd.weight");
+    if (emb.cols != d) throw InputError(fmt::format("{}: token_embd.weight has rows of {}, not {}", m.name, emb.cols, d));
+    for (size_t s = 0; s < seqs.size(); ++s)
+      for (size_t t = 0; t < seqs[s].size(); ++t) {
+        const int32_t id = seqs[s][t];
+        if (id < 0 || static_cast<size_t>(id) >= emb.rows)
+          throw InputError(fmt::format("token id {} is outside the vocabulary of {} tokens", id, emb.rows));
+        std::copy_n(emb.values.data() + static_cast<size_t>(id) * d, d, x.data() + (start[s] + t) * d);
+      }
+  }
+  // RoPE tables per position.
+  size_t longest = 0;
+  for (const auto& s : seqs) longest = std::max(longest, s.size());
+  const float pos_scale = m.rope_scaling_type == "linear" && m.rope_scaling_factor > 0 ? 1.0f / m.rope_scaling_factor : 1.0f;
+  std::vector<float> cosv(longest * hd / 2), sinv(longest * hd / 2);
+  for (size_t p = 0; p < longest; ++p)
+    for (size_t i = 0; i < hd / 2; ++i) {
+      const double theta = static_cast<double>(p) * pos_scale *
+                           std::pow(static_cast<double>(m.rope_freq_base), -2.0 * static_cast<double>(i) / static_cast<double>(hd));
+      cosv[p * hd / 2 + i] = static_cast<float>(std::cos(theta));
+      sinv[p * hd / 2 + i] = static_cast<float>(std::sin(theta));
+    }
+  const bool adjacent = m.arch->permute_qk;  // llama.cpp's NORM rope on permuted rows; NEOX (halves) otherwise
+  auto rope = [&](std::vector<float>& v, size_t heads) {
+    const size_t width = heads * hd;
+    for (size_t s = 0; s < seqs.size(); ++s)
+      for (size_t t = 0; t < seqs[s].size(); ++t) {
+        float* row = v.data() + (start[s] + t) * width;
+        for (size_t h = 0; h < heads; ++h)
+          for (size_t i = 0; i < hd / 2; ++i) {
+            const size_t a = h * hd + (adjacent ? 2 * i : i), b = h * hd + (adjacent ? 2 * i + 1 : i + hd / 2);
+            const float c = cosv[t * hd / 2 + i], sn = sinv[t * hd / 2 + i];
+            const float xa = row[a], xb = row[b];
+            row[a] = xa * c - xb * sn;
+            row[b] = xb * c + xa * sn;
+          }
+      }
+  };
+
+  const float inv_sqrt = 1.0f / std::sqrt(static_cast<float>(hd));
+  for (uint32_t l = 0; l < m.block_count; ++l) {
+    const std::string p = fmt::format("blk.{}.", l);
+    auto opt = [&](const std::string& n) { return w_.has(p + n) ? std::optional<FloatTensor>(w_.get(p + n)) : std::nullopt; };
+    const FloatTensor n1 = w_.get(p + "attn_norm.weight");
+    const FloatTensor wq = w_.get(p + "attn_q.weight"), wk = w_.get(p + "attn_k.weight"), wv = w_.get(p + "attn_v.weight");
+    const auto bq = opt("attn_q.bias"), bk = opt("attn_k.bias"), bv = opt("attn_v.bias");
+    if (wq.rows != H * hd || wk.rows != KV * hd || wv.rows != KV * hd || wq.cols != d)
+      throw InputError(fmt::format("{}: block {}: q/k/v shapes do not match {} heads of {} ({} KV heads)", m.name, l, H, hd, KV));
+    const std::vector<float> h = rmsnorm(x, total, n1, m.rms_norm_eps);
+    std::vector<float> q = linear(h, total, wq, bq ? &*bq : nullptr, threads_);
+    std::vector<float> k = linear(h, total, wk, bk ? &*bk : nullptr, threads_);
+    const std::vector<float> v = linear(h, total, wv, bv ? &*bv : nullptr, threads_);
+    rope(q, H);
+    rope(k, KV);
+    std::vector<float> attn(total * H * hd);
+    parallel_for(seqs.size() * H, threads_, [&](size_t task, unsigned) {
+      const size_t s = task / H, head = task % H, g = head / group, T = seqs[s].size();
+      const auto Q = ConstStrided(q.data() + start[s] * H * hd + head * hd, T, hd, Eigen::OuterStride<>(H * hd));
+      const auto K = ConstStrided(k.data() + start[s] * KV * hd + g * hd, T, hd, Eigen::OuterStride<>(KV * hd));
+      const auto V = ConstStrided(v.data() + start[s] * KV * hd + g * hd, T, hd, Eigen::OuterStride<>(KV * hd));
+      MatR S = (Q * K.transpose()) * inv_sqrt;
+      for (size_t i = 0; i < T; ++i) {
+        float mx = -INFINITY;
+        for (size_t j = 0; j <= i; ++j) mx = std::max(mx, S(i, j));
+        float z = 0;
+        for (size_t j = 0; j < T; ++j) z += (S(i, j) = j <= i ? std::exp(S(i, j) - mx) : 0.0f);
+        S.row(i) /= z;
+      }
+      Strided(attn.data() + start[s] * H * hd + head * hd, T, hd, Eigen::OuterStride<>(H * hd)) = S * V;
+    });
+    {
+      const FloatTensor wo = w_.get(p + "attn_output.weight");
+      const std::vector<float> o = linear(attn, total, wo, nullptr, threads_);
+      for (size_t i = 0; i < x.size(); ++i) x[i] += o[i];
+    }
+    const FloatTensor n2 = w_.get(p + "ffn_norm.weight");
+    const std::vector<float> h2 = rmsnorm(x, total, n2, m.rms_norm_eps);
+    std::vector<float> gate = linear(h2, total, w_.get(p + "ffn_gate.weight"), nullptr, threads_);
+    const std::vector<float> up = linear(h2, total, w_.get(p + "ffn_up.weight"), nullptr, threads_);
+    for (size_t i = 0; i < gate.size(); ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+    const std::vector<float> down = linear(gate, total, w_.get(p + "ffn_down.weight"), nullptr, threads_);
+    for (size_t i = 0; i < x.size(); ++i) x[i] += down[i];
+  }
+  const std::vector<float> hn = rmsnorm(x, total, w_.get("output_norm.weight"), m.rms_norm_eps);
+  const FloatTensor head = w_.get(w_.has("output.weight") ? "output.weight" : "token_embd.weight");
+  const std::vector<float> all = linear(hn, total, head, nullptr, threads_);
+  std::vector<std::vector<float>> out;
+  for (size_t s = 0; s < seqs.size(); ++s)
+    out.emplace_back(all.begin() + static_cast<std::ptrdiff_t>(start[s] * head.rows),
+                     all.begin() + static_cast<std::ptrdiff_t>((start[s] + seqs[s].size()) * head.rows));
+  return out;
+}
+
+}  // namespace qz

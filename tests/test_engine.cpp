@@ -1,0 +1,113 @@
+// The engine's forward pass and perplexity. Truths: the plain float64 reference forward pass written from the model
+// definition (tests/reference_forward.hpp) on Llama- and Qwen2-shaped demos, the same model read from its F32 GGUF
+// (llama.cpp's permuted q/k rows and RoPE layout), and perplexity recomputed from the logits by the definition.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "qz/core/error.hpp"
+#include "qz/engine/perplexity.hpp"
+#include "qz/model/demo_checkpoint.hpp"
+#include "qz/pipeline/plan.hpp"
+#include "qz/pipeline/quantize.hpp"
+#include "reference_forward.hpp"
+#include "test_util.hpp"
+
+namespace qz {
+namespace {
+
+namespace fs = std::filesystem;
+
+double relative_rms(const std::vector<float>& ours, const std::vector<std::vector<double>>& ref) {
+  double num = 0, den = 0;
+  const size_t vocab = ref[0].size();
+  for (size_t t = 0; t < ref.size(); ++t)
+    for (size_t i = 0; i < vocab; ++i) {
+      const double e = ours[t * vocab + i] - ref[t][i];
+      num += e * e;
+      den += ref[t][i] * ref[t][i];
+    }
+  return std::sqrt(num / den);
+}
+
+std::vector<int32_t> some_tokens(size_t n, uint32_t seed, size_t vocab) {
+  std::vector<int32_t> t;
+  for (size_t i = 0; i < n; ++i) t.push_back(static_cast<int32_t>((seed * 131 + i * 37 + i * i * 7) % vocab));
+  return t;
+}
+
+class Engine : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Engine, MatchesTheReferenceForwardPassFromTheCheckpointAndFromItsGguf) {
+  test::TempDir dir;
+  DemoConfig c;
+  c.architecture = GetParam();
+  write_demo_checkpoint(dir / "demo", c);
+  const Checkpoint ck = Checkpoint::open(dir / "demo");
+  const ModelConfig m = parse_model_config(*ck.config(), "config.json", "demo");
+  const std::vector<int32_t> a = some_tokens(19, 1, 512), b = some_tokens(7, 2, 512);
+  const auto ref_a = test::reference_logits(ck, m, std::vector<int>(a.begin(), a.end()));
+  const auto ref_b = test::reference_logits(ck, m, std::vector<int>(b.begin(), b.end()));
+  const auto weights = ModelWeights::open(dir / "demo");
+  const Transformer model(*weights, 2);
+  const auto out = model.logits({a, b});  // two sequences of different lengths in one pass
+  ASSERT_EQ(out[0].size(), a.size() * 512);
+  EXPECT_LT(relative_rms(out[0], ref_a), 1e-5);
+  EXPECT_LT(relative_rms(out[1], ref_b), 1e-5);
+  // The same model from its F32 GGUF: llama.cpp's q/k row order and RoPE layout, names, the metadata's config.
+  QuantizeOptions o;
+  o.type = "F32";
+  quantize_to_gguf(ck, make_plan(ck, o), dir / "f32.gguf", false);
+  const auto g = ModelWeights::open(dir / "f32.gguf");
+  EXPECT_EQ(g->config().head_count_kv, m.head_count_kv);
+  EXPECT_LT(relative_rms(Transformer(*g, 1).logits({a})[0], ref_a), 1e-5);
+  // Any thread count gives the same logits, bit for bit.
+  EXPECT_EQ(Transformer(*weights, 1).logits({a, b}), out);
+}
+
+INSTANTIATE_TEST_SUITE_P(Architectures, Engine, ::testing::Values("LlamaForCausalLM", "Qwen2ForCausalLM"));
+
+TEST(EnginePerplexity, ScoresTheSecondHalfOfEachChunkWithBosFirst) {
+  test::TempDir dir;
+  write_demo_checkpoint(dir / "demo");
+  const auto weights = ModelWeights::open(dir / "demo");
+  const Transformer model(*weights, 2);
+  const std::vector<int32_t> tokens = some_tokens(70, 3, 512);  // 4 chunks of 16, 6 tokens left over
+  PerplexityOptions o;
+  o.ctx = 16;
+  o.bos = 1;
+  o.sequences_per_pass = 3;
+  const PerplexityResult r = perplexity(model, tokens, o);
+  EXPECT_EQ(r.chunks, 4u);
+  EXPECT_EQ(r.scored, 4u * (16 - 1 - 8));
+  // By the definition, from the reference forward pass: chunk c = tokens[16c, 16c+16) with BOS in front, logits at
+  // positions 8..14 score tokens 9..15.
+  const Checkpoint ck = Checkpoint::open(dir / "demo");
+  const ModelConfig m = parse_model_config(*ck.config(), "config.json", "demo");
+  double nll = 0;
+  for (size_t c = 0; c < 4; ++c) {
+    std::vector<int> s(tokens.begin() + static_cast<std::ptrdiff_t>(16 * c), tokens.begin() + static_cast<std::ptrdiff_t>(16 * c + 16));
+    s[0] = 1;
+    const auto l = test::reference_logits(ck, m, s);
+    for (size_t j = 8; j < 15; ++j) {
+      double mx = -1e300, z = 0;
+      for (double v : l[j]) mx = std::max(mx, v);
+      for (double v : l[j]) z += std::exp(v - mx);
+      nll -= l[j][static_cast<size_t>(tokens[16 * c + j + 1])] - mx - std::log(z);
+    }
+  }
+  EXPECT_NEAR(r.ppl, std::exp(nll / 28.0), 1e-4 * r.ppl);
+  EXPECT_EQ(r.running_ppl.size(), 4u);
+  EXPECT_GT(r.ppl_error, 0.0);
+  // A model against itself: no divergence, always the same top token.
+  const PerplexityResult self = perplexity(model, tokens, o, &model);
+  ASSERT_TRUE(self.kl);
+  EXPECT_NEAR(self.kl->mean, 0.0, 1e-9);
+  EXPECT_DOUBLE_EQ(self.kl->top1_agreement, 1.0);
+  // Too short a text, and token ids outside the vocabulary, are errors.
+  EXPECT_THROW(perplexity(model, some_tokens(31, 1, 512), o), InputError);
+  EXPECT_THROW(model.logits({{1, 512}}), InputError);
+}
+
+}  // namespace
+}  // namespace qz
