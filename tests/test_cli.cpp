@@ -397,3 +397,48 @@ TEST(CliTokenize, PrintsIdsAndPiecesOrOneJsonDocument) {
 
 }  // namespace
 }  // namespace qz
+
+namespace qz {
+namespace {
+
+TEST(CliEval, PerplexityOfACheckpointAndItsQuantizedFileWithClearErrors) {
+  TempDir dir;
+  const std::string demo = (dir / "demo").string();
+  ASSERT_EQ(quantize("make-demo " + demo).code, 0);
+  ASSERT_EQ(quantize(demo + " -o " + (dir / "q.gguf").string() + " --type Q4_0 -q").code, 0);
+  std::vector<int> ids;
+  for (int i = 0; i < 300; ++i) ids.push_back((i * 37 + 11) % 512);
+  std::ofstream(dir / "t.json") << nlohmann::json(ids).dump();
+  std::string err;
+  const Result r = quantize_stdout("eval " + (dir / "q.gguf").string() + " --tokens " + (dir / "t.json").string() +
+                                       " --ctx 64 --base " + demo + " --json -",
+                                   dir / "err.txt", &err);
+  ASSERT_EQ(r.code, 0) << err;
+  const auto j = nlohmann::json::parse(r.output);
+  EXPECT_EQ(j["chunks"], 4);  // 300 / 64
+  EXPECT_EQ(j["scored"], 4 * (64 - 1 - 32));
+  EXPECT_GT(j["ppl"].get<double>(), 1.0);
+  EXPECT_GT(j["kl"]["mean"].get<double>(), 0.0);  // Q4_0 is not the float model
+  EXPECT_TRUE(contains(err, "KL divergence from")) << err;
+  // Text through the checkpoint's own tokenizer.
+  std::string text;
+  for (int i = 0; i < 200; ++i) text += "the cat sat on the mat and looked at the dog. ";
+  std::ofstream(dir / "t.txt") << text;
+  EXPECT_EQ(quantize("eval " + demo + " --text " + (dir / "t.txt").string() + " --ctx 64 -q").code, 0);
+  // Bad input: too few tokens, ids outside the vocabulary, a context longer than the model's, no text at all.
+  std::ofstream(dir / "short.json") << "[1, 2, 3]";
+  Result bad = quantize("eval " + demo + " --tokens " + (dir / "short.json").string() + " --ctx 64");
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_TRUE(contains(bad.output, "needs at least 128")) << bad.output;
+  std::ofstream(dir / "oov.json") << "[1, 99999]";
+  bad = quantize("eval " + demo + " --tokens " + (dir / "oov.json").string());
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_TRUE(contains(bad.output, "token id 99999")) << bad.output;
+  bad = quantize("eval " + demo + " --tokens " + (dir / "t.json").string() + " --ctx 100000");
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_TRUE(contains(bad.output, "longer than the model's context")) << bad.output;
+  EXPECT_EQ(quantize("eval " + demo).code, 2);
+}
+
+}  // namespace
+}  // namespace qz

@@ -18,6 +18,7 @@
 #include "qz/pipeline/awq_pass.hpp"
 #include "qz/pipeline/dequantize.hpp"
 #include "qz/calibration/statistics.hpp"
+#include "qz/engine/perplexity.hpp"
 #include "qz/model/text_tokenizer.hpp"
 #include "qz/pipeline/plan.hpp"
 #include "qz/pipeline/quantize.hpp"
@@ -202,6 +203,38 @@ TEST_F(LlamaCpp, TextEncodingMatchesLlamaCppsTokenizerOnOurGguf) {
     const auto ours = open_text_tokenizer(m)->encode(kMixedText);
     EXPECT_GT(ours.size(), 40u);
     EXPECT_EQ(ours, theirs);
+  }
+}
+
+TEST_F(LlamaCpp, EnginePerplexityMatchesLlamaCppsOnStories260KAndItsQuantizedFiles) {
+  const fs::path model = test::shared_dir() / "models" / "stories260K";
+  if (!fs::exists(model / "model.safetensors")) GTEST_SKIP() << "../shared/models/stories260K is absent";
+  // llama-perplexity's protocol with --ctx 128 on the first 8192 evaluation tokens (64 chunks, 63 scored each).
+  const auto bytes = test::read_bytes(model / "eval_tokens.u32");
+  const fs::path tokens = dir_ / "eval8192.u32";
+  test::write_bytes(tokens, std::vector<uint8_t>(bytes.begin(), bytes.begin() + 8192 * 4));
+  std::vector<int32_t> ids(8192);
+  std::memcpy(ids.data(), bytes.data(), ids.size() * 4);
+  PerplexityOptions o;
+  o.ctx = 128;
+  o.bos = 1;
+  const auto float_weights = ModelWeights::open(model);
+  const Transformer float_model(*float_weights, 2);
+  const double from_checkpoint = perplexity(float_model, ids, o).ppl;
+  for (const char* type : {"F32", "Q8_0", "Q4_0", "Q4_K_M"}) {
+    SCOPED_TRACE(type);
+    const fs::path out = dir_ / (std::string(type) + ".gguf");
+    convert(model, out, type);
+    const json j = run_node("llama_eval.mjs", out.string() + " chunked " + tokens.string() + " 128");
+    const double theirs = j.value("perplexity", 0.0);
+    EXPECT_EQ(j.value("scored", 0), 64 * 63);
+    const auto w = ModelWeights::open(out);
+    const PerplexityResult ours = perplexity(Transformer(*w, 2), ids, o, &float_model);
+    EXPECT_EQ(ours.scored, 64u * 63u);
+    EXPECT_NEAR(ours.ppl, theirs, 0.005 * theirs);
+    if (std::string(type) == "F32") EXPECT_NEAR(ours.ppl, from_checkpoint, 1e-4 * from_checkpoint);
+    std::cout << "stories260K " << type << ": engine PPL " << ours.ppl << ", llama.cpp " << theirs
+              << ", KL from the float model " << ours.kl->mean << ", same top token " << ours.kl->top1_agreement << "\n";
   }
 }
 

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <chrono>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <optional>
@@ -12,6 +14,9 @@
 #include "qz/formats/format_table.hpp"
 #include "qz/io/imatrix.hpp"
 #include "qz/model/text_tokenizer.hpp"
+#include "qz/model/tokenizer.hpp"
+#include "qz/core/parallel.hpp"
+#include "qz/engine/model_weights.hpp"
 #include "qz/pipeline/bnb_export.hpp"
 #include "qz/pipeline/dequantize.hpp"
 #include "qz/pipeline/mixes.hpp"
@@ -153,6 +158,104 @@ TokenizeResult run_tokenize(const fs::path& model, const fs::path& text_file) {
   r.ids = tok->encode_for_model(text);
   for (const int32_t id : r.ids) r.pieces.push_back(tok->piece(id));
   return r;
+}
+
+namespace {
+
+std::vector<int32_t> read_token_file(const fs::path& f) {
+  std::ifstream in(f, std::ios::binary);
+  if (!in) throw InputError(f.string() + ": cannot read the tokens");
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<int32_t> ids;
+  if (f.extension() == ".u32") {
+    if (bytes.size() % 4) throw InputError(f.string() + ": a .u32 token file holds 4 bytes per token");
+    ids.resize(bytes.size() / 4);
+    std::memcpy(ids.data(), bytes.data(), bytes.size());
+    return ids;
+  }
+  try {
+    for (const auto& v : nlohmann::json::parse(bytes)) ids.push_back(v.get<int32_t>());
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError(fmt::format("{}: expected a JSON list of token ids: {}", f.string(), e.what()));
+  }
+  return ids;
+}
+
+// Whether the model reads BOS first, and which: the GGUF's tokenizer keys, or the checkpoint's configs.
+std::optional<int32_t> model_bos(const fs::path& model) {
+  if (model.extension() == ".gguf") {
+    const GgufFile g(model);
+    const GgufValue* add = g.find("tokenizer.ggml.add_bos_token");
+    const GgufValue* id = g.find("tokenizer.ggml.bos_token_id");
+    const GgufValue* kind = g.find("tokenizer.ggml.model");
+    const bool llama = kind && kind->get_if<std::string>() && *kind->get_if<std::string>() == "llama";
+    const bool adds = add && add->get_if<bool>() ? *add->get_if<bool>() : llama;
+    if (adds && id && id->get_if<uint32_t>()) return static_cast<int32_t>(*id->get_if<uint32_t>());
+    return std::nullopt;
+  }
+  const fs::path dir = fs::is_directory(model) ? model : model.parent_path();
+  const auto v = read_vocabulary(dir, "llama", 0);
+  if (v && v->bos && v->add_bos.value_or(true)) return static_cast<int32_t>(*v->bos);
+  return std::nullopt;
+}
+
+}  // namespace
+
+EvalResult run_eval(const EvalJob& job, const std::function<void(size_t, size_t, double)>& progress) {
+  if (job.text.empty() == job.tokens.empty()) throw UsageError("give the evaluation text: --text FILE or --tokens FILE");
+  const auto weights = ModelWeights::open(job.model);
+  std::unique_ptr<ModelWeights> base_weights;
+  if (!job.base.empty()) base_weights = ModelWeights::open(job.base);
+  const unsigned threads = job.threads ? job.threads : hardware_threads();
+  const ModelConfig& m = weights->config();
+  if (m.context_length && job.ctx > m.context_length)
+    throw UsageError(fmt::format("--ctx {} is longer than the model's context of {} tokens", job.ctx, m.context_length));
+  std::vector<int32_t> tokens;
+  if (!job.tokens.empty()) {
+    tokens = read_token_file(job.tokens);
+  } else {
+    std::ifstream f(job.text, std::ios::binary);
+    if (!f) throw InputError(job.text.string() + ": cannot read the text");
+    std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    if (!text.empty() && text.back() == '\n') text.pop_back();  // as llama-perplexity reads -f
+    const fs::path dir = !job.tokenizer.empty() ? job.tokenizer : weights->tokenizer_dir();
+    if (!fs::exists(dir / "tokenizer.model") && !fs::exists(dir / "tokenizer.json"))
+      throw UsageError(fmt::format("{}: no tokenizer to encode --text with (a GGUF file's own vocabulary does not "
+                                   "encode text yet): give --tokenizer CHECKPOINT_DIR or --tokens FILE",
+                                   dir.string()));
+    tokens = open_text_tokenizer(dir)->encode_for_model(text);
+  }
+  for (const int32_t t : tokens)
+    if (t < 0 || static_cast<uint32_t>(t) >= m.vocab_size)
+      throw InputError(fmt::format("token id {} is outside the model's vocabulary of {}", t, m.vocab_size));
+  const Transformer model(*weights, threads);
+  std::optional<Transformer> base;
+  if (base_weights) base.emplace(*base_weights, threads);
+  PerplexityOptions o;
+  o.ctx = job.ctx;
+  o.max_chunks = job.chunks;
+  o.bos = model_bos(job.model);
+  const auto t0 = std::chrono::steady_clock::now();
+  EvalResult r;
+  r.ppl = perplexity(model, tokens, o, base ? &*base : nullptr, progress);
+  r.tokens = tokens.size();
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.tokens_per_second = r.seconds > 0 ? static_cast<double>(r.ppl.chunks * job.ctx) * (base ? 2.0 : 1.0) / r.seconds : 0.0;
+  return r;
+}
+
+nlohmann::json to_json(const EvalJob& job, const EvalResult& r) {
+  nlohmann::json j = {{"model", job.model.string()},   {"tokens", r.tokens},         {"ctx", job.ctx},
+                      {"chunks", r.ppl.chunks},        {"scored", r.ppl.scored},     {"ppl", r.ppl.ppl},
+                      {"ppl_error", r.ppl.ppl_error},  {"running_ppl", r.ppl.running_ppl},
+                      {"seconds", r.seconds},          {"tokens_per_second", r.tokens_per_second}};
+  if (r.ppl.kl)
+    j["kl"] = {{"base", job.base.string()},
+               {"mean", r.ppl.kl->mean},
+               {"p99", r.ppl.kl->p99},
+               {"max", r.ppl.kl->max},
+               {"top1_agreement", r.ppl.kl->top1_agreement}};
+  return j;
 }
 
 void run_make_demo(const fs::path& dir, const DemoConfig& cfg) {

@@ -3,6 +3,8 @@
 //   node llama_eval.mjs MODEL.gguf generate PROMPT N         -> {"text": "...", "tokens": [...]}
 //   node llama_eval.mjs MODEL.gguf perplexity TOKENS.u32 MAX -> {"perplexity": p, "scored": n}
 //   node llama_eval.mjs MODEL.gguf tokenize TEXT_FILE        -> {"tokens": [...]} (llama.cpp's tokenizer, no BOS)
+//   node llama_eval.mjs MODEL.gguf chunked TOKENS.u32 CTX    -> {"perplexity": p, "scored": n}, llama-perplexity's
+//       protocol: chunks of CTX tokens, the first replaced by BOS, logits from CTX/2 on score the next token
 // Run in a child process by the C++ test: a llama.cpp assertion aborts only this process.
 import {getLlama} from "node-llama-cpp";
 import fs from "node:fs";
@@ -44,6 +46,28 @@ if (mode === "logits") {
 } else if (mode === "tokenize") {
   const text = fs.readFileSync(arg1, "utf8");
   process.stdout.write(JSON.stringify({tokens: Array.from(model.tokenize(text, false))}));
+} else if (mode === "chunked") {
+  const buf = fs.readFileSync(arg1);
+  const all = Array.from(new Uint32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4));
+  const ctx = Number(arg2);
+  const first = Math.floor(ctx / 2);
+  let nll = 0, scored = 0;
+  for (let c = 0; (c + 1) * ctx <= all.length; ++c) {
+    const win = all.slice(c * ctx, (c + 1) * ctx);
+    win[0] = model.tokens.bos;
+    await seq.clearHistory();
+    const res = await seq.controlledEvaluate(win.map((t, k) => k >= first && k + 1 < ctx ? [t, {generateNext: {logits: true}}] : t));
+    for (let k = first; k + 1 < ctx; ++k) {
+      const logits = res[k].next.logits;
+      let m = -Infinity;
+      for (const v of logits.values()) m = Math.max(m, v);
+      let z = 0;
+      for (const v of logits.values()) z += Math.exp(v - m);
+      nll -= logits.get(all[c * ctx + k + 1]) - m - Math.log(z);
+      ++scored;
+    }
+  }
+  process.stdout.write(JSON.stringify({perplexity: Math.exp(nll / scored), scored}));
 } else if (mode === "perplexity") {
   const buf = fs.readFileSync(arg1);
   const all = Array.from(new Uint32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4));

@@ -109,6 +109,26 @@ int handle_tokenize(const TokenizeArgs& a) {
   return 0;
 }
 
+int handle_eval(const EvalJob& job, const std::string& json, const Verbosity& v) {
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  const EvalResult r = run_eval(job, [&](size_t done, size_t total, double ppl) {
+    if (v.quiet) return;
+    if (tty) fmt::print(stderr, "\r[{}/{}] ppl {:.4f}", done, total, ppl);
+    else fmt::print(stderr, "[{}/{}] ppl {:.4f}\n", done, total, ppl);
+    if (tty && done == total) fmt::print(stderr, "\n");
+  });
+  std::FILE* human = json == "-" ? stderr : stdout;
+  if (!v.quiet) {
+    fmt::print(human, "{}: PPL = {:.4f} +/- {:.5f} over {} chunks of {} ({} scored tokens), {:.1f} tokens/s\n",
+               job.model.string(), r.ppl.ppl, r.ppl.ppl_error, r.ppl.chunks, job.ctx, r.ppl.scored, r.tokens_per_second);
+    if (r.ppl.kl)
+      fmt::print(human, "KL divergence from {}: mean {:.6f}, 99th percentile {:.6f}, max {:.6f}; same top token {:.2f}%\n",
+                 job.base.string(), r.ppl.kl->mean, r.ppl.kl->p99, r.ppl.kl->max, 100.0 * r.ppl.kl->top1_agreement);
+  }
+  if (!json.empty()) cli::write_text(json, to_json(job, r).dump(2) + "\n");
+  return 0;
+}
+
 struct DemoArgs {
   std::string dir;
   DemoConfig cfg;
@@ -131,6 +151,7 @@ int main(int argc, char** argv) {
                "  quantize INPUT -o OUTPUT.gguf [--type Q4_K_M | --method gptq --bits 4 --calib F ...]\n"
                "  quantize inspect FILE.gguf | dequantize FILE.gguf -o OUT.safetensors | imatrix MODEL --calib F -o I.gguf\n"
                "  quantize tokenize MODEL --text FILE [--json FILE|-]\n"
+               "  quantize eval MODEL (--text FILE | --tokens FILE) [--ctx 512] [--base FLOAT_MODEL] [--json FILE|-]\n"
                "  quantize make-demo DIR",
                "quantize"};
   app.set_version_flag("--version", std::string("quantize ") + QUANTIZE_VERSION);
@@ -166,13 +187,26 @@ int main(int argc, char** argv) {
   tok->add_option("--text", ta.text, "Text file to tokenize")->required();
   tok->add_option("--json", ta.json, "Write {\"tokens\": [...], \"pieces\": [...]} to FILE ('-': stdout only that)");
 
+  EvalJob ej;
+  std::string ej_model, ej_text, ej_tokens, ej_base, ej_tokenizer, ej_json;
+  auto* ev = app.add_subcommand("eval", "Perplexity of a checkpoint or GGUF file, as llama-perplexity computes it (and KL divergence with --base)");
+  ev->add_option("model", ej_model, "Checkpoint directory or .gguf file")->required();
+  ev->add_option("--text", ej_text, "Evaluation text (tokenized with the model's tokenizer)");
+  ev->add_option("--tokens", ej_tokens, "Evaluation tokens: a JSON list of ids, or little-endian uint32 (.u32)");
+  ev->add_option("--ctx", ej.ctx, "Tokens per chunk")->capture_default_str();
+  ev->add_option("--chunks", ej.chunks, "At most this many chunks (default: all)");
+  ev->add_option("--base", ej_base, "Float model to measure KL divergence from (checkpoint or .gguf)");
+  ev->add_option("--tokenizer", ej_tokenizer, "Checkpoint directory whose tokenizer encodes --text (for a GGUF model)");
+  ev->add_option("-t,--threads", ej.threads, "Worker threads (default: all cores)");
+  ev->add_option("--json", ej_json, "Write the figures as JSON to FILE ('-': stdout, the human lines then go to stderr)");
+
   DemoArgs ma;
   auto* demo = app.add_subcommand("make-demo", "Write a tiny LLaMA-shaped demo checkpoint (config.json, 2 shards, index) and calib.safetensors");
   demo->add_option("dir", ma.dir, "Directory to write")->required();
   demo->add_option("--layers", ma.cfg.layers, "Decoder layers")->capture_default_str();
   demo->add_option("--seed", ma.cfg.seed, "Random seed")->capture_default_str();
 
-  for (auto* sub : {inspect, deq, imx, tok, demo}) {
+  for (auto* sub : {inspect, deq, imx, tok, ev, demo}) {
     sub->footer("");  // the type list is the main command's
     add_verbosity(*sub, verbosity);
   }
@@ -196,6 +230,14 @@ int main(int argc, char** argv) {
     if (*deq) return handle_dequantize(da, verbosity);
     if (*imx) return handle_imatrix(xa, verbosity);
     if (*tok) return handle_tokenize(ta);
+    if (*ev) {
+      ej.model = ej_model;
+      ej.text = ej_text;
+      ej.tokens = ej_tokens;
+      ej.base = ej_base;
+      ej.tokenizer = ej_tokenizer;
+      return handle_eval(ej, ej_json, verbosity);
+    }
     if (*demo) return handle_make_demo(ma, verbosity);
     return handle_quantize(qa, verbosity);
   } catch (const InputError& e) {

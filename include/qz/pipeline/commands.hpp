@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "qz/engine/perplexity.hpp"
 #include "qz/model/demo_checkpoint.hpp"
 #include "qz/pipeline/awq_pass.hpp"
 #include "qz/pipeline/options.hpp"
@@ -76,6 +77,23 @@ struct TokenizeResult {
   std::vector<std::string> pieces;
 };
 TokenizeResult run_tokenize(const std::filesystem::path& model, const std::filesystem::path& text_file);
+
+// `quantize eval MODEL (--text FILE | --tokens FILE) [--ctx N] [--chunks N] [--base MODEL]`: perplexity as
+// llama-perplexity computes it (engine/perplexity.hpp), of a checkpoint or a GGUF file, with KL divergence against
+// a base model. --text is tokenized with the model's tokenizer (exactly one trailing newline dropped, as
+// llama-perplexity reads -f); --tokens is a JSON list of ids or raw little-endian uint32 (.u32).
+struct EvalJob {
+  std::filesystem::path model, text, tokens, base, tokenizer;  // tokenizer: a checkpoint directory (for GGUF models)
+  size_t ctx = 512, chunks = 0;
+  unsigned threads = 0;
+};
+struct EvalResult {
+  PerplexityResult ppl;
+  size_t tokens = 0;
+  double seconds = 0.0, tokens_per_second = 0.0;  // forward passes of the evaluated model (and base)
+};
+EvalResult run_eval(const EvalJob& job, const std::function<void(size_t done, size_t total, double ppl)>& progress = {});
+nlohmann::json to_json(const EvalJob& job, const EvalResult& r);
 
 // `quantize make-demo DIR`: the demo checkpoint and its calibration activations (DIR/calib.safetensors).
 void run_make_demo(const std::filesystem::path& dir, const DemoConfig& cfg);
