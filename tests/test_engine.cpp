@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
 
 #include "qz/core/error.hpp"
 #include "qz/engine/perplexity.hpp"
@@ -107,6 +108,47 @@ TEST(EnginePerplexity, ScoresTheSecondHalfOfEachChunkWithBosFirst) {
   // Too short a text, and token ids outside the vocabulary, are errors.
   EXPECT_THROW(perplexity(model, some_tokens(31, 1, 512), o), InputError);
   EXPECT_THROW(model.logits({{1, 512}}), InputError);
+}
+
+}  // namespace
+}  // namespace qz
+
+namespace qz {
+namespace {
+
+TEST(EngineBlocks, InputsEachLinearSawMatchTheReferenceCapture) {
+  test::TempDir dir;
+  write_demo_checkpoint(dir / "demo");
+  const Checkpoint ck = Checkpoint::open(dir / "demo");
+  const ModelConfig m = parse_model_config(*ck.config(), "config.json", "demo");
+  const std::vector<int32_t> a = some_tokens(11, 5, 512);
+  std::map<std::string, std::vector<double>> ref;  // module -> concatenated inputs
+  test::reference_logits(ck, m, std::vector<int>(a.begin(), a.end()), [&](const std::string& module, const test::Vec& x) {
+    auto& r = ref[module];
+    r.insert(r.end(), x.data(), x.data() + x.size());
+  });
+  const auto weights = ModelWeights::open(dir / "demo");
+  const Transformer model(*weights, 2);
+  HiddenStates h = model.embed({a});
+  auto close = [](const std::vector<float>& ours, const std::vector<double>& theirs) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < theirs.size(); ++i) {
+      num += (ours[i] - theirs[i]) * (ours[i] - theirs[i]);
+      den += theirs[i] * theirs[i];
+    }
+    return ours.size() == theirs.size() && std::sqrt(num / den) < 1e-5;
+  };
+  for (uint32_t l = 0; l < m.block_count; ++l) {
+    BlockInputs seen;
+    model.run_block(l, h, &seen);
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    EXPECT_TRUE(close(seen.attn_qkv, ref[p + "self_attn.q_proj"])) << l;
+    // The attention output's columns: heads in llama.cpp's order are the same as HF's for o_proj's inputs.
+    EXPECT_TRUE(close(seen.attn_output, ref[p + "self_attn.o_proj"])) << l;
+    EXPECT_TRUE(close(seen.ffn_gate_up, ref[p + "mlp.gate_proj"])) << l;
+    EXPECT_TRUE(close(seen.ffn_down, ref[p + "mlp.down_proj"])) << l;
+  }
+  EXPECT_EQ(model.head(h), model.logits({a}));
 }
 
 }  // namespace

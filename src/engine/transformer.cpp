@@ -62,28 +62,36 @@ Transformer::Transformer(const ModelWeights& weights, unsigned threads) : w_(wei
   openblas_set_num_threads(1);  // threads are ours (linear())
 }
 
-std::vector<std::vector<float>> Transformer::logits(const std::vector<std::vector<int32_t>>& seqs) const {
+HiddenStates Transformer::embed(const std::vector<std::vector<int32_t>>& seqs) const {
   const ModelConfig& m = w_.config();
-  const size_t d = dim_, H = m.head_count, KV = m.head_count_kv, hd = m.head_dim, group = H / KV;
-  std::vector<size_t> start;  // first row of each sequence
+  const size_t d = dim_;
+  HiddenStates hs;
+  hs.sequences = seqs;
   size_t total = 0;
   for (const auto& s : seqs) {
-    start.push_back(total);
+    hs.start.push_back(total);
     total += s.size();
   }
-  std::vector<float> x(total * d);
-  {
-    const FloatTensor emb = w_.get("token_embd.weight");
-    if (emb.cols != d) throw InputError(fmt::format("{}: token_embd.weight has rows of {}, not {}", m.name, emb.cols, d));
-    for (size_t s = 0; s < seqs.size(); ++s)
-      for (size_t t = 0; t < seqs[s].size(); ++t) {
-        const int32_t id = seqs[s][t];
-        if (id < 0 || static_cast<size_t>(id) >= emb.rows)
-          throw InputError(fmt::format("token id {} is outside the vocabulary of {} tokens", id, emb.rows));
-        std::copy_n(emb.values.data() + static_cast<size_t>(id) * d, d, x.data() + (start[s] + t) * d);
-      }
-  }
-  // RoPE tables per position.
+  hs.x.resize(total * d);
+  const FloatTensor emb = w_.get("token_embd.weight");
+  if (emb.cols != d) throw InputError(fmt::format("{}: token_embd.weight has rows of {}, not {}", m.name, emb.cols, d));
+  for (size_t s = 0; s < seqs.size(); ++s)
+    for (size_t t = 0; t < seqs[s].size(); ++t) {
+      const int32_t id = seqs[s][t];
+      if (id < 0 || static_cast<size_t>(id) >= emb.rows)
+        throw InputError(fmt::format("token id {} is outside the vocabulary of {} tokens", id, emb.rows));
+      std::copy_n(emb.values.data() + static_cast<size_t>(id) * d, d, hs.x.data() + (hs.start[s] + t) * d);
+    }
+  return hs;
+}
+
+void Transformer::run_block(uint32_t l, HiddenStates& hs, BlockInputs* seen) const {
+  const ModelConfig& m = w_.config();
+  const size_t d = dim_, H = m.head_count, KV = m.head_count_kv, hd = m.head_dim, group = H / KV;
+  const auto& seqs = hs.sequences;
+  const auto& start = hs.start;
+  const size_t total = hs.rows();
+  std::vector<float>& x = hs.x;
   size_t longest = 0;
   for (const auto& s : seqs) longest = std::max(longest, s.size());
   const float pos_scale = m.rope_scaling_type == "linear" && m.rope_scaling_factor > 0 ? 1.0f / m.rope_scaling_factor : 1.0f;
@@ -111,59 +119,70 @@ std::vector<std::vector<float>> Transformer::logits(const std::vector<std::vecto
           }
       }
   };
-
   const float inv_sqrt = 1.0f / std::sqrt(static_cast<float>(hd));
-  for (uint32_t l = 0; l < m.block_count; ++l) {
-    const std::string p = fmt::format("blk.{}.", l);
-    auto opt = [&](const std::string& n) { return w_.has(p + n) ? std::optional<FloatTensor>(w_.get(p + n)) : std::nullopt; };
-    const FloatTensor n1 = w_.get(p + "attn_norm.weight");
-    const FloatTensor wq = w_.get(p + "attn_q.weight"), wk = w_.get(p + "attn_k.weight"), wv = w_.get(p + "attn_v.weight");
-    const auto bq = opt("attn_q.bias"), bk = opt("attn_k.bias"), bv = opt("attn_v.bias");
-    if (wq.rows != H * hd || wk.rows != KV * hd || wv.rows != KV * hd || wq.cols != d)
-      throw InputError(fmt::format("{}: block {}: q/k/v shapes do not match {} heads of {} ({} KV heads)", m.name, l, H, hd, KV));
-    const std::vector<float> h = rmsnorm(x, total, n1, m.rms_norm_eps);
-    std::vector<float> q = linear(h, total, wq, bq ? &*bq : nullptr, threads_);
-    std::vector<float> k = linear(h, total, wk, bk ? &*bk : nullptr, threads_);
-    const std::vector<float> v = linear(h, total, wv, bv ? &*bv : nullptr, threads_);
-    rope(q, H);
-    rope(k, KV);
-    std::vector<float> attn(total * H * hd);
-    parallel_for(seqs.size() * H, threads_, [&](size_t task, unsigned) {
-      const size_t s = task / H, head = task % H, g = head / group, T = seqs[s].size();
-      const auto Q = ConstStrided(q.data() + start[s] * H * hd + head * hd, T, hd, Eigen::OuterStride<>(H * hd));
-      const auto K = ConstStrided(k.data() + start[s] * KV * hd + g * hd, T, hd, Eigen::OuterStride<>(KV * hd));
-      const auto V = ConstStrided(v.data() + start[s] * KV * hd + g * hd, T, hd, Eigen::OuterStride<>(KV * hd));
-      MatR S = (Q * K.transpose()) * inv_sqrt;
-      for (size_t i = 0; i < T; ++i) {
-        float mx = -INFINITY;
-        for (size_t j = 0; j <= i; ++j) mx = std::max(mx, S(i, j));
-        float z = 0;
-        for (size_t j = 0; j < T; ++j) z += (S(i, j) = j <= i ? std::exp(S(i, j) - mx) : 0.0f);
-        S.row(i) /= z;
-      }
-      Strided(attn.data() + start[s] * H * hd + head * hd, T, hd, Eigen::OuterStride<>(H * hd)) = S * V;
-    });
-    {
-      const FloatTensor wo = w_.get(p + "attn_output.weight");
-      const std::vector<float> o = linear(attn, total, wo, nullptr, threads_);
-      for (size_t i = 0; i < x.size(); ++i) x[i] += o[i];
+  const std::string p = fmt::format("blk.{}.", l);
+  auto opt = [&](const std::string& n) { return w_.has(p + n) ? std::optional<FloatTensor>(w_.get(p + n)) : std::nullopt; };
+  const FloatTensor n1 = w_.get(p + "attn_norm.weight");
+  const FloatTensor wq = w_.get(p + "attn_q.weight"), wk = w_.get(p + "attn_k.weight"), wv = w_.get(p + "attn_v.weight");
+  const auto bq = opt("attn_q.bias"), bk = opt("attn_k.bias"), bv = opt("attn_v.bias");
+  if (wq.rows != H * hd || wk.rows != KV * hd || wv.rows != KV * hd || wq.cols != d)
+    throw InputError(fmt::format("{}: block {}: q/k/v shapes do not match {} heads of {} ({} KV heads)", m.name, l, H, hd, KV));
+  const std::vector<float> h = rmsnorm(x, total, n1, m.rms_norm_eps);
+  std::vector<float> q = linear(h, total, wq, bq ? &*bq : nullptr, threads_);
+  std::vector<float> k = linear(h, total, wk, bk ? &*bk : nullptr, threads_);
+  const std::vector<float> v = linear(h, total, wv, bv ? &*bv : nullptr, threads_);
+  if (seen) seen->attn_qkv = h;
+  rope(q, H);
+  rope(k, KV);
+  std::vector<float> attn(total * H * hd);
+  parallel_for(seqs.size() * H, threads_, [&](size_t task, unsigned) {
+    const size_t s = task / H, head = task % H, g = head / group, T = seqs[s].size();
+    const auto Q = ConstStrided(q.data() + start[s] * H * hd + head * hd, T, hd, Eigen::OuterStride<>(H * hd));
+    const auto K = ConstStrided(k.data() + start[s] * KV * hd + g * hd, T, hd, Eigen::OuterStride<>(KV * hd));
+    const auto V = ConstStrided(v.data() + start[s] * KV * hd + g * hd, T, hd, Eigen::OuterStride<>(KV * hd));
+    MatR S = (Q * K.transpose()) * inv_sqrt;
+    for (size_t i = 0; i < T; ++i) {
+      float mx = -INFINITY;
+      for (size_t j = 0; j <= i; ++j) mx = std::max(mx, S(i, j));
+      float z = 0;
+      for (size_t j = 0; j < T; ++j) z += (S(i, j) = j <= i ? std::exp(S(i, j) - mx) : 0.0f);
+      S.row(i) /= z;
     }
-    const FloatTensor n2 = w_.get(p + "ffn_norm.weight");
-    const std::vector<float> h2 = rmsnorm(x, total, n2, m.rms_norm_eps);
-    std::vector<float> gate = linear(h2, total, w_.get(p + "ffn_gate.weight"), nullptr, threads_);
-    const std::vector<float> up = linear(h2, total, w_.get(p + "ffn_up.weight"), nullptr, threads_);
-    for (size_t i = 0; i < gate.size(); ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
-    const std::vector<float> down = linear(gate, total, w_.get(p + "ffn_down.weight"), nullptr, threads_);
-    for (size_t i = 0; i < x.size(); ++i) x[i] += down[i];
+    Strided(attn.data() + start[s] * H * hd + head * hd, T, hd, Eigen::OuterStride<>(H * hd)) = S * V;
+  });
+  {
+    const std::vector<float> o = linear(attn, total, w_.get(p + "attn_output.weight"), nullptr, threads_);
+    for (size_t i = 0; i < x.size(); ++i) x[i] += o[i];
   }
-  const std::vector<float> hn = rmsnorm(x, total, w_.get("output_norm.weight"), m.rms_norm_eps);
-  const FloatTensor head = w_.get(w_.has("output.weight") ? "output.weight" : "token_embd.weight");
-  const std::vector<float> all = linear(hn, total, head, nullptr, threads_);
+  if (seen) seen->attn_output = std::move(attn);
+  const std::vector<float> h2 = rmsnorm(x, total, w_.get(p + "ffn_norm.weight"), m.rms_norm_eps);
+  std::vector<float> gate = linear(h2, total, w_.get(p + "ffn_gate.weight"), nullptr, threads_);
+  const std::vector<float> up = linear(h2, total, w_.get(p + "ffn_up.weight"), nullptr, threads_);
+  for (size_t i = 0; i < gate.size(); ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+  const std::vector<float> down = linear(gate, total, w_.get(p + "ffn_down.weight"), nullptr, threads_);
+  for (size_t i = 0; i < x.size(); ++i) x[i] += down[i];
+  if (seen) {
+    seen->ffn_gate_up = h2;
+    seen->ffn_down = std::move(gate);
+  }
+}
+
+std::vector<std::vector<float>> Transformer::head(const HiddenStates& hs) const {
+  const ModelConfig& m = w_.config();
+  const std::vector<float> hn = rmsnorm(hs.x, hs.rows(), w_.get("output_norm.weight"), m.rms_norm_eps);
+  const FloatTensor out_w = w_.get(w_.has("output.weight") ? "output.weight" : "token_embd.weight");
+  const std::vector<float> all = linear(hn, hs.rows(), out_w, nullptr, threads_);
   std::vector<std::vector<float>> out;
-  for (size_t s = 0; s < seqs.size(); ++s)
-    out.emplace_back(all.begin() + static_cast<std::ptrdiff_t>(start[s] * head.rows),
-                     all.begin() + static_cast<std::ptrdiff_t>((start[s] + seqs[s].size()) * head.rows));
+  for (size_t s = 0; s < hs.sequences.size(); ++s)
+    out.emplace_back(all.begin() + static_cast<std::ptrdiff_t>(hs.start[s] * out_w.rows),
+                     all.begin() + static_cast<std::ptrdiff_t>((hs.start[s] + hs.sequences[s].size()) * out_w.rows));
   return out;
+}
+
+std::vector<std::vector<float>> Transformer::logits(const std::vector<std::vector<int32_t>>& seqs) const {
+  HiddenStates h = embed(seqs);
+  for (uint32_t l = 0; l < w_.config().block_count; ++l) run_block(l, h);
+  return head(h);
 }
 
 }  // namespace qz

@@ -14,6 +14,19 @@
 
 namespace qz {
 
+// The hidden states of a batch of sequences between blocks: every token of every sequence, row-major [tokens][dim].
+struct HiddenStates {
+  std::vector<std::vector<int32_t>> sequences;
+  std::vector<size_t> start;  // first row of each sequence
+  std::vector<float> x;
+  size_t rows() const { return start.empty() ? 0 : start.back() + sequences.back().size(); }
+};
+
+// The inputs the linears of one block saw, row-major [tokens][in] over the batch (q/k/v share theirs, as gate/up).
+struct BlockInputs {
+  std::vector<float> attn_qkv, attn_output, ffn_gate_up, ffn_down;
+};
+
 class Transformer {
  public:
   // Throws InputError for a model the engine cannot run (yarn rope scaling, missing tensors, bad shapes).
@@ -22,6 +35,13 @@ class Transformer {
   // its own from position 0. Throws InputError for a token id outside the vocabulary.
   std::vector<std::vector<float>> logits(const std::vector<std::vector<int32_t>>& sequences) const;
   size_t vocab_size() const { return vocab_; }
+
+  // The same pass in steps, for calibration block by block: the embeddings, then block `layer` on the hidden states
+  // (with the inputs each linear saw, when `seen` is given; the caller may change the weights between blocks), then
+  // the head.
+  HiddenStates embed(const std::vector<std::vector<int32_t>>& sequences) const;
+  void run_block(uint32_t layer, HiddenStates& h, BlockInputs* seen = nullptr) const;
+  std::vector<std::vector<float>> head(const HiddenStates& h) const;
 
  private:
   const ModelWeights& w_;
