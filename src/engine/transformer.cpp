@@ -82,6 +82,20 @@ HiddenStates Transformer::embed(const std::vector<std::vector<int32_t>>& seqs) c
         throw InputError(fmt::format("token id {} is outside the vocabulary of {} tokens", id, emb.rows));
       std::copy_n(emb.values.data() + static_cast<size_t>(id) * d, d, hs.x.data() + (hs.start[s] + t) * d);
     }
+  // RoPE's rotations per position, once for every block.
+  const size_t hd = m.head_dim;
+  size_t longest = 0;
+  for (const auto& s : seqs) longest = std::max(longest, s.size());
+  const float pos_scale = m.rope_scaling_type == "linear" && m.rope_scaling_factor > 0 ? 1.0f / m.rope_scaling_factor : 1.0f;
+  hs.rope_cos.resize(longest * hd / 2);
+  hs.rope_sin.resize(longest * hd / 2);
+  for (size_t p = 0; p < longest; ++p)
+    for (size_t i = 0; i < hd / 2; ++i) {
+      const double theta = static_cast<double>(p) * pos_scale *
+                           std::pow(static_cast<double>(m.rope_freq_base), -2.0 * static_cast<double>(i) / static_cast<double>(hd));
+      hs.rope_cos[p * hd / 2 + i] = static_cast<float>(std::cos(theta));
+      hs.rope_sin[p * hd / 2 + i] = static_cast<float>(std::sin(theta));
+    }
   return hs;
 }
 
@@ -92,17 +106,8 @@ void Transformer::run_block(uint32_t l, HiddenStates& hs, BlockInputs* seen) con
   const auto& start = hs.start;
   const size_t total = hs.rows();
   std::vector<float>& x = hs.x;
-  size_t longest = 0;
-  for (const auto& s : seqs) longest = std::max(longest, s.size());
-  const float pos_scale = m.rope_scaling_type == "linear" && m.rope_scaling_factor > 0 ? 1.0f / m.rope_scaling_factor : 1.0f;
-  std::vector<float> cosv(longest * hd / 2), sinv(longest * hd / 2);
-  for (size_t p = 0; p < longest; ++p)
-    for (size_t i = 0; i < hd / 2; ++i) {
-      const double theta = static_cast<double>(p) * pos_scale *
-                           std::pow(static_cast<double>(m.rope_freq_base), -2.0 * static_cast<double>(i) / static_cast<double>(hd));
-      cosv[p * hd / 2 + i] = static_cast<float>(std::cos(theta));
-      sinv[p * hd / 2 + i] = static_cast<float>(std::sin(theta));
-    }
+  const std::vector<float>& cosv = hs.rope_cos;
+  const std::vector<float>& sinv = hs.rope_sin;
   const bool adjacent = m.arch->permute_qk;  // llama.cpp's NORM rope on permuted rows; NEOX (halves) otherwise
   auto rope = [&](std::vector<float>& v, size_t heads) {
     const size_t width = heads * hd;

@@ -17,6 +17,7 @@
 #include <unordered_map>
 
 #include "qz/core/error.hpp"
+#include "qz/model/byte_level.hpp"
 #include "qz/model/text_tokenizer.hpp"
 
 namespace qz {
@@ -28,33 +29,6 @@ namespace {
 
 // GPT-2's pre-tokenizer regex (ByteLevel with use_regex).
 constexpr const char* kGpt2Pattern = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
-
-void append_utf8(std::string& s, uint32_t cp) {
-  if (cp < 0x80) {
-    s += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    s += static_cast<char>(0xC0 | (cp >> 6));
-    s += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    s += static_cast<char>(0xE0 | (cp >> 12));
-    s += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    s += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-}
-
-// GPT-2's byte-to-unicode map: printable bytes stand for themselves, the others for U+0100 on, in byte order.
-const std::array<std::string, 256>& byte_chars() {
-  static const std::array<std::string, 256> table = [] {
-    std::array<std::string, 256> t;
-    uint32_t next = 256;
-    for (uint32_t b = 0; b < 256; ++b) {
-      const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-      append_utf8(t[b], printable ? b : next++);
-    }
-    return t;
-  }();
-  return table;
-}
 
 size_t utf8_length(unsigned char lead) { return lead < 0x80 ? 1 : lead < 0xE0 ? 2 : lead < 0xF0 ? 3 : 4; }
 
@@ -255,7 +229,7 @@ class ByteLevelBpe final : public TextTokenizer {
         continue;
       }
       std::string mapped;
-      for (const unsigned char c : p) mapped += byte_chars()[c];
+      for (const unsigned char c : p) mapped += gpt2_byte_chars()[c];
       bpe(mapped, ids);
     }
   }

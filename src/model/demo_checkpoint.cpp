@@ -8,6 +8,7 @@
 
 #include "qz/core/half.hpp"
 #include "qz/core/random.hpp"
+#include "qz/model/byte_level.hpp"
 #include "qz/io/safetensors.hpp"
 #include "qz/model/tokenizer.hpp"
 
@@ -44,35 +45,14 @@ void write_demo_tokenizer(const fs::path& dir, int size) {
       << "\n";
 }
 
-// UTF-8 of one code point.
-std::string utf8(uint32_t cp) {
-  std::string s;
-  if (cp < 0x80) {
-    s += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    s += static_cast<char>(0xC0 | (cp >> 6));
-    s += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    s += static_cast<char>(0xE0 | (cp >> 12));
-    s += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    s += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-  return s;
-}
-
 // A byte-level BPE tokenizer.json like Qwen2's: the 256 byte tokens (GPT-2's byte-to-character map), merges of
 // letter pairs, and <|endoftext|> as the last id.
 void write_demo_bpe_tokenizer(const fs::path& dir, int size) {
-  std::vector<uint32_t> chars(256);
-  uint32_t next = 256;
-  for (uint32_t b = 0; b < 256; ++b) {
-    const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-    chars[b] = printable ? b : next++;
-  }
+  const auto& chars = gpt2_byte_chars();
   nlohmann::ordered_json vocab = nlohmann::ordered_json::object();
   std::vector<std::string> merges;
-  for (uint32_t b = 0; b < 256; ++b) vocab[utf8(chars[b])] = b;
-  const std::string space = utf8(chars[' ']);
+  for (uint32_t b = 0; b < 256; ++b) vocab[chars[b]] = b;
+  const std::string space = chars[' '];
   int id = 256;
   for (char x = 'a'; x <= 'z' && id < size - 1; ++x) {
     vocab[space + x] = id++;

@@ -73,12 +73,11 @@ Report run_quantize(const QuantizeJob& job, const QuantizeEvents& ev) {
   if (!job.output.empty() && !job.force && !job.dry_run && job.output_format == "gguf" && fs::exists(job.output))
     throw UsageError(job.output.string() + ": output exists; pass --force to overwrite it");
   // Options are checked before any file is read.
-  (void)resolve_options(job.options, {!job.imatrix.empty(), !job.calib.empty()});
+  const QuantizeConfig cfg = resolve_options(job.options, {!job.imatrix.empty(), !job.calib.empty()});
 
   const Checkpoint ckpt = Checkpoint::open_files(job.inputs);
   if (job.output_format == "bnb") {
     if (job.dry_run) throw UsageError("--dry-run is not available with --output-format bnb");
-    const QuantizeConfig cfg = resolve_options(job.options, {!job.imatrix.empty(), !job.calib.empty()});
     for (const auto& w : cfg.warnings) warn(ev, w);
     return export_bnb(ckpt, cfg, job.output, job.force);
   }

@@ -193,8 +193,9 @@ uint64_t calib_tokens(const std::vector<CalibInput>& inputs) {
   return n;
 }
 
-// GPTQ: every quantized 2-D weight but the embeddings gets its calibration inputs.
-void attach_calibration(Plan& plan, const CalibrationSet& calib, bool allow_missing) {
+// GPTQ: every quantized 2-D weight but the embeddings gets its calibration inputs. Without a calibration set (a dry
+// run) every weight that would be calibrated is marked so, the output head (whose data is optional) excepted.
+void attach_calibration(Plan& plan, const CalibrationSet* calib, bool allow_missing) {
   for (auto& t : plan.tensors) {
     if (!t.format->is_quantized() || t.shape.size() != 2) continue;
     const TensorRole role = classify_tensor(t.name).role;
@@ -202,7 +203,11 @@ void attach_calibration(Plan& plan, const CalibrationSet& calib, bool allow_miss
       t.reason += "; embeddings are looked up, not multiplied: round-to-nearest";
       continue;
     }
-    t.calibration = calib.inputs_of(t.source_name());
+    if (calib == nullptr) {
+      t.gptq = role != TensorRole::Output;
+      continue;
+    }
+    t.calibration = calib->inputs_of(t.source_name());
     if (!t.calibration.empty()) {
       t.gptq = true;
       continue;
@@ -311,12 +316,7 @@ Plan make_plan(const Checkpoint& ckpt, const QuantizeOptions& opts, const Imatri
                                  method, ckpt.source().string()));
   if ((cfg.gptq || cfg.awq) && calib == nullptr && !plan_only)
     throw UsageError(fmt::format("--method {} needs calibration activations: --calib FILE", method));
-  if (cfg.gptq && calib) attach_calibration(plan, *calib, cfg.gptq->allow_missing_calib);
-  if (cfg.gptq && !calib)  // a dry run: every weight that would be calibrated is marked so
-    for (auto& t : plan.tensors)
-      if (t.format->is_quantized() && t.shape.size() == 2 && classify_tensor(t.name).role != TensorRole::TokenEmbedding &&
-          classify_tensor(t.name).role != TensorRole::Output)
-        t.gptq = true;
+  if (cfg.gptq) attach_calibration(plan, calib, cfg.gptq->allow_missing_calib);
   if (calib && (cfg.gptq || cfg.awq)) describe_calibration(plan, *calib);
   if (imatrix) attach_importance(plan, *imatrix, imatrix_file);
   add_sizes(plan);

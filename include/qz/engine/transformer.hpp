@@ -19,6 +19,7 @@ struct HiddenStates {
   std::vector<std::vector<int32_t>> sequences;
   std::vector<size_t> start;  // first row of each sequence
   std::vector<float> x;
+  std::vector<float> rope_cos, rope_sin;  // [position][head_dim / 2], for the longest sequence (made by embed)
   size_t rows() const { return start.empty() ? 0 : start.back() + sequences.back().size(); }
 };
 
