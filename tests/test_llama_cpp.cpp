@@ -7,6 +7,7 @@
 
 #include <Eigen/Dense>
 #include <array>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -236,6 +237,61 @@ TEST_F(LlamaCpp, EnginePerplexityMatchesLlamaCppsOnStories260KAndItsQuantizedFil
     std::cout << "stories260K " << type << ": engine PPL " << ours.ppl << ", llama.cpp " << theirs
               << ", KL from the float model " << ours.kl->mean << ", same top token " << ours.kl->top1_agreement << "\n";
   }
+}
+
+// The model-level table: stories260K's perplexity in real llama.cpp (4096 evaluation tokens) for the float model,
+// llama.cpp's own Q4_0 and imatrix Q4_K_M (our round-to-nearest is byte-identical to llama-quantize's) and each
+// method of ours, all from the same calibration: the activations the model computes on evaluation tokens
+// 8192..10240, outside the scored ones. Printed with the time each file took to make.
+TEST_F(LlamaCpp, Stories260KModelLevelTableOfEveryMethodFromTheSameCalibration) {
+  const fs::path model = test::shared_dir() / "models" / "stories260K";
+  if (!fs::exists(model / "model.safetensors")) GTEST_SKIP() << "../shared/models/stories260K is absent";
+  const std::string eval = (model / "eval_tokens.u32").string();
+  const Checkpoint ck = Checkpoint::open(model);
+  const ModelConfig m = parse_model_config(*ck.config(), "config.json", "stories260K");
+  const auto bytes = test::read_bytes(model / "eval_tokens.u32");
+  std::vector<uint32_t> ids(bytes.size() / 4);
+  std::memcpy(ids.data(), bytes.data(), bytes.size());
+  std::vector<std::vector<int>> seqs;
+  for (size_t s = 0; s < 16; ++s)
+    seqs.emplace_back(ids.begin() + static_cast<std::ptrdiff_t>(8192 + s * 128), ids.begin() + static_cast<std::ptrdiff_t>(8192 + (s + 1) * 128));
+  test::write_captured_calibration(ck, m, seqs, dir_ / "calib.safetensors");
+  const CalibrationSet calib({dir_ / "calib.safetensors"});
+  const Imatrix imatrix = compute_imatrix(ck, calib);
+  struct Row {
+    const char* name;
+    const char* method;
+    const char* type;
+    bool with_imatrix;
+  };
+  std::map<std::string, double> ppl;
+  std::cout << "| file | perplexity (llama.cpp) | bits/weight | seconds to make |\n|---|---|---|---|\n";
+  for (const Row& row : std::vector<Row>{{"F32", "rtn", "F32", false},
+                                         {"Q4_0 (llama.cpp's)", "rtn", "Q4_0", false},
+                                         {"Q4_K_M (llama.cpp's)", "rtn", "Q4_K_M", false},
+                                         {"Q4_K_M imatrix (llama.cpp's)", "rtn", "Q4_K_M", true},
+                                         {"GPTQ Q4_0", "gptq", "Q4_0", false},
+                                         {"GPTQ Q4_K_M", "gptq", "Q4_K_M", false},
+                                         {"AWQ Q4_0", "awq", "Q4_0", false},
+                                         {"AWQ+GPTQ Q4_0", "awq+gptq", "Q4_0", false}}) {
+    SCOPED_TRACE(row.name);
+    QuantizeOptions o;
+    set_method(o, row.method);
+    o.type = row.type;
+    o.threads = 2;
+    const auto t0 = std::chrono::steady_clock::now();
+    const bool calibrated = std::string(row.method) != "rtn";
+    Plan plan = make_plan(ck, o, row.with_imatrix ? &imatrix : nullptr, "calib-imatrix", calibrated ? &calib : nullptr);
+    if (plan.config.awq) apply_awq(plan, calib);
+    const fs::path out = dir_ / (std::string(row.method) + "-" + row.type + (row.with_imatrix ? "-imx" : "") + ".gguf");
+    const Report r = quantize_to_gguf(ck, plan, out, true);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const json j = run_node("llama_eval.mjs", out.string() + " perplexity " + eval + " 4096");
+    ppl[row.name] = j.value("perplexity", 1e9);
+    std::cout << "| " << row.name << " | " << ppl[row.name] << " | " << r.bits_per_weight() << " | " << seconds << " |\n";
+  }
+  for (const auto& [name, p] : ppl) EXPECT_LT(p, 1.3 * ppl["F32"]) << name;
+  EXPECT_LT(ppl["AWQ Q4_0"], ppl["Q4_0 (llama.cpp's)"]);
 }
 
 TEST_F(LlamaCpp, Stories260KTellsItsStoryAndKeepsItsPerplexity) {
