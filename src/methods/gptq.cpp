@@ -111,6 +111,14 @@ GptqStats gptq_quantize(const Format& f, const float* w, size_t rows, size_t col
   auto load_row = [&](size_t r, float* out) {
     for (size_t c = 0; c < cols; ++c) out[c] = dead[c] ? 0.0f : w[r * cols + c];
   };
+  // Importance of each (original) column for the weighted grid fit: diag(H), the imatrix of these inputs.
+  std::vector<float> importance;
+  if (cfg.weighted_fit) {
+    importance.resize(cols);
+    for (size_t c = 0; c < cols; ++c)
+      importance[c] = dead[c] ? 0.0f : static_cast<float>(H_in(static_cast<Eigen::Index>(c), static_cast<Eigen::Index>(c)));
+  }
+  const float* imp = importance.empty() ? nullptr : importance.data();
   BlockGrid tensor_grid;
   if (f.scope() == GridScope::Tensor) {
     std::vector<float> all(rows * cols);
@@ -132,7 +140,7 @@ GptqStats gptq_quantize(const Format& f, const float* w, size_t rows, size_t col
       if (f.scope() == GridScope::Tensor) {
         grids[r] = tensor_grid;
       } else if (static_groups) {
-        for (size_t g = 0; g < groups; ++g) f.fit(orig.data() + g * gs, gs, nullptr, grids[r * groups + g]);
+        for (size_t g = 0; g < groups; ++g) f.fit(orig.data() + g * gs, gs, imp ? imp + g * gs : nullptr, grids[r * groups + g]);
       }
     }
     std::vector<int32_t> codes(nr * cols);
@@ -149,7 +157,7 @@ GptqStats gptq_quantize(const Format& f, const float* w, size_t rows, size_t col
         if (!static_groups && pos == 0) {
           for (size_t r = 0; r < nr; ++r) {
             for (size_t j = 0; j < gs; ++j) fit_buf[j] = W1(static_cast<Eigen::Index>(r), ei + static_cast<Eigen::Index>(j));
-            f.fit(fit_buf.data(), gs, nullptr, grids[r * groups + g]);
+            f.fit(fit_buf.data(), gs, imp ? imp + g * gs : nullptr, grids[r * groups + g]);
           }
         }
         const float d = U(static_cast<Eigen::Index>(col), static_cast<Eigen::Index>(col));

@@ -36,6 +36,17 @@ struct LayerGroup {
 }  // namespace
 
 AwqReport apply_awq(Plan& plan, const CalibrationSet& calib, const AwqProgress& progress) {
+  return apply_awq(
+      plan,
+      [&](const TensorPlan& first, size_t cols) -> std::optional<AwqActivations> {
+        const std::vector<CalibInput> inputs = calib.inputs_of(first.source_name());
+        if (inputs.empty()) return std::nullopt;
+        return awq_activations_of(inputs, cols, plan.config.awq->tokens, first.source_name());
+      },
+      progress);
+}
+
+AwqReport apply_awq(Plan& plan, const AwqActivationSource& source, const AwqProgress& progress) {
   if (!plan.model) throw UsageError("AWQ needs a model checkpoint (config.json of a supported architecture)");
   if (!plan.config.awq) throw UsageError("apply_awq: the plan was not made with --method awq or awq+gptq");
   const AwqSettings& settings = *plan.config.awq;
@@ -99,8 +110,8 @@ AwqReport apply_awq(Plan& plan, const CalibrationSet& calib, const AwqProgress& 
       if (g.report.skipped.empty() && !sg.prev_is_linear && prev->cols != cols)
         unscalable = fmt::format("not scaled: {} has {} values for {} input columns", prev->name, prev->cols, cols);
       if (g.report.skipped.empty()) {
-        const std::vector<CalibInput> inputs = calib.inputs_of(g.linears.front()->source_name());
-        if (inputs.empty()) {
+        std::optional<AwqActivations> act = source(*g.linears.front(), cols);
+        if (!act) {
           const std::string module = g.linears.front()->source_name();
           if (!settings.allow_missing_calib)
             throw InputError(fmt::format("tensor '{}': no calibration activations for AWQ (expected '{}' in the "
@@ -109,7 +120,7 @@ AwqReport apply_awq(Plan& plan, const CalibrationSet& calib, const AwqProgress& 
           g.report.skipped = "not scaled: no calibration data (--allow-missing-calib)";
           for (const TensorPlan* t : g.linears) plan.calibration_missing.push_back(t->source_name());
         } else {
-          g.act = awq_activations_of(inputs, cols, settings.tokens, g.linears.front()->source_name());
+          g.act = std::move(*act);
           g.report.tokens = g.act.tokens;
         }
       }

@@ -9,6 +9,7 @@
 #include <iterator>
 #include <optional>
 
+#include "qz/calibration/engine_statistics.hpp"
 #include "qz/calibration/statistics.hpp"
 #include "qz/core/error.hpp"
 #include "qz/formats/format_table.hpp"
@@ -19,6 +20,7 @@
 #include "qz/engine/model_weights.hpp"
 #include "qz/pipeline/bnb_export.hpp"
 #include "qz/pipeline/dequantize.hpp"
+#include "qz/model/tensor_roles.hpp"
 #include "qz/pipeline/mixes.hpp"
 
 namespace qz {
@@ -44,6 +46,88 @@ void report_plan_warnings(const Plan& plan, const QuantizeEvents& ev, const fs::
     warn(ev, fmt::format("{} is not a llama.cpp type: llama.cpp will not load {}; `quantize dequantize` reads it (use "
                          "--type Q4_K_M, Q4_0, ... for llama.cpp)",
                          custom->format->name(), output.empty() ? std::string("the output") : output.string()));
+}
+
+// Whether the model reads BOS first, and which: the GGUF's tokenizer keys, or the checkpoint's configs.
+std::optional<int32_t> model_bos(const fs::path& model) {
+  if (model.extension() == ".gguf") {
+    const GgufFile g(model);
+    const GgufValue* add = g.find("tokenizer.ggml.add_bos_token");
+    const GgufValue* id = g.find("tokenizer.ggml.bos_token_id");
+    const GgufValue* kind = g.find("tokenizer.ggml.model");
+    const bool llama = kind && kind->get_if<std::string>() && *kind->get_if<std::string>() == "llama";
+    const bool adds = add && add->get_if<bool>() ? *add->get_if<bool>() : llama;
+    if (adds && id && id->get_if<uint32_t>()) return static_cast<int32_t>(*id->get_if<uint32_t>());
+    return std::nullopt;
+  }
+  const fs::path dir = fs::is_directory(model) ? model : model.parent_path();
+  const auto v = read_vocabulary(dir, "llama", 0);
+  if (v && v->bos && v->add_bos.value_or(true)) return static_cast<int32_t>(*v->bos);
+  return std::nullopt;
+}
+
+
+fs::path model_dir(const fs::path& input) { return fs::is_directory(input) ? input : input.parent_path(); }
+
+// Calibration from text: the windows the engine runs, drawn from every file's documents.
+struct TextCalibration {
+  CalibSamples samples;
+  CalibrationUse use;
+};
+
+// Splits --calib into activation files and text files; a mix is a usage error.
+bool calib_is_text(const std::vector<fs::path>& calib) {
+  size_t text = 0;
+  for (const auto& f : calib) text += calibration_kind(f) != CalibKind::Activations;
+  if (text != 0 && text != calib.size())
+    throw UsageError("--calib: give either activation files (.safetensors) or text files, not both");
+  return text != 0;
+}
+
+// The tokenizer (when the files need one) and BOS of the model at `dir`.
+std::optional<int32_t> bos_and_tokenizer(const fs::path& model, const std::vector<fs::path>& calib,
+                                         std::unique_ptr<TextTokenizer>* tok) {
+  bool needs = false;
+  for (const auto& f : calib) needs |= calibration_kind(f) != CalibKind::JsonTokens;
+  const fs::path dir = model_dir(model);
+  if (needs || fs::exists(dir / "tokenizer.model") || fs::exists(dir / "tokenizer.json")) *tok = open_text_tokenizer(dir);
+  if (*tok) return (*tok)->add_bos ? (*tok)->bos : std::nullopt;
+  return model_bos(model);
+}
+
+TextCalibration read_text_calibration(const QuantizeJob& job, const ModelConfig& m) {
+  std::unique_ptr<TextTokenizer> tok;
+  const std::optional<int32_t> bos = bos_and_tokenizer(job.inputs.front(), job.calib, &tok);
+  std::vector<std::vector<int32_t>> docs;
+  TextCalibration t;
+  t.use.kind = calib_kind_name(calibration_kind(job.calib.front()));
+  for (const auto& f : job.calib) {
+    auto d = read_calibration_documents(f, tok.get(), bos, m.vocab_size);
+    docs.insert(docs.end(), std::make_move_iterator(d.begin()), std::make_move_iterator(d.end()));
+    t.use.files.push_back(f.filename().string());
+    if (calib_kind_name(calibration_kind(f)) != t.use.kind) t.use.kind = "mixed text";
+  }
+  t.samples = draw_calibration_samples(docs, bos, job.sampling);
+  for (const auto& s : t.samples.sequences)
+    for (const int32_t id : s)
+      if (id < 0 || static_cast<uint32_t>(id) >= m.vocab_size)
+        throw InputError(fmt::format("calibration token id {} is outside the model's vocabulary of {} (is the "
+                                     "tokenizer the model's?)", id, m.vocab_size));
+  t.use.tokens = t.samples.tokens();
+  t.use.windows = t.samples.sequences.size();
+  t.use.block_by_block = !job.calib_float_inputs;
+  t.use.warning = t.samples.warning;
+  return t;
+}
+
+BlockInput block_input_of(TensorRole r) {
+  switch (r) {
+    case TensorRole::AttnOutput: return BlockInput::AttnOutput;
+    case TensorRole::FfnGate:
+    case TensorRole::FfnUp: return BlockInput::FfnGateUp;
+    case TensorRole::FfnDown: return BlockInput::FfnDown;
+    default: return BlockInput::AttnQkv;
+  }
 }
 
 }  // namespace
@@ -83,24 +167,53 @@ Report run_quantize(const QuantizeJob& job, const QuantizeEvents& ev) {
   }
   std::optional<Imatrix> imatrix;
   if (!job.imatrix.empty()) imatrix = read_imatrix(job.imatrix);
+  const bool text = !job.calib.empty() && calib_is_text(job.calib);
   std::optional<CalibrationSet> calib;
-  if (!job.calib.empty()) calib.emplace(job.calib);
+  std::unique_ptr<ModelWeights> weights;  // the model the engine runs, for calibration text
+  std::optional<TextCalibration> tc;
+  if (!job.calib.empty() && !text) calib.emplace(job.calib);
+  if (text && (cfg.gptq || cfg.awq)) {
+    weights = ModelWeights::open(model_dir(job.inputs.front()));
+    tc = read_text_calibration(job, weights->config());
+    if (!tc->use.warning.empty()) warn(ev, tc->use.warning);
+  } else if (text) {
+    warn(ev, "--calib: round-to-nearest reads no calibration; the text is not used");
+  }
   Plan plan = make_plan(ckpt, job.options, imatrix ? &*imatrix : nullptr, job.imatrix.string(),
-                        calib ? &*calib : nullptr, job.dry_run);
+                        calib ? &*calib : nullptr, job.dry_run, tc ? &tc->use : nullptr);
   report_plan_warnings(plan, ev, job.output);
   if (ev.planned) ev.planned(plan);
   if (job.dry_run) return report_from_plan(plan, ckpt.source().string(), job.output.string());
 
   std::optional<AwqReport> awq;
   if (plan.config.awq) {
-    awq = apply_awq(plan, *calib, ev.awq);
+    if (tc) {
+      EngineAwqActivations acts(*weights, tc->samples.sequences, plan.config.awq->tokens, plan.config.threads);
+      awq = apply_awq(
+          plan,
+          [&](const TensorPlan& first, size_t) -> std::optional<AwqActivations> {
+            const TensorRoleInfo r = classify_tensor(first.name);
+            return acts.get(static_cast<uint32_t>(r.layer), block_input_of(r.role));
+          },
+          ev.awq);
+    } else {
+      awq = apply_awq(plan, *calib, ev.awq);
+    }
     for (const auto& g : awq->groups)
       if (g.fell_back)
         warn(ev, fmt::format("AWQ: {} -> {}: the search's losses were not finite; that group keeps s = 1", g.prev,
                              fmt::join(g.linears, ",")));
     if (ev.awq_done) ev.awq_done(*awq);
   }
-  Report r = quantize_to_gguf(ckpt, plan, job.output, job.force, ev.progress);
+  std::optional<BlockQuantizer> blocks;
+  if (tc && plan.config.gptq) {
+    BlockByBlockOptions o;
+    o.threads = plan.config.threads;
+    o.float_inputs = job.calib_float_inputs;
+    o.bf16_states = job.calib_bf16_states;
+    blocks.emplace(plan, *weights, tc->samples.sequences, o, ev.block);
+  }
+  Report r = quantize_to_gguf(ckpt, plan, job.output, job.force, ev.progress, blocks ? &*blocks : nullptr);
   if (awq) {
     r.awq = awq;
     r.wall_seconds += awq->search_seconds;
@@ -136,10 +249,28 @@ size_t run_dequantize(const fs::path& input, const fs::path& output, const std::
 ImatrixResult run_imatrix(const ImatrixJob& job) {
   if (!job.force && fs::exists(job.output))
     throw UsageError(job.output.string() + ": output exists; pass --force to overwrite it");
-  const Checkpoint model = Checkpoint::open(job.model);
-  const CalibrationSet calib(job.calib);
+  if (job.calib.empty()) throw UsageError("imatrix needs calibration: --calib FILE (text or activations)");
   ImatrixResult r;
-  Imatrix m = compute_imatrix(model, calib, &r.missing);
+  Imatrix m;
+  if (calib_is_text(job.calib)) {
+    if (job.calib.size() != 1) throw UsageError("imatrix reads one calibration text (as llama-imatrix's -f)");
+    const auto weights = ModelWeights::open(job.model.extension() == ".gguf" ? job.model : model_dir(job.model));
+    std::unique_ptr<TextTokenizer> tok;
+    const std::optional<int32_t> bos = bos_and_tokenizer(job.model, job.calib, &tok);
+    // The text tokenized once, BOS first, as llama-imatrix reads -f.
+    std::vector<int32_t> stream;
+    if (bos) stream.push_back(*bos);
+    for (auto& d : read_calibration_documents(job.calib.front(), tok.get(), bos, weights->config().vocab_size))
+      stream.insert(stream.end(), d.begin(), d.end());
+    const auto windows = imatrix_chunks(stream, job.ctx, job.chunks, bos);
+    m = imatrix_from_windows(*weights, windows, job.threads ? job.threads : hardware_threads(), job.progress);
+    r.chunks = windows.size();
+    r.tokens = stream.size();
+  } else {
+    const Checkpoint model = Checkpoint::open(job.model);
+    const CalibrationSet calib(job.calib);
+    m = compute_imatrix(model, calib, &r.missing);
+  }
   for (const auto& c : job.calib) m.datasets.push_back(c.filename().string());
   if (m.tensors.empty()) throw InputError("no weight of " + job.model.string() + " has calibration activations");
   write_imatrix_gguf(job.output, m, job.force);
@@ -178,24 +309,6 @@ std::vector<int32_t> read_token_file(const fs::path& f) {
     throw InputError(fmt::format("{}: expected a JSON list of token ids: {}", f.string(), e.what()));
   }
   return ids;
-}
-
-// Whether the model reads BOS first, and which: the GGUF's tokenizer keys, or the checkpoint's configs.
-std::optional<int32_t> model_bos(const fs::path& model) {
-  if (model.extension() == ".gguf") {
-    const GgufFile g(model);
-    const GgufValue* add = g.find("tokenizer.ggml.add_bos_token");
-    const GgufValue* id = g.find("tokenizer.ggml.bos_token_id");
-    const GgufValue* kind = g.find("tokenizer.ggml.model");
-    const bool llama = kind && kind->get_if<std::string>() && *kind->get_if<std::string>() == "llama";
-    const bool adds = add && add->get_if<bool>() ? *add->get_if<bool>() : llama;
-    if (adds && id && id->get_if<uint32_t>()) return static_cast<int32_t>(*id->get_if<uint32_t>());
-    return std::nullopt;
-  }
-  const fs::path dir = fs::is_directory(model) ? model : model.parent_path();
-  const auto v = read_vocabulary(dir, "llama", 0);
-  if (v && v->bos && v->add_bos.value_or(true)) return static_cast<int32_t>(*v->bos);
-  return std::nullopt;
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <cstdio>
+
 #include <algorithm>
 
 #include "qz/core/error.hpp"
@@ -201,6 +203,11 @@ void attach_calibration(Plan& plan, const CalibrationSet* calib, bool allow_miss
     const TensorRole role = classify_tensor(t.name).role;
     if (role == TensorRole::TokenEmbedding) {
       t.reason += "; embeddings are looked up, not multiplied: round-to-nearest";
+      if (!t.format->whole_tensor()) {
+        // The format's own error-minimizing search (uniform importance) instead of its plain rounding.
+        t.importance = std::make_shared<const std::vector<float>>(t.cols, 1.0f);
+        t.reason += " with the format's least-squares grid search";
+      }
       continue;
     }
     if (calib == nullptr) {
@@ -270,6 +277,16 @@ void attach_importance(Plan& plan, const Imatrix& m, const std::string& imatrix_
   plan.imatrix = std::move(use);
 }
 
+// Tensors outside the decoder blocks first, then block 0, 1, ... (each block's tensors in their checkpoint order).
+void put_in_block_order(Plan& plan) {
+  auto block = [](const TensorPlan& t) -> int64_t {
+    unsigned b = 0;
+    return std::sscanf(t.name.c_str(), "blk.%u.", &b) == 1 ? static_cast<int64_t>(b) : -1;
+  };
+  std::stable_sort(plan.tensors.begin(), plan.tensors.end(),
+                   [&](const TensorPlan& a, const TensorPlan& b) { return block(a) < block(b); });
+}
+
 void add_sizes(Plan& plan) {
   for (auto& p : plan.tensors) {
     p.output_bytes = p.format->stored_bytes(p.logical_ne());
@@ -286,9 +303,10 @@ void add_sizes(Plan& plan) {
 }  // namespace
 
 Plan make_plan(const Checkpoint& ckpt, const QuantizeOptions& opts, const Imatrix* imatrix,
-               const std::string& imatrix_file, const CalibrationSet* calib, bool plan_only) {
+               const std::string& imatrix_file, const CalibrationSet* calib, bool plan_only,
+               const CalibrationUse* text_calib) {
   Plan plan;
-  plan.config = resolve_options(opts, {imatrix != nullptr, calib != nullptr});
+  plan.config = resolve_options(opts, {imatrix != nullptr, calib != nullptr || text_calib != nullptr});
   const QuantizeConfig& cfg = plan.config;
   if (cfg.target.mix) plan.file_type = cfg.target.mix->file_type;
   read_model(ckpt, plan);
@@ -314,10 +332,19 @@ Plan make_plan(const Checkpoint& ckpt, const QuantizeOptions& opts, const Imatri
     throw UsageError(fmt::format("--method {} folds its scales into the model's norms and linears: it needs a "
                                  "checkpoint with a config.json of a supported architecture ({})",
                                  method, ckpt.source().string()));
-  if ((cfg.gptq || cfg.awq) && calib == nullptr && !plan_only)
-    throw UsageError(fmt::format("--method {} needs calibration activations: --calib FILE", method));
-  if (cfg.gptq) attach_calibration(plan, calib, cfg.gptq->allow_missing_calib);
-  if (calib && (cfg.gptq || cfg.awq)) describe_calibration(plan, *calib);
+  if ((cfg.gptq || cfg.awq) && calib == nullptr && text_calib == nullptr && !plan_only)
+    throw UsageError(fmt::format("--method {} needs calibration data: --calib FILE (text or activations)", method));
+  if (text_calib) {
+    if (!plan.model)
+      throw UsageError(fmt::format("calibration from text runs the model: it needs a checkpoint with a config.json of a "
+                                   "supported architecture ({})", ckpt.source().string()));
+    if (cfg.gptq) attach_calibration(plan, nullptr, false);
+    plan.calibration = *text_calib;
+    put_in_block_order(plan);
+  } else {
+    if (cfg.gptq) attach_calibration(plan, calib, cfg.gptq->allow_missing_calib);
+    if (calib && (cfg.gptq || cfg.awq)) describe_calibration(plan, *calib);
+  }
   if (imatrix) attach_importance(plan, *imatrix, imatrix_file);
   add_sizes(plan);
   return plan;

@@ -61,20 +61,23 @@ double h_norm(const float* a, const float* b, size_t rows, size_t cols, const Ei
   return total;
 }
 
-QuantizedTensor quantize_tensor_gptq(const TensorPlan& t, const GptqSettings& settings, unsigned threads,
-                                     HessianCache* cache, const std::function<void(double)>& progress) {
+}  // namespace
+
+QuantizedTensor quantize_tensor_gptq(const TensorPlan& t, const GptqSettings& settings, const Eigen::MatrixXd& hessian,
+                                     uint64_t tokens, unsigned threads, const std::function<void(double)>& progress) {
   const Format& f = *t.format;
   const std::vector<float> w = read_finite_tensor(t);
-  HessianCache local;
   GptqReport rep;
-  auto H = (cache ? cache : &local)->get(t, threads, &rep.tokens);
+  rep.tokens = tokens;
+  const Eigen::MatrixXd* H = &hessian;
+  Eigen::MatrixXd scaled;
   if (t.transform && !t.transform->col_mul.empty()) {  // AWQ divided the inputs by s: H' = S^-1 H S^-1
-    auto scaled = std::make_shared<Eigen::MatrixXd>(*H);
+    scaled = hessian;
     const auto& s = t.transform->col_mul;
-    for (Eigen::Index i = 0; i < scaled->rows(); ++i)
-      for (Eigen::Index j = 0; j < scaled->cols(); ++j)
-        (*scaled)(i, j) /= static_cast<double>(s[static_cast<size_t>(i)]) * s[static_cast<size_t>(j)];
-    H = scaled;
+    for (Eigen::Index i = 0; i < scaled.rows(); ++i)
+      for (Eigen::Index j = 0; j < scaled.cols(); ++j)
+        scaled(i, j) /= static_cast<double>(s[static_cast<size_t>(i)]) * s[static_cast<size_t>(j)];
+    H = &scaled;
   }
   if (progress) progress(0.3);
   QuantizedTensor out;
@@ -107,6 +110,8 @@ QuantizedTensor quantize_tensor_gptq(const TensorPlan& t, const GptqSettings& se
   return out;
 }
 
+namespace {
+
 // A whole-tensor format (NF4/FP4): all values at once.
 QuantizedTensor quantize_whole_tensor(const TensorPlan& t) {
   const std::vector<float> w = read_finite_tensor(t);
@@ -126,7 +131,10 @@ QuantizedTensor quantize_tensor(const TensorPlan& t, const QuantizeConfig& cfg, 
   const unsigned threads = cfg.threads;
   if (t.gptq) {
     if (!cfg.gptq) throw std::logic_error("quantize_tensor: a GPTQ tensor without GPTQ settings");
-    return quantize_tensor_gptq(t, *cfg.gptq, threads, cache, progress);
+    HessianCache local;
+    uint64_t tokens = 0;
+    const auto H = (cache ? cache : &local)->get(t, threads, &tokens);
+    return quantize_tensor_gptq(t, *cfg.gptq, *H, tokens, threads, progress);
   }
   if (t.format->whole_tensor()) return quantize_whole_tensor(t);
   const Format& f = *t.format;
@@ -192,8 +200,20 @@ QuantizedTensor quantize_tensor(const TensorPlan& t, const QuantizeConfig& cfg, 
   return out;
 }
 
+std::vector<float> stored_values(const TensorPlan& t, const QuantizedTensor& q) {
+  std::vector<float> y(t.numel());
+  std::vector<std::span<const uint8_t>> parts(q.parts.begin(), q.parts.end());
+  if (t.format->whole_tensor()) {
+    t.format->dequantize_tensor(parts, y.size(), t.cols, y.data());
+    return y;
+  }
+  const size_t rb = t.format->row_bytes(t.cols);
+  for (size_t r = 0; r < t.rows; ++r) t.format->dequantize_row(parts.front().data() + r * rb, y.data() + r * t.cols, t.cols);
+  return y;
+}
+
 Report quantize_to_gguf(const Checkpoint& ckpt, const Plan& plan, const std::filesystem::path& output, bool overwrite,
-                        ProgressSink* progress) {
+                        ProgressSink* progress, TensorProducer* producer) {
   const auto t0 = Clock::now();
   Report report = report_from_plan(plan);
   report.dry_run = false;
@@ -208,7 +228,9 @@ Report quantize_to_gguf(const Checkpoint& ckpt, const Plan& plan, const std::fil
     const TensorPlan& t = plan.tensors[i];
     if (progress) progress->begin_tensor(i, plan.tensors.size(), t);
     const auto ts = Clock::now();
-    QuantizedTensor q = quantize_tensor(t, plan.config, &hessians, [&](double frac) {
+    std::optional<QuantizedTensor> made;
+    if (producer) made = producer->take(i);
+    QuantizedTensor q = made ? std::move(*made) : quantize_tensor(t, plan.config, &hessians, [&](double frac) {
       if (progress) progress->advance(frac);
     });
     for (const auto& part : q.parts) writer.write_tensor_data(out, part);

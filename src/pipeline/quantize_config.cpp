@@ -215,6 +215,7 @@ QuantizeConfig resolve_options(const QuantizeOptions& o, const ResolveContext& c
     g.config.block_size = static_cast<size_t>(bs);
     g.config.act_order = o.act_order;
     g.config.static_groups = o.static_groups;
+    g.config.weighted_fit = o.gptq_weighted_fit.value_or(false);
     g.compare_rtn = o.compare_rtn;
     g.allow_missing_calib = o.allow_missing_calib;
     c.gptq = g;

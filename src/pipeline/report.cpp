@@ -119,6 +119,11 @@ nlohmann::json to_json(const Report& rep) {
     ts.push_back(std::move(e));
   }
   j["calibration_missing"] = r.calibration_missing;
+  if (r.calibration)
+    j["calibration"] = {{"files", r.calibration->files},       {"kind", r.calibration->kind},
+                        {"tokens", r.calibration->tokens},     {"windows", r.calibration->windows},
+                        {"block_by_block", r.calibration->block_by_block},
+                        {"warning", r.calibration->warning}};
   auto& sk = j["skipped"] = nlohmann::json::array();
   for (const auto& s : r.skipped) sk.push_back({{"name", s.name}, {"reason", s.reason}});
   j["totals"] = {
@@ -169,6 +174,7 @@ Report report_from_plan(const Plan& plan, const std::string& input, const std::s
   r.skipped = plan.skipped;
   r.target = plan.target();
   r.calibration_missing = plan.calibration_missing;
+  r.calibration = plan.calibration;
   r.file_type = plan.file_type;
   if (plan.imatrix) {
     r.imatrix = plan.imatrix->file;

@@ -47,6 +47,11 @@ int handle_quantize(cli::QuantizeArgs& a, const Verbosity& v) {
     if (a.job.dry_run && !v.quiet) cli::print_plan(human, plan);
   };
   ev.awq = cli::awq_progress(stderr, v.quiet, v.verbose > 0);
+  if (!v.quiet)
+    ev.block = [](const BlockProgress& p) {
+      fmt::print(stderr, "calibration: block {}/{} quantized, {:.1f} s, about {:.0f} s left\n", p.block + 1, p.blocks,
+                 p.seconds, p.seconds_left);
+    };
   ev.awq_done = [&](const AwqReport& r) {
     if (!v.quiet) fmt::print(stderr, "awq: searches took {:.2f} s\n", r.search_seconds);
   };
@@ -85,13 +90,30 @@ struct ImatrixArgs {
   std::string model, output;
   std::vector<std::string> calib;
   bool force = false;
+  size_t ctx = 512, chunks = 0;
+  unsigned threads = 0;
 };
 
 int handle_imatrix(const ImatrixArgs& a, const Verbosity& v) {
-  ImatrixJob job{a.model, {a.calib.begin(), a.calib.end()}, a.output, a.force};
+  ImatrixJob job;
+  job.model = a.model;
+  job.calib.assign(a.calib.begin(), a.calib.end());
+  job.output = a.output;
+  job.force = a.force;
+  job.ctx = a.ctx;
+  job.chunks = a.chunks;
+  job.threads = a.threads;
+  if (!v.quiet)
+    job.progress = [](uint32_t done, uint32_t total) { fmt::print(stderr, "imatrix: block {}/{}\n", done, total); };
   const ImatrixResult r = run_imatrix(job);
   for (const auto& name : r.missing) spdlog::warn("{}: no calibration activations", name);
-  if (!v.quiet) fmt::print("wrote {}: {} entries from {} calibration file(s)\n", a.output, r.entries, a.calib.size());
+  if (!v.quiet) {
+    if (r.chunks)
+      fmt::print("wrote {}: {} entries from {} chunks of {} tokens ({} tokens of text)\n", a.output, r.entries, r.chunks,
+                 a.ctx, r.tokens);
+    else
+      fmt::print("wrote {}: {} entries from {} calibration file(s)\n", a.output, r.entries, a.calib.size());
+  }
   return 0;
 }
 
@@ -173,11 +195,16 @@ int main(int argc, char** argv) {
   deq->add_flag("-f,--force", da.force, "Overwrite an existing output file");
 
   ImatrixArgs xa;
-  auto* imx = app.add_subcommand("imatrix", "Compute an importance matrix (llama.cpp's GGUF imatrix) from calibration activations");
-  imx->add_option("model", xa.model, "Checkpoint directory or .safetensors file")->required();
-  imx->add_option("--calib", xa.calib, "Calibration safetensors file (docs/calibration.md); repeat for several")
+  auto* imx = app.add_subcommand("imatrix", "Compute an importance matrix (llama.cpp's GGUF imatrix) from text or activations");
+  imx->add_option("model", xa.model, "Checkpoint directory, .safetensors file or GGUF model")->required();
+  imx->add_option("--calib", xa.calib,
+                  "A text file (.txt, .jsonl, .json), run as llama-imatrix runs -f; or calibration safetensors files "
+                  "(docs/calibration.md), repeatable")
       ->required()
       ->allow_extra_args(false);
+  imx->add_option("-c,--ctx", xa.ctx, "Text: tokens per chunk (as llama-imatrix -c)")->capture_default_str();
+  imx->add_option("--chunks", xa.chunks, "Text: at most this many chunks (0: all)")->capture_default_str();
+  imx->add_option("-t,--threads", xa.threads, "Worker threads (default: all cores)");
   imx->add_option("-o,--output", xa.output, "Output imatrix .gguf")->required();
   imx->add_flag("-f,--force", xa.force, "Overwrite an existing output file");
 

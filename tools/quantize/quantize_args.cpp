@@ -40,8 +40,19 @@ void add_quantize_options(CLI::App& app, QuantizeArgs& a) {
                               "NF4/FP4: keep the block absmax values as fp32", storage);
 
   const std::string calib = "Calibration (gptq, awq)";
-  app.add_option("--calib", a.calib, "Calibration activations (safetensors, docs/calibration.md); repeat for several files")
+  app.add_option("--calib", a.calib,
+                 "Calibration: text (.txt, .jsonl with a \"text\" field, .json list of strings or of token-id lists), "
+                 "run through the model block by block; or activations (.safetensors, docs/calibration.md). Repeatable")
       ->allow_extra_args(false)
+      ->group(calib);
+  app.add_option("--calib-samples", a.job.sampling.samples, "Text: windows drawn from the text")->capture_default_str()->group(calib);
+  app.add_option("--calib-seqlen", a.job.sampling.seqlen, "Text: tokens per window, BOS included")->capture_default_str()->group(calib);
+  app.add_option("--calib-seed", a.job.sampling.seed, "Text: seed of the window draw")->capture_default_str()->group(calib);
+  app.add_flag("--calib-float-inputs", a.job.calib_float_inputs,
+               "Text: every layer's inputs from the float model, not from the quantized earlier blocks (for comparison)")
+      ->group(calib);
+  app.add_flag("--calib-bf16-states", a.job.calib_bf16_states,
+               "Text: keep the windows' hidden states between blocks as bf16 (half the memory)")
       ->group(calib);
   app.add_flag("--allow-missing-calib", o.allow_missing_calib,
                "Round layers without calibration data to nearest (gptq) or leave them unscaled (awq) instead of failing")
@@ -54,6 +65,9 @@ void add_quantize_options(CLI::App& app, QuantizeArgs& a) {
   a.block_size.opt->group(gptq);
   app.add_flag("--act-order", o.act_order, "Columns by decreasing Hessian diagonal (implies --static-groups); default off")->group(gptq);
   app.add_flag("--static-groups", o.static_groups, "Fit every block's grid up front on the original weights; default off")->group(gptq);
+  a.weighted_fit = add_switch(app, "--weighted-fit", "--no-weighted-fit",
+                              "Fit each block's grid weighting values by diag(H), as llama.cpp weights by an imatrix",
+                              "Fit grids unweighted", gptq);
   app.add_flag("--compare-rtn", o.compare_rtn, "Also report round-to-nearest's output error on the calibration data")->group(gptq);
 
   const std::string awq = "AWQ (--method awq, awq+gptq)";
@@ -101,6 +115,7 @@ void finish_quantize_args(QuantizeArgs& a) {
   o.symmetric = a.symmetric.get();
   o.double_quant = a.double_quant.get();
   o.damp = a.damp.get();
+  o.gptq_weighted_fit = a.weighted_fit.get();
   o.block_size = a.block_size.get();
   o.awq_tokens = a.awq_tokens.get();
   o.awq_clip = a.awq_clip.get();

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -34,6 +35,25 @@ class ModelWeights {
 
  protected:
   ModelConfig config_;
+};
+
+// A model with some of its tensors replaced (calibration block by block: the blocks quantized so far, as their stored
+// values read back). Every other tensor, the configuration and the tokenizer are the base model's.
+class OverlayWeights final : public ModelWeights {
+ public:
+  explicit OverlayWeights(const ModelWeights& base) : base_(base) { config_ = base.config(); }
+  void replace(const std::string& gguf_name, FloatTensor t) { replaced_[gguf_name] = std::move(t); }
+  void forget(const std::string& gguf_name) { replaced_.erase(gguf_name); }
+  bool has(const std::string& gguf_name) const override { return replaced_.count(gguf_name) || base_.has(gguf_name); }
+  FloatTensor get(const std::string& gguf_name) const override {
+    const auto it = replaced_.find(gguf_name);
+    return it != replaced_.end() ? it->second : base_.get(gguf_name);
+  }
+  std::filesystem::path tokenizer_dir() const override { return base_.tokenizer_dir(); }
+
+ private:
+  const ModelWeights& base_;
+  std::map<std::string, FloatTensor> replaced_;
 };
 
 // The model hyper-parameters a GGUF file states (general.architecture, <arch>.block_count, ...).

@@ -9,7 +9,8 @@
 // matrix product updates every later column. Loss = sum (w - q)^2 / U_ii^2 / 2.
 // Groups: a block's grid is fitted when the loop reaches its first column, on the error-updated weights. With
 // act_order (columns by decreasing diag H), grids are fitted up front on the original weights ("static groups"),
-// since GGUF blocks have no column index.
+// since GGUF blocks have no column index. With weighted_fit the grids come from the format's importance-weighted
+// search with diag(H) (the imatrix statistic of these inputs) as the importance.
 #pragma once
 
 #include <Eigen/Dense>
@@ -25,6 +26,8 @@ struct GptqConfig {
   size_t block_size = 128;  // lazy-batch width (rounded up to a multiple of the format's block)
   bool act_order = false;   // process columns by decreasing diag(H), with static groups
   bool static_groups = false;  // fit every grid up front on the original weights (always so with act_order)
+  bool weighted_fit = false;   // fit each block's grid weighting its values by diag(H), as llama.cpp weights by an
+                               // imatrix (the format's own importance-weighted search)
 };
 
 struct GptqStats {

@@ -9,8 +9,10 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 
 #include "qz/calibration/calibration_set.hpp"
+#include "qz/methods/awq.hpp"
 #include "qz/pipeline/plan.hpp"
 #include "qz/pipeline/report.hpp"
 
@@ -27,5 +29,10 @@ struct AwqProgress {
 // s = 1), for calibration activations of the wrong width or with NaN/Inf, and for precomputed Hessians (AWQ needs
 // the activations).
 AwqReport apply_awq(Plan& plan, const CalibrationSet& calib, const AwqProgress& progress = {});
+
+// The same with the activations from elsewhere (the engine on calibration text): the group's activations for its
+// first linear (`cols` input columns), nothing when there are none. Groups are asked for block by block, in order.
+using AwqActivationSource = std::function<std::optional<AwqActivations>(const TensorPlan& first_linear, size_t cols)>;
+AwqReport apply_awq(Plan& plan, const AwqActivationSource& source, const AwqProgress& progress = {});
 
 }  // namespace qz

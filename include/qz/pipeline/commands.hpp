@@ -7,9 +7,11 @@
 #include <string>
 #include <vector>
 
+#include "qz/calibration/calibration_text.hpp"
 #include "qz/engine/perplexity.hpp"
 #include "qz/model/demo_checkpoint.hpp"
 #include "qz/pipeline/awq_pass.hpp"
+#include "qz/pipeline/block_quantizer.hpp"
 #include "qz/pipeline/options.hpp"
 #include "qz/pipeline/plan.hpp"
 #include "qz/pipeline/quantize.hpp"
@@ -22,7 +24,10 @@ struct QuantizeJob {
   std::vector<std::filesystem::path> inputs;  // a checkpoint directory, or safetensors files
   std::filesystem::path output;
   QuantizeOptions options;
-  std::vector<std::filesystem::path> calib;  // calibration activation files
+  std::vector<std::filesystem::path> calib;  // calibration: activation files, or text (calibration_text.hpp)
+  CalibSampling sampling;                    // text: --calib-samples, --calib-seqlen, --calib-seed
+  bool calib_float_inputs = false;           // text: every layer's inputs from the float model (--calib-float-inputs)
+  bool calib_bf16_states = false;            // text: hidden states kept as bf16 between blocks
   std::filesystem::path imatrix;             // an importance matrix, if any
   std::string output_format = "gguf";        // or "bnb"
   bool dry_run = false;
@@ -36,6 +41,7 @@ struct QuantizeEvents {
   AwqProgress awq;                               // each AWQ search
   std::function<void(const AwqReport&)> awq_done;
   ProgressSink* progress = nullptr;              // each tensor
+  std::function<void(const BlockProgress&)> block;  // each decoder block of a pass on calibration text
 };
 
 // Opens the inputs, plans, runs AWQ when asked, quantizes into a temporary file renamed onto the output, and returns
@@ -57,16 +63,24 @@ std::string inspect_gguf(const std::filesystem::path& file);
 size_t run_dequantize(const std::filesystem::path& input, const std::filesystem::path& output, const std::string& dtype,
                       bool force);
 
-// `quantize imatrix MODEL --calib F... -o OUT`: llama.cpp's GGUF imatrix from calibration activations.
+// `quantize imatrix MODEL --calib F... -o OUT`: llama.cpp's GGUF imatrix from calibration activations, or from one
+// text file (.txt/.jsonl/.json) run through the model as llama-imatrix runs it: the text tokenized once (BOS first),
+// consecutive chunks of `ctx` tokens each with BOS first, at most `chunks` (0: all).
 struct ImatrixJob {
   std::filesystem::path model;
   std::vector<std::filesystem::path> calib;
   std::filesystem::path output;
   bool force = false;
+  size_t ctx = 512;
+  size_t chunks = 0;
+  unsigned threads = 0;
+  std::function<void(uint32_t block, uint32_t blocks)> progress;
 };
 struct ImatrixResult {
   size_t entries = 0;
   std::vector<std::string> missing;  // weights without calibration activations
+  size_t chunks = 0;                 // text: chunks of ctx tokens run
+  uint64_t tokens = 0;               // text: tokens of the text
 };
 ImatrixResult run_imatrix(const ImatrixJob& job);
 

@@ -54,6 +54,7 @@ struct QuantizeOptions {
   std::optional<int> block_size;    // lazy-batch width (128)
   bool act_order = false;
   bool static_groups = false;
+  std::optional<bool> gptq_weighted_fit;  // grids fitted weighting by diag(H)
   bool compare_rtn = false;
   bool allow_missing_calib = false;  // GPTQ and AWQ: layers without data are rounded to nearest / left unscaled
 

@@ -48,7 +48,11 @@ struct ImatrixUse {
 
 struct CalibrationUse {
   std::vector<std::string> files;  // file names
+  std::string kind = "activations";  // calibration_text.hpp: activations, text, jsonl, json strings, json token ids
   uint64_t tokens = 0;             // tokens behind the first calibrated layer's inputs
+  size_t windows = 0;              // text: the windows the engine runs
+  bool block_by_block = false;     // text: inputs from the quantized earlier blocks (false: from the float model)
+  std::string warning;             // text: fewer tokens than asked
 };
 
 struct Plan {
@@ -78,8 +82,11 @@ struct Plan {
 // GPTQ, its calibration inputs). Throws UsageError for bad options, InputError for tensors that cannot be written
 // or an imatrix that does not fit. GPTQ and AWQ need `calib` (unless `plan_only`: a dry run plans without data);
 // a 2-D weight without calibration data is an error unless --allow-missing-calib (then RTN); token embeddings, and
-// an output head without data, are always rounded to nearest.
+// an output head without data, are always rounded to nearest. With `text_calib` (calibration from text, run by the
+// engine: pipeline/block_quantizer.hpp) GPTQ covers every decoder-block linear and the tensors are put in block
+// order (others first), so that the writer takes them as the pass makes them.
 Plan make_plan(const Checkpoint& ckpt, const QuantizeOptions& opts, const Imatrix* imatrix = nullptr,
-               const std::string& imatrix_file = {}, const CalibrationSet* calib = nullptr, bool plan_only = false);
+               const std::string& imatrix_file = {}, const CalibrationSet* calib = nullptr, bool plan_only = false,
+               const CalibrationUse* text_calib = nullptr);
 
 }  // namespace qz

@@ -49,8 +49,25 @@ class HessianCache {
 QuantizedTensor quantize_tensor(const TensorPlan& t, const QuantizeConfig& cfg, HessianCache* cache = nullptr,
                                 const std::function<void(double)>& progress = {});
 
-// Quantizes every tensor of the plan into `output`. On any error nothing is left at `output`.
+// GPTQ on one planned tensor with the Hessian of its inputs (2/N sum x x^T over `tokens` tokens, of the original
+// inputs: an AWQ transform's scales are applied to it here).
+QuantizedTensor quantize_tensor_gptq(const TensorPlan& t, const GptqSettings& settings, const Eigen::MatrixXd& hessian,
+                                     uint64_t tokens, unsigned threads, const std::function<void(double)>& progress = {});
+
+// The values a quantized tensor is stored as, read back (rows x cols in output row order).
+std::vector<float> stored_values(const TensorPlan& t, const QuantizedTensor& q);
+
+// Tensors quantized elsewhere (block by block on the engine, pipeline/block_quantizer.hpp): take(i) gives plan
+// tensor i's result, or nothing when the tensor is quantized the usual way.
+class TensorProducer {
+ public:
+  virtual ~TensorProducer() = default;
+  virtual std::optional<QuantizedTensor> take(size_t plan_index) = 0;
+};
+
+// Quantizes every tensor of the plan into `output` (those `producer` makes, from it). On any error nothing is left at
+// `output`.
 Report quantize_to_gguf(const Checkpoint& ckpt, const Plan& plan, const std::filesystem::path& output, bool overwrite,
-                        ProgressSink* progress = nullptr);
+                        ProgressSink* progress = nullptr, TensorProducer* producer = nullptr);
 
 }  // namespace qz

@@ -95,6 +95,7 @@ struct Report {
   std::optional<uint32_t> file_type;
   std::string target;
   std::vector<std::string> calibration_missing;
+  std::optional<CalibrationUse> calibration;  // what --calib held and how it was used
   std::optional<AwqReport> awq;               // the AWQ searches, for --method awq / awq+gptq
   uint64_t input_bytes = 0;
   uint64_t output_bytes = 0;  // output file size

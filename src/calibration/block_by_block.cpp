@@ -1,0 +1,119 @@
+#include "qz/calibration/block_by_block.hpp"
+
+#include <fmt/format.h>
+
+#include "qz/core/error.hpp"
+#include "qz/core/half.hpp"
+
+namespace qz {
+
+std::vector<LinearGroup> linear_groups(uint32_t l) {
+  auto names = [l](std::initializer_list<const char*> ns) {
+    std::vector<std::string> v;
+    for (const char* n : ns) v.push_back(fmt::format("blk.{}.{}.weight", l, n));
+    return v;
+  };
+  return {{l, BlockInput::AttnQkv, names({"attn_q", "attn_k", "attn_v"})},
+          {l, BlockInput::AttnOutput, names({"attn_output"})},
+          {l, BlockInput::FfnGateUp, names({"ffn_gate", "ffn_up"})},
+          {l, BlockInput::FfnDown, names({"ffn_down"})}};
+}
+
+const std::vector<float>& group_input(const BlockInputs& seen, BlockInput input) {
+  switch (input) {
+    case BlockInput::AttnQkv: return seen.attn_qkv;
+    case BlockInput::AttnOutput: return seen.attn_output;
+    case BlockInput::FfnGateUp: return seen.ffn_gate_up;
+    case BlockInput::FfnDown: return seen.ffn_down;
+  }
+  return seen.attn_qkv;
+}
+
+struct BlockByBlock::Batch {
+  HiddenStates h;            // x empty while the states are kept as bf16
+  std::vector<uint16_t> x16;
+  void pack(bool bf16) {
+    if (!bf16) return;
+    x16.resize(h.x.size());
+    for (size_t i = 0; i < h.x.size(); ++i) x16[i] = fp32_to_bf16(h.x[i]);
+    h.x = {};
+  }
+  HiddenStates unpacked() const {
+    HiddenStates c = h;
+    if (!x16.empty()) {
+      c.x.resize(x16.size());
+      for (size_t i = 0; i < x16.size(); ++i) c.x[i] = bf16_to_fp32(x16[i]);
+    }
+    return c;
+  }
+};
+
+BlockByBlock::BlockByBlock(const ModelWeights& model, const std::vector<std::vector<int32_t>>& windows,
+                           BlockByBlockOptions opts)
+    : model_(model), quantized_(model), float_engine_(model, opts.threads), quantized_engine_(quantized_, opts.threads),
+      opts_(opts) {
+  if (windows.empty()) throw InputError("no calibration window to run");
+  for (size_t i = 0; i < windows.size();) {
+    std::vector<std::vector<int32_t>> part;
+    size_t n = 0;
+    while (i < windows.size() && (part.empty() || n + windows[i].size() <= opts_.batch_tokens)) {
+      n += windows[i].size();
+      part.push_back(windows[i++]);
+    }
+    Batch b;
+    b.h = float_engine_.embed(part);
+    b.pack(opts_.bf16_states);
+    batches_.push_back(std::move(b));
+    tokens_ += n;
+  }
+}
+
+BlockByBlock::~BlockByBlock() = default;
+
+uint32_t BlockByBlock::block_count() const { return model_.config().block_count; }
+
+void BlockByBlock::run_next_block(BlockObserver& obs) {
+  if (next_ >= block_count()) throw std::logic_error("BlockByBlock: every block has been run");
+  const uint32_t l = next_;
+  const auto groups = linear_groups(l);
+  auto show = [&](const LinearGroup& g, const BlockInputs& seen, size_t rows) {
+    const std::vector<float>& x = group_input(seen, g.input);
+    obs.observe(g, x.data(), rows, rows ? x.size() / rows : 0);
+  };
+  auto apply = [&](const LinearGroup& g) {
+    for (auto& [name, t] : obs.finish(g)) quantized_.replace(name, std::move(t));
+  };
+  if (opts_.float_inputs) {
+    for (auto& b : batches_) {
+      HiddenStates h = b.unpacked();
+      BlockInputs seen;
+      float_engine_.run_block(l, h, &seen);
+      for (const auto& g : groups) show(g, seen, h.rows());
+      b.h.x = std::move(h.x);
+      b.pack(opts_.bf16_states);
+    }
+    for (const auto& g : groups) apply(g);
+  } else {
+    for (const auto& g : groups) {
+      for (const auto& b : batches_) {
+        HiddenStates h = b.unpacked();
+        BlockInputs seen;
+        quantized_engine_.run_block(l, h, &seen);
+        show(g, seen, h.rows());
+      }
+      apply(g);
+    }
+    for (auto& b : batches_) {
+      HiddenStates h = b.unpacked();
+      quantized_engine_.run_block(l, h);
+      b.h.x = std::move(h.x);
+      b.pack(opts_.bf16_states);
+    }
+  }
+  // The block is done: its weights are read from the model again if ever needed (the pass never goes back).
+  for (const auto& g : groups)
+    for (const auto& n : g.weights) quantized_.forget(n);
+  ++next_;
+}
+
+}  // namespace qz
