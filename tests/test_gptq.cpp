@@ -53,6 +53,40 @@ TEST(Gptq, IdentityHessianEqualsRoundToNearestForEveryFormat) {
   }
 }
 
+// With a diagonal Hessian no error is fed forward, so GPTQ with the weighted grid fit is block-by-block rounding on
+// grids from the format's importance-weighted search with diag(H) as the importance. (Not quantize_row with an
+// imatrix: llama.cpp's weighted quantizers mix in the whole row's mean square, which a block's fit does not see.)
+TEST(Gptq, DiagonalHessianWithWeightedFitEqualsRoundingOnImportanceWeightedGrids) {
+  const size_t rows = 24, cols = 512;
+  std::vector<float> w = test::gaussian(rows * cols, 5, 0.05f);
+  for (size_t i = 0; i < w.size(); i += 89) w[i] *= 5;
+  const std::vector<float> imp = test::gaussian(cols, 6, 1.0f);
+  Eigen::MatrixXd H = Eigen::MatrixXd::Zero(cols, cols);
+  std::vector<float> importance(cols);
+  for (size_t c = 0; c < cols; ++c) H(c, c) = importance[c] = 0.1f + imp[c] * imp[c];
+  GptqConfig weighted;
+  weighted.weighted_fit = true;
+  for (const char* name : kFormats) {
+    SCOPED_TRACE(name);
+    const auto f = find_format(name, cols);
+    std::vector<uint8_t> want(rows * f->row_bytes(cols));
+    const size_t gs = f->block_size();
+    std::vector<int32_t> codes(gs);
+    for (size_t r = 0; r < rows; ++r)
+      for (size_t b = 0; b < cols / gs; ++b) {
+        const float* x = w.data() + r * cols + b * gs;
+        BlockGrid g;
+        f->fit(x, gs, importance.data() + b * gs, g);
+        for (size_t j = 0; j < gs; ++j) codes[j] = f->quantize_value(g, j, x[j]);
+        f->encode(g, codes.data(), want.data() + r * f->row_bytes(cols) + b * f->block_bytes());
+      }
+    const auto got = gptq(*f, w, rows, cols, H, weighted);
+    EXPECT_EQ(got, want);
+    if (name[0] == 'Q' && std::string(name) != "Q8_0")  // llama.cpp's weighted searches (Q8_0 and int grids have none)
+      EXPECT_NE(got, gptq(*f, w, rows, cols, H)) << "the weights changed no grid";
+  }
+}
+
 // Optimal brain quantization by brute force, in double: quantize column i on its grid (fitted when the group
 // starts, on the current weights), then re-solve every later column by least squares with the columns so far fixed:
 // minimize (w - w0)^T H (w - w0) over the free columns.

@@ -201,15 +201,7 @@ void attach_calibration(Plan& plan, const CalibrationSet* calib, bool allow_miss
   for (auto& t : plan.tensors) {
     if (!t.format->is_quantized() || t.shape.size() != 2) continue;
     const TensorRole role = classify_tensor(t.name).role;
-    if (role == TensorRole::TokenEmbedding) {
-      t.reason += "; embeddings are looked up, not multiplied: round-to-nearest";
-      if (!t.format->whole_tensor()) {
-        // The format's own error-minimizing search (uniform importance) instead of its plain rounding.
-        t.importance = std::make_shared<const std::vector<float>>(t.cols, 1.0f);
-        t.reason += " with the format's least-squares grid search";
-      }
-      continue;
-    }
+    if (role == TensorRole::TokenEmbedding) continue;  // search_embeddings
     if (calib == nullptr) {
       t.gptq = role != TensorRole::Output;
       continue;
@@ -229,6 +221,18 @@ void attach_calibration(Plan& plan, const CalibrationSet* calib, bool allow_miss
                                    t.source_name(), t.source_name().substr(0, t.source_name().rfind('.'))));
     t.reason += "; no calibration data: round-to-nearest (--allow-missing-calib)";
     plan.calibration_missing.push_back(t.source_name());
+  }
+}
+
+// GPTQ and AWQ leave the token embeddings (looked up, not multiplied) to rounding; calibrated methods round them with
+// the format's own least-squares grid search (its importance-weighted search with equal weights) instead of its
+// plain rounding (llama.cpp's Q4_0 takes max / -8): a smaller error for the same bytes. Plain RTN stays llama.cpp's.
+void search_embeddings(Plan& plan) {
+  for (auto& t : plan.tensors) {
+    if (!t.format->is_quantized() || t.shape.size() != 2 || t.format->whole_tensor()) continue;
+    if (classify_tensor(t.name).role != TensorRole::TokenEmbedding) continue;
+    t.importance = std::make_shared<const std::vector<float>>(t.cols, 1.0f);
+    t.reason += "; embeddings are looked up, not multiplied: rounded with the format's least-squares grid search";
   }
 }
 
@@ -265,7 +269,7 @@ void attach_importance(Plan& plan, const Imatrix& m, const std::string& imatrix_
       if (!gguf.empty()) it = m.tensors.find(gguf);
     }
     if (it == m.tensors.end()) {
-      use.missing.push_back(t.name);
+      if (!t.importance) use.missing.push_back(t.name);  // (the embeddings' search needs no entry)
       continue;
     }
     const ImatrixTensor& e = it->second;
@@ -345,6 +349,7 @@ Plan make_plan(const Checkpoint& ckpt, const QuantizeOptions& opts, const Imatri
     if (cfg.gptq) attach_calibration(plan, calib, cfg.gptq->allow_missing_calib);
     if (calib && (cfg.gptq || cfg.awq)) describe_calibration(plan, *calib);
   }
+  if (cfg.gptq || cfg.awq) search_embeddings(plan);
   if (imatrix) attach_importance(plan, *imatrix, imatrix_file);
   add_sizes(plan);
   return plan;

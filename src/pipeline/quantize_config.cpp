@@ -215,7 +215,7 @@ QuantizeConfig resolve_options(const QuantizeOptions& o, const ResolveContext& c
     g.config.block_size = static_cast<size_t>(bs);
     g.config.act_order = o.act_order;
     g.config.static_groups = o.static_groups;
-    g.config.weighted_fit = o.gptq_weighted_fit.value_or(false);
+    g.config.weighted_fit = o.gptq_weighted_fit.value_or(true);
     g.compare_rtn = o.compare_rtn;
     g.allow_missing_calib = o.allow_missing_calib;
     c.gptq = g;
@@ -229,7 +229,7 @@ QuantizeConfig resolve_options(const QuantizeOptions& o, const ResolveContext& c
   }
   if (awq) {
     AwqSettings a;
-    a.duo_scaling = o.awq_duo_scaling.value_or(false);
+    a.duo_scaling = o.awq_duo_scaling.value_or(c.method == Method::AwqGptq);
     a.tokens = o.awq_tokens.value_or(512);
     if (a.tokens < 1) throw UsageError("--awq-tokens must be positive");
     a.clip = o.awq_clip.value_or(c.method == Method::Awq);

@@ -66,14 +66,14 @@ void add_quantize_options(CLI::App& app, QuantizeArgs& a) {
   app.add_flag("--act-order", o.act_order, "Columns by decreasing Hessian diagonal (implies --static-groups); default off")->group(gptq);
   app.add_flag("--static-groups", o.static_groups, "Fit every block's grid up front on the original weights; default off")->group(gptq);
   a.weighted_fit = add_switch(app, "--weighted-fit", "--no-weighted-fit",
-                              "Fit each block's grid weighting values by diag(H), as llama.cpp weights by an imatrix",
+                              "Fit each block's grid weighting values by diag(H), as llama.cpp weights by an imatrix (the default)",
                               "Fit grids unweighted", gptq);
   app.add_flag("--compare-rtn", o.compare_rtn, "Also report round-to-nearest's output error on the calibration data")->group(gptq);
 
   const std::string awq = "AWQ (--method awq, awq+gptq)";
-  a.awq_duo = app.add_flag("--awq-duo-scaling")
-                  ->description("s = mean|x|^a / mean|w|^(1-a) instead of mean|x|^a; default off")
-                  ->group(awq);
+  a.awq_duo = add_switch(app, "--awq-duo-scaling", "--no-awq-duo-scaling",
+                         "s = mean|x|^a / mean|w|^(1-a) (the default for awq+gptq)",
+                         "s = mean|x|^a (the default for awq)", awq);
   add(app, a.awq_tokens, "--awq-tokens", "Calibration tokens (evenly strided) the searches measure output errors on", "512");
   a.awq_tokens.opt->group(awq);
   a.awq_clip = add_switch(app, "--awq-clip", "--no-awq-clip",
@@ -119,7 +119,7 @@ void finish_quantize_args(QuantizeArgs& a) {
   o.block_size = a.block_size.get();
   o.awq_tokens = a.awq_tokens.get();
   o.awq_clip = a.awq_clip.get();
-  if (a.awq_duo->count()) o.awq_duo_scaling = true;
+  o.awq_duo_scaling = a.awq_duo.get();
   for (const auto& s : a.tensor_types) o.tensor_types.push_back(parse_tensor_type_override(s));
   o.include_weights = a.include_weights;
   o.exclude_weights = a.exclude_weights;

@@ -40,8 +40,7 @@ struct QuantizeArgs {
   Optional<int> bits, group_size, block_size;
   Optional<double> damp;
   Optional<size_t> awq_tokens;
-  Switch symmetric, double_quant, awq_clip, weighted_fit;
-  CLI::Option* awq_duo = nullptr;
+  Switch symmetric, double_quant, awq_clip, weighted_fit, awq_duo;
   QuantizeJob job;
 };
 

@@ -54,12 +54,12 @@ struct QuantizeOptions {
   std::optional<int> block_size;    // lazy-batch width (128)
   bool act_order = false;
   bool static_groups = false;
-  std::optional<bool> gptq_weighted_fit;  // grids fitted weighting by diag(H)
+  std::optional<bool> gptq_weighted_fit;  // grids fitted weighting by diag(H) (on)
   bool compare_rtn = false;
   bool allow_missing_calib = false;  // GPTQ and AWQ: layers without data are rounded to nearest / left unscaled
 
   // AWQ
-  std::optional<bool> awq_duo_scaling;  // (off)
+  std::optional<bool> awq_duo_scaling;  // (on for awq+gptq, off for awq)
   std::optional<size_t> awq_tokens;     // (512)
   std::optional<bool> awq_clip;         // (on for awq, off for awq+gptq)
 
