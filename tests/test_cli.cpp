@@ -1,5 +1,7 @@
 // The quantize executable: options, exit codes, messages.
 #include <gtest/gtest.h>
+
+#include "qz/io/imatrix.hpp"
 #include <sys/wait.h>
 
 #include <array>
@@ -439,6 +441,67 @@ TEST(CliEval, PerplexityOfACheckpointAndItsQuantizedFileWithClearErrors) {
   EXPECT_EQ(bad.code, 2);
   EXPECT_TRUE(contains(bad.output, "longer than the model's context")) << bad.output;
   EXPECT_EQ(quantize("eval " + demo).code, 2);
+}
+
+TEST(CliCalibText, GptqAwqAndImatrixFromTextWithTheKindInTheReportAndClearErrors) {
+  TempDir dir;
+  const std::string demo = (dir / "demo").string();
+  ASSERT_EQ(quantize("make-demo " + demo).code, 0);
+  std::string text;
+  for (int i = 0; i < 120; ++i) text += "the cat sat on the mat and looked at the dog " + std::to_string(i) + ".\n";
+  std::ofstream(dir / "c.txt") << text;
+  const std::string json = (dir / "r.json").string();
+  // The mission's command, with text: options in any order.
+  Result r = quantize("--calib " + (dir / "c.txt").string() + " --method gptq " + demo + " --bits 4 -o " +
+                      (dir / "g.gguf").string() + " --calib-samples 4 --calib-seqlen 64 --json " + json);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "calibration: block 2/2 quantized")) << r.output;
+  auto j = nlohmann::json::parse(std::ifstream(json));
+  EXPECT_EQ(j["calibration"]["kind"], "text");
+  EXPECT_EQ(j["calibration"]["windows"], 4);
+  EXPECT_EQ(j["calibration"]["tokens"], 4 * 64);
+  EXPECT_TRUE(j["calibration"]["block_by_block"].get<bool>());
+  size_t gptq = 0;
+  for (const auto& t : j["tensors"]) gptq += t["method"] == "gptq";
+  EXPECT_EQ(gptq, 14u);
+  // Fewer tokens than asked: a warning with the count used.
+  r = quantize(demo + " -o " + (dir / "g2.gguf").string() + " --method gptq --calib " + (dir / "c.txt").string() +
+               " --calib-samples 1000 --calib-float-inputs --json " + json);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "fewer than the 1000 x 512")) << r.output;
+  j = nlohmann::json::parse(std::ifstream(json));
+  EXPECT_FALSE(j["calibration"]["block_by_block"].get<bool>());
+  // JSON lines and AWQ.
+  std::ofstream(dir / "c.jsonl") << "{\"text\": \"the cat sat on the mat\"}\n{\"text\": \"a dog ran after the cat\"}\n";
+  r = quantize(demo + " -o " + (dir / "a.gguf").string() + " --method awq --type Q4_0 --calib " + (dir / "c.jsonl").string());
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "awq ")) << r.output;
+  // imatrix from text, as llama-imatrix chunks it.
+  r = quantize("imatrix " + demo + " --calib " + (dir / "c.txt").string() + " -c 64 -o " + (dir / "i.gguf").string());
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "chunks of 64 tokens")) << r.output;
+  const Imatrix im = read_imatrix(dir / "i.gguf");
+  EXPECT_EQ(im.chunk_size, 64u);
+  EXPECT_GT(im.chunk_count, 2u);
+  EXPECT_EQ(im.tensors.size(), 14u);
+  // Bad input: an unknown kind, text and activations mixed, malformed JSON lines, a text too short for imatrix.
+  std::ofstream(dir / "c.bin") << "x";
+  r = quantize(demo + " -o " + (dir / "x.gguf").string() + " --method gptq --calib " + (dir / "c.bin").string());
+  EXPECT_EQ(r.code, 2);
+  EXPECT_TRUE(contains(r.output, "unknown kind of file '.bin'")) << r.output;
+  r = quantize(demo + " -o " + (dir / "x.gguf").string() + " --method gptq --calib " + (dir / "c.txt").string() +
+               " --calib " + demo + "/calib.safetensors");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_TRUE(contains(r.output, "not both")) << r.output;
+  std::ofstream(dir / "bad.jsonl") << "{\"text\": \"a\"}\n[1, 2]\n";
+  r = quantize(demo + " -o " + (dir / "x.gguf").string() + " --method gptq --calib " + (dir / "bad.jsonl").string());
+  EXPECT_EQ(r.code, 2);
+  EXPECT_TRUE(contains(r.output, "bad.jsonl:2")) << r.output;
+  std::ofstream(dir / "short.txt") << "the cat";
+  r = quantize("imatrix " + demo + " --calib " + (dir / "short.txt").string() + " -o " + (dir / "i2.gguf").string());
+  EXPECT_EQ(r.code, 2);
+  EXPECT_TRUE(contains(r.output, "needs at least 2 x ctx")) << r.output;
+  EXPECT_FALSE(fs::exists(dir / "x.gguf"));
 }
 
 }  // namespace

@@ -99,13 +99,14 @@ HiddenStates Transformer::embed(const std::vector<std::vector<int32_t>>& seqs) c
   return hs;
 }
 
-void Transformer::run_block(uint32_t l, HiddenStates& hs, BlockInputs* seen) const {
+std::vector<float> Transformer::attention(uint32_t l, const HiddenStates& hs, const std::vector<float>& h,
+                                          const FloatTensor& wq, const FloatTensor& wk, const FloatTensor& wv,
+                                          const FloatTensor& wo, std::vector<float>* o_input) const {
   const ModelConfig& m = w_.config();
   const size_t d = dim_, H = m.head_count, KV = m.head_count_kv, hd = m.head_dim, group = H / KV;
   const auto& seqs = hs.sequences;
   const auto& start = hs.start;
   const size_t total = hs.rows();
-  std::vector<float>& x = hs.x;
   const std::vector<float>& cosv = hs.rope_cos;
   const std::vector<float>& sinv = hs.rope_sin;
   const bool adjacent = m.arch->permute_qk;  // llama.cpp's NORM rope on permuted rows; NEOX (halves) otherwise
@@ -114,9 +115,9 @@ void Transformer::run_block(uint32_t l, HiddenStates& hs, BlockInputs* seen) con
     for (size_t s = 0; s < seqs.size(); ++s)
       for (size_t t = 0; t < seqs[s].size(); ++t) {
         float* row = v.data() + (start[s] + t) * width;
-        for (size_t h = 0; h < heads; ++h)
+        for (size_t hh = 0; hh < heads; ++hh)
           for (size_t i = 0; i < hd / 2; ++i) {
-            const size_t a = h * hd + (adjacent ? 2 * i : i), b = h * hd + (adjacent ? 2 * i + 1 : i + hd / 2);
+            const size_t a = hh * hd + (adjacent ? 2 * i : i), b = hh * hd + (adjacent ? 2 * i + 1 : i + hd / 2);
             const float c = cosv[t * hd / 2 + i], sn = sinv[t * hd / 2 + i];
             const float xa = row[a], xb = row[b];
             row[a] = xa * c - xb * sn;
@@ -127,16 +128,12 @@ void Transformer::run_block(uint32_t l, HiddenStates& hs, BlockInputs* seen) con
   const float inv_sqrt = 1.0f / std::sqrt(static_cast<float>(hd));
   const std::string p = fmt::format("blk.{}.", l);
   auto opt = [&](const std::string& n) { return w_.has(p + n) ? std::optional<FloatTensor>(w_.get(p + n)) : std::nullopt; };
-  const FloatTensor n1 = w_.get(p + "attn_norm.weight");
-  const FloatTensor wq = w_.get(p + "attn_q.weight"), wk = w_.get(p + "attn_k.weight"), wv = w_.get(p + "attn_v.weight");
   const auto bq = opt("attn_q.bias"), bk = opt("attn_k.bias"), bv = opt("attn_v.bias");
-  if (wq.rows != H * hd || wk.rows != KV * hd || wv.rows != KV * hd || wq.cols != d)
-    throw InputError(fmt::format("{}: block {}: q/k/v shapes do not match {} heads of {} ({} KV heads)", m.name, l, H, hd, KV));
-  const std::vector<float> h = rmsnorm(x, total, n1, m.rms_norm_eps);
+  if (wq.rows != H * hd || wk.rows != KV * hd || wv.rows != KV * hd || wq.cols != d || wo.cols != H * hd || wo.rows != d)
+    throw InputError(fmt::format("{}: block {}: q/k/v/o shapes do not match {} heads of {} ({} KV heads)", m.name, l, H, hd, KV));
   std::vector<float> q = linear(h, total, wq, bq ? &*bq : nullptr, threads_);
   std::vector<float> k = linear(h, total, wk, bk ? &*bk : nullptr, threads_);
   const std::vector<float> v = linear(h, total, wv, bv ? &*bv : nullptr, threads_);
-  if (seen) seen->attn_qkv = h;
   rope(q, H);
   rope(k, KV);
   std::vector<float> attn(total * H * hd);
@@ -155,20 +152,51 @@ void Transformer::run_block(uint32_t l, HiddenStates& hs, BlockInputs* seen) con
     }
     Strided(attn.data() + start[s] * H * hd + head * hd, T, hd, Eigen::OuterStride<>(H * hd)) = S * V;
   });
-  {
-    const std::vector<float> o = linear(attn, total, w_.get(p + "attn_output.weight"), nullptr, threads_);
-    for (size_t i = 0; i < x.size(); ++i) x[i] += o[i];
-  }
-  if (seen) seen->attn_output = std::move(attn);
-  const std::vector<float> h2 = rmsnorm(x, total, w_.get(p + "ffn_norm.weight"), m.rms_norm_eps);
-  std::vector<float> gate = linear(h2, total, w_.get(p + "ffn_gate.weight"), nullptr, threads_);
-  const std::vector<float> up = linear(h2, total, w_.get(p + "ffn_up.weight"), nullptr, threads_);
+  std::vector<float> o = linear(attn, total, wo, nullptr, threads_);
+  if (o_input) *o_input = std::move(attn);
+  return o;
+}
+
+std::vector<float> Transformer::mlp(const std::vector<float>& h2, size_t rows, const FloatTensor& wg, const FloatTensor& wu,
+                                    const FloatTensor& wd, std::vector<float>* act) const {
+  std::vector<float> gate = linear(h2, rows, wg, nullptr, threads_);
+  const std::vector<float> up = linear(h2, rows, wu, nullptr, threads_);
   for (size_t i = 0; i < gate.size(); ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
-  const std::vector<float> down = linear(gate, total, w_.get(p + "ffn_down.weight"), nullptr, threads_);
+  std::vector<float> down = linear(gate, rows, wd, nullptr, threads_);
+  if (act) *act = std::move(gate);
+  return down;
+}
+
+std::vector<float> Transformer::attn_norm(uint32_t l, const HiddenStates& hs) const {
+  return rmsnorm(hs.x, hs.rows(), w_.get(fmt::format("blk.{}.attn_norm.weight", l)), w_.config().rms_norm_eps);
+}
+
+std::vector<float> Transformer::ffn_norm(uint32_t l, const std::vector<float>& x, size_t rows) const {
+  return rmsnorm(x, rows, w_.get(fmt::format("blk.{}.ffn_norm.weight", l)), w_.config().rms_norm_eps);
+}
+
+void Transformer::run_block(uint32_t l, HiddenStates& hs, BlockInputs* seen) const {
+  const size_t total = hs.rows();
+  std::vector<float>& x = hs.x;
+  const std::string p = fmt::format("blk.{}.", l);
+  const std::vector<float> h = attn_norm(l, hs);
+  std::vector<float> attn;
+  const std::vector<float> o =
+      attention(l, hs, h, w_.get(p + "attn_q.weight"), w_.get(p + "attn_k.weight"), w_.get(p + "attn_v.weight"),
+                w_.get(p + "attn_output.weight"), seen ? &attn : nullptr);
+  for (size_t i = 0; i < x.size(); ++i) x[i] += o[i];
+  if (seen) {
+    seen->attn_qkv = h;
+    seen->attn_output = std::move(attn);
+  }
+  std::vector<float> h2 = ffn_norm(l, x, total);
+  std::vector<float> act;
+  const std::vector<float> down =
+      mlp(h2, total, w_.get(p + "ffn_gate.weight"), w_.get(p + "ffn_up.weight"), w_.get(p + "ffn_down.weight"), seen ? &act : nullptr);
   for (size_t i = 0; i < x.size(); ++i) x[i] += down[i];
   if (seen) {
-    seen->ffn_gate_up = h2;
-    seen->ffn_down = std::move(gate);
+    seen->ffn_gate_up = std::move(h2);
+    seen->ffn_down = std::move(act);
   }
 }
 

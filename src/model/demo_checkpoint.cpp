@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "qz/core/error.hpp"
 #include "qz/core/half.hpp"
 #include "qz/core/random.hpp"
 #include "qz/model/byte_level.hpp"
@@ -231,6 +232,22 @@ void write_demo_calibration(const fs::path& file, const DemoConfig& c, size_t to
       blobs.push_back({p + module, DType::F32, {tokens, width}, encode(activations(rng, tokens, width), DType::F32)});
   }
   write_safetensors(file, blobs, {{"format", "pt"}, {"producer", "quantize make-demo"}});
+}
+
+void write_demo_calibration_text(const fs::path& file, size_t sentences) {
+  static const char* subjects[] = {"The cat", "A little dog", "My friend", "The old man", "Lily", "The bird", "Tom"};
+  static const char* verbs[] = {"saw", "found", "liked", "painted", "lost", "counted", "carried"};
+  static const char* objects[] = {"a red ball", "the big tree", "three apples", "a shiny car", "the blue sky", "a small box",
+                                  "2 books", "the river"};
+  static const char* ends[] = {".", "!", " today.", " in the park.", " again?", ", and smiled."};
+  XorShift64 rng(7);
+  auto pick = [&](const auto& list) { return list[rng.next() % std::size(list)]; };
+  std::ofstream out(file, std::ios::binary);
+  if (!out) throw InputError(file.string() + ": cannot write the calibration text");
+  for (size_t i = 0; i < sentences; ++i) {
+    out << pick(subjects) << ' ' << pick(verbs) << ' ' << pick(objects) << pick(ends);
+    out << (i % 5 == 4 ? "\n" : " ");
+  }
 }
 
 }  // namespace qz

@@ -373,6 +373,7 @@ nlohmann::json to_json(const EvalJob& job, const EvalResult& r) {
 void run_make_demo(const fs::path& dir, const DemoConfig& cfg) {
   write_demo_checkpoint(dir, cfg);
   write_demo_calibration(dir / "calib.safetensors", cfg);
+  write_demo_calibration_text(dir / "calib.txt");
 }
 
 }  // namespace qz

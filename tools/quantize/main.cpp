@@ -158,7 +158,7 @@ struct DemoArgs {
 
 int handle_make_demo(const DemoArgs& a, const Verbosity& v) {
   run_make_demo(a.dir, a.cfg);
-  if (!v.quiet) fmt::print("wrote demo checkpoint and calibration activations (calib.safetensors) to {}\n", a.dir);
+  if (!v.quiet) fmt::print("wrote demo checkpoint, calibration text (calib.txt) and activations (calib.safetensors) to {}\n", a.dir);
   return 0;
 }
 
@@ -170,7 +170,7 @@ int main(int argc, char** argv) {
   spdlog::set_pattern("%^%l%$: %v");
 
   CLI::App app{"quantize: shrink LLM checkpoints (Hugging Face safetensors) into GGUF files.\n"
-               "  quantize INPUT -o OUTPUT.gguf [--type Q4_K_M | --method gptq --bits 4 --calib F ...]\n"
+               "  quantize INPUT -o OUTPUT.gguf [--type Q4_K_M | --method gptq --bits 4 --calib TEXT ...]\n"
                "  quantize inspect FILE.gguf | dequantize FILE.gguf -o OUT.safetensors | imatrix MODEL --calib F -o I.gguf\n"
                "  quantize tokenize MODEL --text FILE [--json FILE|-]\n"
                "  quantize eval MODEL (--text FILE | --tokens FILE) [--ctx 512] [--base FLOAT_MODEL] [--json FILE|-]\n"
@@ -228,7 +228,7 @@ int main(int argc, char** argv) {
   ev->add_option("--json", ej_json, "Write the figures as JSON to FILE ('-': stdout, the human lines then go to stderr)");
 
   DemoArgs ma;
-  auto* demo = app.add_subcommand("make-demo", "Write a tiny LLaMA-shaped demo checkpoint (config.json, 2 shards, index) and calib.safetensors");
+  auto* demo = app.add_subcommand("make-demo", "Write a tiny LLaMA-shaped demo checkpoint (config.json, 2 shards, index), calib.txt and calib.safetensors");
   demo->add_option("dir", ma.dir, "Directory to write")->required();
   demo->add_option("--layers", ma.cfg.layers, "Decoder layers")->capture_default_str();
   demo->add_option("--seed", ma.cfg.seed, "Random seed")->capture_default_str();

@@ -44,6 +44,18 @@ class Transformer {
   void run_block(uint32_t layer, HiddenStates& h, BlockInputs* seen = nullptr) const;
   std::vector<std::vector<float>> head(const HiddenStates& h) const;
 
+  // The parts of a block, with the weights given (GGUF layout; q/k/v biases are the model's), for AWQ's searches on
+  // a module's output: the attention output (o_proj's output, before the residual) for the normed inputs `h` of
+  // the rows of `hs` (o_proj's input into `o_input` when given); the MLP output for normed inputs (silu(gate) * up
+  // into `act` when given); the block's norms.
+  std::vector<float> attention(uint32_t layer, const HiddenStates& hs, const std::vector<float>& h, const FloatTensor& wq,
+                               const FloatTensor& wk, const FloatTensor& wv, const FloatTensor& wo,
+                               std::vector<float>* o_input = nullptr) const;
+  std::vector<float> mlp(const std::vector<float>& h, size_t rows, const FloatTensor& wg, const FloatTensor& wu,
+                         const FloatTensor& wd, std::vector<float>* act = nullptr) const;
+  std::vector<float> attn_norm(uint32_t layer, const HiddenStates& hs) const;
+  std::vector<float> ffn_norm(uint32_t layer, const std::vector<float>& x, size_t rows) const;
+
  private:
   const ModelWeights& w_;
   unsigned threads_;

@@ -31,4 +31,8 @@ void write_demo_checkpoint(const std::filesystem::path& dir, const DemoConfig& c
 // correlated channels and a few outlier channels, as real activations have.
 void write_demo_calibration(const std::filesystem::path& file, const DemoConfig& cfg = {}, size_t tokens = 256);
 
+// Writes a calibration text for the demo (docs/calibration.md): `sentences` short English sentences drawn from
+// fixed word lists with a fixed seed, one paragraph per line.
+void write_demo_calibration_text(const std::filesystem::path& file, size_t sentences = 400);
+
 }  // namespace qz
