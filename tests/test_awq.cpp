@@ -81,6 +81,39 @@ TEST(Awq, SalientChannelsMakeScalingBeatRoundToNearest) {
   }
 }
 
+// The module objective receives Q(W s) / s for every linear: a module that is the linears themselves (their outputs
+// on the sample, measured by the test from the weights it is given) makes the same search as the linear objective.
+TEST(Awq, ModuleObjectiveSeesTheFakeQuantizedWeightsOfEveryLinear) {
+  const Layer a = layer(32, 256, 256, 20.0, 3), b = layer(16, 256, 256, 20.0, 4);
+  const auto f = find_format("Q4_0", 256);
+  const AwqActivations act = awq_activations(a.x.data(), a.tokens, a.cols, 256);
+  const Eigen::Map<const MatF> X(act.sample.data(), static_cast<Eigen::Index>(act.sample_tokens), 256);
+  const Layer* ls[] = {&a, &b};
+  int calls = 0;
+  double worst = 0;
+  const AwqModuleLoss module = [&](const std::vector<std::vector<float>>& q) {
+    ++calls;
+    double err = 0, count = 0;
+    for (size_t k = 0; k < 2; ++k) {
+      const Layer& l = *ls[k];
+      const Eigen::Map<const MatF> Q(q[k].data(), l.rows, 256), W(l.w.data(), l.rows, 256);
+      err += (X * (Q - W).transpose()).squaredNorm();
+      count += static_cast<double>(l.rows * act.sample_tokens);
+      worst = std::max(worst, static_cast<double>((Q - W).cwiseAbs().maxCoeff()));
+    }
+    return err / count;
+  };
+  const std::vector<AwqLinear> linears = {{a.w.data(), a.rows, f}, {b.w.data(), b.rows, f}};
+  const AwqScaleResult by_linear = awq_search_scales(linears, act, {});
+  const AwqScaleResult by_module = awq_search_scales(linears, act, {}, module);
+  EXPECT_EQ(calls, 20);  // one per alpha
+  EXPECT_EQ(by_module.alpha, by_linear.alpha);
+  EXPECT_EQ(by_module.scales, by_linear.scales);
+  EXPECT_NEAR(by_module.loss, by_linear.loss, 1e-5 * by_linear.loss);
+  EXPECT_GT(worst, 0.0);
+  EXPECT_LT(worst, 0.1);  // rounding errors of 0.02-scale weights, not garbage
+}
+
 TEST(Awq, UniformActivationsLeaveTheWeightsAlone) {
   // Every channel with the same mean |x|: every alpha gives s = 1 after normalization, so nothing changes.
   Layer l = layer(32, 128, 256, 1.0, 2);

@@ -15,6 +15,7 @@
 #include "qz/calibration/block_by_block.hpp"
 #include "qz/calibration/calibration_text.hpp"
 #include "qz/calibration/engine_statistics.hpp"
+#include "qz/methods/awq.hpp"
 #include "qz/core/error.hpp"
 #include "qz/model/demo_checkpoint.hpp"
 #include "qz/model/text_tokenizer.hpp"
@@ -295,6 +296,71 @@ TEST(ImatrixFromText, ChunksAsLlamaImatrixAndSumsSquaredInputsOfEveryToken) {
       ASSERT_EQ(t.sum2.size(), w.size());
       for (size_t j = 0; j < w.size(); ++j) EXPECT_NEAR(t.sum2[j], w[j], 1e-4 * w[j] + 1e-6) << gguf << " column " << j;
     }
+}
+
+// AWQ's module objective: the error of the attention output (q/k/v replaced) or of the MLP output (gate/up
+// replaced) against the float model's, on the first windows; zero for the float weights, and equal to the same
+// error through the reference forward pass (o_proj's and down_proj's inputs captured, times their float weights).
+TEST(EngineAwqActivations, ModuleLossIsTheAttentionOrMlpOutputErrorOfTheReferenceForwardPass) {
+  test::TempDir dir;
+  write_demo_checkpoint(dir / "demo");
+  const Checkpoint ck = Checkpoint::open(dir / "demo");
+  const ModelConfig m = parse_model_config(*ck.config(), "config.json", "demo");
+  const auto weights = ModelWeights::open(dir / "demo");
+  const std::vector<std::vector<int32_t>> windows = {some_tokens(12, 1, 512), some_tokens(9, 2, 512), some_tokens(30, 3, 512)};
+  EngineAwqActivations acts(*weights, windows, 20, 2);  // the first two windows hold 21 >= 20 tokens
+  EXPECT_EQ(acts.module_tokens(), 21u);
+  const uint32_t l = m.block_count - 1;  // a block whose inputs come from the float blocks before it
+  const std::string p = fmt::format("blk.{}.", l);
+  EXPECT_FALSE(acts.module_loss(l, BlockInput::AttnOutput, {p + "attn_output.weight"}));
+  struct Case {
+    BlockInput input;
+    std::vector<std::string> gguf, hf;
+    const char* captured;  // the module's last linear's input, in the reference
+    const char* last;      // that linear (kept float)
+  };
+  const std::string hp = fmt::format("model.layers.{}.", l);
+  for (const Case& c : {Case{BlockInput::AttnQkv, {p + "attn_v.weight", p + "attn_q.weight", p + "attn_k.weight"},
+                             {"self_attn.v_proj.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight"},
+                             "self_attn.o_proj", "self_attn.o_proj.weight"},
+                        Case{BlockInput::FfnGateUp, {p + "ffn_up.weight", p + "ffn_gate.weight"},
+                             {"mlp.up_proj.weight", "mlp.gate_proj.weight"}, "mlp.down_proj", "mlp.down_proj.weight"}}) {
+    SCOPED_TRACE(c.captured);
+    const AwqModuleLoss loss = acts.module_loss(l, c.input, c.gguf);
+    ASSERT_TRUE(loss);
+    std::vector<std::vector<float>> exact, rounded;
+    for (const auto& n : c.gguf) {
+      exact.push_back(weights->get(n).values);
+      rounded.push_back(exact.back());
+      for (float& v : rounded.back()) v = static_cast<float>(coarse(v));
+    }
+    EXPECT_EQ(loss(exact), 0.0);
+    // The reference: module outputs with the group's weights rounded, against the float ones.
+    auto outputs = [&](bool round) {
+      std::vector<double> y;
+      const test::Mat last = test::checkpoint_weight(ck, hp + c.last);
+      const auto weight = [&](const std::string& name) {
+        test::Mat w = test::checkpoint_weight(ck, name);
+        for (const auto& h : c.hf)
+          if (round && name == hp + h) w = w.unaryExpr(&coarse);
+        return w;
+      };
+      for (size_t s = 0; s < 2; ++s)
+        test::reference_logits(weight, m, std::vector<int>(windows[s].begin(), windows[s].end()),
+                               ck.find("lm_head.weight") != nullptr, [&](const std::string& mod, const test::Vec& x) {
+                                 if (mod != hp + c.captured) return;
+                                 const test::Vec o = last * x;
+                                 y.insert(y.end(), o.data(), o.data() + o.size());
+                               });
+      return y;
+    };
+    const auto a = outputs(false), b = outputs(true);
+    double mse = 0;
+    for (size_t i = 0; i < a.size(); ++i) mse += (a[i] - b[i]) * (a[i] - b[i]);
+    mse /= static_cast<double>(a.size());
+    EXPECT_GT(mse, 0.0);
+    EXPECT_NEAR(loss(rounded), mse, 1e-3 * mse);
+  }
 }
 
 }  // namespace

@@ -285,6 +285,7 @@ TEST_F(LlamaCpp, Stories260KModelLevelTableOfEveryMethodFromTheSameCalibrationTe
     const char* type;
     bool with_imatrix = false;
     bool float_inputs = false;
+    std::string extra;  // a variant: "linear" (AWQ's linear objective), "noclip", "clip"
   };
   std::map<std::string, double> ppl;
   std::cout << "| file | perplexity (llama.cpp) | bits/weight | seconds to make |\n|---|---|---|---|\n";
@@ -297,6 +298,9 @@ TEST_F(LlamaCpp, Stories260KModelLevelTableOfEveryMethodFromTheSameCalibrationTe
                                          {"GPTQ Q4_0, float inputs", "gptq", "Q4_0", false, true},
                                          {"GPTQ Q4_K_M", "gptq", "Q4_K_M"},
                                          {"AWQ Q4_0", "awq", "Q4_0"},
+                                         {"AWQ Q4_0, linear objective", "awq", "Q4_0", false, false, "linear"},
+                                         {"AWQ Q4_0, no clipping", "awq", "Q4_0", false, false, "noclip"},
+                                         {"AWQ+GPTQ Q4_0, linear objective", "awq+gptq", "Q4_0", false, false, "linear"},
                                          {"AWQ+GPTQ Q4_0", "awq+gptq", "Q4_0"},
                                          {"AWQ+GPTQ Q4_K_M", "awq+gptq", "Q4_K_M"}}) {
     SCOPED_TRACE(row.name);
@@ -308,8 +312,10 @@ TEST_F(LlamaCpp, Stories260KModelLevelTableOfEveryMethodFromTheSameCalibrationTe
     if (std::string(row.method) != "rtn") job.calib = {dir_ / "calib.txt"};
     if (row.with_imatrix) job.imatrix = ij.output;
     job.calib_float_inputs = row.float_inputs;
+    job.awq_linear_objective = row.extra == "linear";
+    if (row.extra == "noclip") job.options.awq_clip = false;
     job.output = dir_ / (std::string(row.name).substr(0, std::string(row.name).find(' ')) + row.method + row.type +
-                         (row.with_imatrix ? "-imx" : "") + (row.float_inputs ? "-float" : "") + ".gguf");
+                         (row.with_imatrix ? "-imx" : "") + (row.float_inputs ? "-float" : "") + row.extra + ".gguf");
     job.force = true;
     const auto t0 = std::chrono::steady_clock::now();
     const Report r = run_quantize(job);

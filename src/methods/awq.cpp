@@ -76,6 +76,11 @@ AwqScaleResult awq_search_scales(const std::vector<AwqLinear>& linears, const fl
 
 AwqScaleResult awq_search_scales(const std::vector<AwqLinear>& linears, const AwqActivations& act,
                                  const AwqConfig& cfg) {
+  return awq_search_scales(linears, act, cfg, {});
+}
+
+AwqScaleResult awq_search_scales(const std::vector<AwqLinear>& linears, const AwqActivations& act, const AwqConfig& cfg,
+                                 const AwqModuleLoss& module_loss) {
   const size_t cols = act.cols;
   const auto n = static_cast<Eigen::Index>(cols);
   const Eigen::Map<const MatF> X(act.sample.data(), static_cast<Eigen::Index>(act.sample_tokens), n);
@@ -112,10 +117,25 @@ AwqScaleResult awq_search_scales(const std::vector<AwqLinear>& linears, const Aw
   auto block_of = [&](const Task& t) {
     return Eigen::Map<const MatF>(linears[t.linear].w, static_cast<Eigen::Index>(linears[t.linear].rows), n).middleRows(t.r0, t.nr);
   };
-  parallel_for(tasks.size(), cfg.threads, [&](size_t i, unsigned) { tasks[i].y = X * block_of(tasks[i]).transpose(); });
+  if (!module_loss)
+    parallel_for(tasks.size(), cfg.threads, [&](size_t i, unsigned) { tasks[i].y = X * block_of(tasks[i]).transpose(); });
 
   std::vector<double> partial(tasks.size());
+  std::vector<std::vector<float>> quantized(linears.size());
+  auto module_loss_for = [&](const std::vector<float>& s) {
+    const Eigen::Map<const Eigen::RowVectorXf> sv(s.data(), n);
+    for (size_t k = 0; k < linears.size(); ++k) quantized[k].resize(linears[k].rows * cols);
+    parallel_for(tasks.size(), cfg.threads, [&](size_t i, unsigned) {
+      const Task& t = tasks[i];
+      MatF q = block_of(t).array().rowwise() * sv.array();
+      fake_quantize_rows(*linears[t.linear].format, q);
+      q.array().rowwise() /= sv.array();
+      Eigen::Map<MatF>(quantized[t.linear].data() + static_cast<size_t>(t.r0) * cols, t.nr, n) = q;
+    });
+    return module_loss(quantized);
+  };
   auto loss_for = [&](const std::vector<float>& s) {
+    if (module_loss) return module_loss_for(s);
     const Eigen::Map<const Eigen::RowVectorXf> sv(s.data(), n);
     parallel_for(tasks.size(), cfg.threads, [&](size_t i, unsigned) {
       const Task& t = tasks[i];

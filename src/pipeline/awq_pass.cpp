@@ -46,7 +46,8 @@ AwqReport apply_awq(Plan& plan, const CalibrationSet& calib, const AwqProgress& 
       progress);
 }
 
-AwqReport apply_awq(Plan& plan, const AwqActivationSource& source, const AwqProgress& progress) {
+AwqReport apply_awq(Plan& plan, const AwqActivationSource& source, const AwqProgress& progress,
+                    const AwqModuleLossSource& modules) {
   if (!plan.model) throw UsageError("AWQ needs a model checkpoint (config.json of a supported architecture)");
   if (!plan.config.awq) throw UsageError("apply_awq: the plan was not made with --method awq or awq+gptq");
   const AwqSettings& settings = *plan.config.awq;
@@ -132,7 +133,9 @@ AwqReport apply_awq(Plan& plan, const AwqActivationSource& source, const AwqProg
           weights.push_back(read_finite_tensor(*t));  // no transform yet: every linear is in exactly one group
           linears.push_back({weights.back().data(), t->rows, t->format});
         }
-        const AwqScaleResult r = awq_search_scales(linears, g.act, cfg);
+        const AwqModuleLoss module = modules ? modules(g.linears) : AwqModuleLoss{};
+        if (module) g.report.objective = g.linears.size() == 2 ? "MLP output" : "attention output";
+        const AwqScaleResult r = awq_search_scales(linears, g.act, cfg, module);
         g.report.alpha = r.alpha;
         g.report.loss = r.loss;
         g.report.loss_unscaled = r.loss_unscaled;

@@ -195,7 +195,14 @@ Report run_quantize(const QuantizeJob& job, const QuantizeEvents& ev) {
             const TensorRoleInfo r = classify_tensor(first.name);
             return acts.get(static_cast<uint32_t>(r.layer), block_input_of(r.role));
           },
-          ev.awq);
+          ev.awq,
+          [&](const std::vector<TensorPlan*>& linears) -> AwqModuleLoss {
+            if (job.awq_linear_objective || linears.empty()) return {};
+            const TensorRoleInfo r = classify_tensor(linears.front()->name);
+            std::vector<std::string> names;
+            for (const TensorPlan* t : linears) names.push_back(t->name);
+            return acts.module_loss(static_cast<uint32_t>(r.layer), block_input_of(r.role), names);
+          });
     } else {
       awq = apply_awq(plan, *calib, ev.awq);
     }

@@ -54,7 +54,11 @@ nlohmann::json awq_json(const AwqReport& a) {
   j["fallbacks"] = a.fallbacks();
   j["groups"] = nlohmann::json::array();
   for (const auto& g : a.groups) {
-    nlohmann::json e = {{"prev", g.prev}, {"linears", g.linears}, {"tokens", g.tokens}, {"seconds", g.seconds}};
+    nlohmann::json e = {{"prev", g.prev},
+                        {"linears", g.linears},
+                        {"tokens", g.tokens},
+                        {"objective", g.objective},
+                        {"seconds", g.seconds}};
     if (!g.skipped.empty()) {
       e["skipped"] = g.skipped;
     } else {

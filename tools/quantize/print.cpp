@@ -73,8 +73,8 @@ AwqProgress awq_progress(std::FILE* out, bool quiet, bool verbose) {
       fmt::print(out, "awq {}/{} {} -> {}: non-finite loss, kept s = 1 ({:.2f} s)\n", done, total, g.prev,
                  fmt::join(g.linears, ","), g.seconds);
     else
-      fmt::print(out, "awq {}/{} {} -> {}: alpha {:.2f}, output MSE {:.4g} (unscaled {:.4g}), {:.2f} s\n", done, total,
-                 g.prev, fmt::join(g.linears, ","), g.alpha, g.loss, g.loss_unscaled, g.seconds);
+      fmt::print(out, "awq {}/{} {} -> {}: alpha {:.2f}, {} MSE {:.4g} (unscaled {:.4g}), {:.2f} s\n", done, total,
+                 g.prev, fmt::join(g.linears, ","), g.alpha, g.objective, g.loss, g.loss_unscaled, g.seconds);
   };
   ap.clip = [=](size_t done, size_t total, const AwqClipReport& c) {
     if (verbose && !quiet)

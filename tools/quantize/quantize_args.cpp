@@ -74,6 +74,10 @@ void add_quantize_options(CLI::App& app, QuantizeArgs& a) {
   a.awq_duo = add_switch(app, "--awq-duo-scaling", "--no-awq-duo-scaling",
                          "s = mean|x|^a / mean|w|^(1-a) (the default for awq+gptq)",
                          "s = mean|x|^a (the default for awq)", awq);
+  app.add_flag("--awq-linear-objective", a.job.awq_linear_objective,
+               "Calibration text: search q/k/v and gate/up scales on their own outputs, not on the attention / MLP "
+               "output they feed (AutoAWQ's objective, the default)")
+      ->group(awq);
   add(app, a.awq_tokens, "--awq-tokens", "Calibration tokens (evenly strided) the searches measure output errors on", "512");
   a.awq_tokens.opt->group(awq);
   a.awq_clip = add_switch(app, "--awq-clip", "--no-awq-clip",

@@ -37,13 +37,24 @@ class EngineAwqActivations {
   // Throws std::logic_error for a block before one already run.
   AwqActivations get(uint32_t block, BlockInput input);
   uint64_t tokens() const;
+  // AutoAWQ's module objective for a group of block `block` that feeds a module: q/k/v (the attention output, with
+  // the float o_proj) and gate/up (the MLP output, with the float down_proj), on the first windows holding at least
+  // `max_tokens` tokens (whole windows: attention needs them), the float model's hidden states. `weights` names the
+  // group's linears (GGUF names) in the order the loss receives them. Empty for o_proj and down_proj, whose
+  // module is the linear itself.
+  AwqModuleLoss module_loss(uint32_t block, BlockInput input, const std::vector<std::string>& weights);
+  uint64_t module_tokens() const { return probe_.rows(); }
 
  private:
   struct Observer;
+  const ModelWeights& model_;
   std::unique_ptr<BlockByBlock> pass_;
   std::unique_ptr<Observer> observer_;
   size_t max_tokens_;
   uint32_t have_ = UINT32_MAX;  // the block whose activations are held
+  Transformer probe_engine_;
+  HiddenStates probe_;           // the module windows' hidden states before block probe_block_
+  uint32_t probe_block_ = 0;
 };
 
 }  // namespace qz

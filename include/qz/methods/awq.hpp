@@ -4,11 +4,12 @@
 // error. Constants follow llm-awq / AutoAWQ (ANCHORS section 4): alpha over {0, 0.05, ..., 0.95},
 // s = mean|x|^alpha (duo scaling: / (mean|w|^(1-alpha) + 1e-4)), clamped at 1e-4 and normalized by
 // sqrt(max(s) min(s)); clipping tries max|w| * (1 - i/20) for i = 0..9, per output row and group.
-// Differences from the reference: the error is measured on the linear outputs of the group (not through the whole
-// attention / MLP module), on at most `max_tokens` calibration tokens, and in float32 throughout.
+// The error is measured on the group's module output when the caller can run the module (calibration from text:
+// AutoAWQ's objective), else on the group's linear outputs; on at most `max_tokens` calibration tokens, in float32.
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -68,6 +69,15 @@ struct AwqScaleResult {
 
 // Every linear must have x.cols columns.
 AwqScaleResult awq_search_scales(const std::vector<AwqLinear>& linears, const AwqActivations& x, const AwqConfig& cfg);
+
+// AutoAWQ's objective (module2inspect) for groups whose linears feed a module: given each linear's fake-quantized
+// weights Q(W diag(s)) diag(s)^-1 (rows x cols, row-major, in the order of `linears`), the mean squared error of the
+// module's output (the attention output for q/k/v, the MLP output for gate/up) against the float module's, on
+// calibration tokens. With it, the scale search minimizes that instead of the linears' own output error; x gives
+// mean |x| only.
+using AwqModuleLoss = std::function<double(const std::vector<std::vector<float>>& quantized)>;
+AwqScaleResult awq_search_scales(const std::vector<AwqLinear>& linears, const AwqActivations& x, const AwqConfig& cfg,
+                                 const AwqModuleLoss& module_loss);
 // The same from activations in memory (tokens x cols, row-major).
 AwqScaleResult awq_search_scales(const std::vector<AwqLinear>& linears, const float* x, size_t tokens, size_t cols,
                                  const AwqConfig& cfg);

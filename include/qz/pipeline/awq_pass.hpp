@@ -32,7 +32,11 @@ AwqReport apply_awq(Plan& plan, const CalibrationSet& calib, const AwqProgress& 
 
 // The same with the activations from elsewhere (the engine on calibration text): the group's activations for its
 // first linear (`cols` input columns), nothing when there are none. Groups are asked for block by block, in order.
+// `modules`, when given, offers AutoAWQ's module objective for a group (its linears in the group's order); an empty
+// loss keeps the linears' own output error.
 using AwqActivationSource = std::function<std::optional<AwqActivations>(const TensorPlan& first_linear, size_t cols)>;
-AwqReport apply_awq(Plan& plan, const AwqActivationSource& source, const AwqProgress& progress = {});
+using AwqModuleLossSource = std::function<AwqModuleLoss(const std::vector<TensorPlan*>& linears)>;
+AwqReport apply_awq(Plan& plan, const AwqActivationSource& source, const AwqProgress& progress = {},
+                    const AwqModuleLossSource& modules = {});
 
 }  // namespace qz

@@ -28,6 +28,7 @@ struct QuantizeJob {
   CalibSampling sampling;                    // text: --calib-samples, --calib-seqlen, --calib-seed
   bool calib_float_inputs = false;           // text: every layer's inputs from the float model (--calib-float-inputs)
   bool calib_bf16_states = false;            // text: hidden states kept as bf16 between blocks
+  bool awq_linear_objective = false;         // text: AWQ's scales on the linears' outputs, not their module's
   std::filesystem::path imatrix;             // an importance matrix, if any
   std::string output_format = "gguf";        // or "bnb"
   bool dry_run = false;

@@ -41,7 +41,8 @@ struct AwqGroupReport {
   std::string prev;                  // GGUF name of the tensor the scales are divided into
   std::vector<std::string> linears;  // GGUF names of the scaled weights
   double alpha = 0.0;                // best ratio; -1 when the group fell back to s = 1
-  double loss = 0.0;                 // output MSE of the group's linears at the best alpha
+  std::string objective = "linear outputs";  // what `loss` measures: the linears' outputs, or the module they feed
+  double loss = 0.0;                 // output MSE (of `objective`) at the best alpha
   double loss_unscaled = 0.0;        // the same at s = 1 (plain round-to-nearest)
   bool fell_back = false;            // non-finite losses: s = 1 kept
   std::string skipped;               // why the group was not scaled (empty if it was)
