@@ -29,9 +29,36 @@ const std::vector<float>& group_input(const BlockInputs& seen, BlockInput input)
   return seen.attn_qkv;
 }
 
+namespace {
+
+// A float vector kept as float32 or as bf16.
+struct Kept {
+  std::vector<float> f;
+  std::vector<uint16_t> b;
+  void keep(std::vector<float>&& v, bool bf16) {
+    b.clear();
+    f.clear();
+    if (!bf16) {
+      f = std::move(v);
+      return;
+    }
+    b.resize(v.size());
+    for (size_t i = 0; i < v.size(); ++i) b[i] = fp32_to_bf16(v[i]);
+  }
+  std::vector<float> get() const {
+    if (b.empty()) return f;
+    std::vector<float> v(b.size());
+    for (size_t i = 0; i < b.size(); ++i) v[i] = bf16_to_fp32(b[i]);
+    return v;
+  }
+};
+
+}  // namespace
+
 struct BlockByBlock::Batch {
   HiddenStates h;            // x empty while the states are kept as bf16
   std::vector<uint16_t> x16;
+  Kept side;                 // within a block: o_proj's input between its stages
   void pack(bool bf16) {
     if (!bf16) return;
     x16.resize(h.x.size());
@@ -94,20 +121,58 @@ void BlockByBlock::run_next_block(BlockObserver& obs) {
     }
     for (const auto& g : groups) apply(g);
   } else {
-    for (const auto& g : groups) {
-      for (const auto& b : batches_) {
-        HiddenStates h = b.unpacked();
-        BlockInputs seen;
-        quantized_engine_.run_block(l, h, &seen);
-        show(g, seen, h.rows());
-      }
-      apply(g);
+    // The block in stages, each group's input computed from the stages before with the weights quantized so far:
+    // q/k/v read the normed states; o_proj the attention of quantized q/k/v; gate/up the norm of the states after
+    // the quantized attention; down_proj silu(gate) * up of quantized gate/up. About one block run in all.
+    const std::string p = fmt::format("blk.{}.", l);
+    const Transformer& e = quantized_engine_;
+    const OverlayWeights& w = quantized_;
+    auto store = [&](Batch& b, std::vector<float>&& x) {
+      b.h.x = std::move(x);
+      b.pack(opts_.bf16_states);
+    };
+    for (const auto& b : batches_) {
+      const HiddenStates h = b.unpacked();
+      const std::vector<float> x = e.attn_norm(l, h);
+      obs.observe(groups[0], x.data(), h.rows(), x.size() / h.rows());
     }
+    apply(groups[0]);
+    {
+      const FloatTensor wq = w.get(p + "attn_q.weight"), wk = w.get(p + "attn_k.weight"), wv = w.get(p + "attn_v.weight");
+      for (auto& b : batches_) {
+        const HiddenStates h = b.unpacked();
+        std::vector<float> attn = e.attention_mix(l, h, e.attn_norm(l, h), wq, wk, wv);
+        obs.observe(groups[1], attn.data(), h.rows(), attn.size() / h.rows());
+        b.side.keep(std::move(attn), opts_.bf16_states);
+      }
+    }
+    apply(groups[1]);
+    {
+      const FloatTensor wo = w.get(p + "attn_output.weight");
+      for (auto& b : batches_) {
+        HiddenStates h = b.unpacked();
+        const std::vector<float> o = e.project(b.side.get(), h.rows(), wo);
+        b.side = {};
+        for (size_t k = 0; k < o.size(); ++k) h.x[k] += o[k];
+        const std::vector<float> h2 = e.ffn_norm(l, h.x, h.rows());
+        obs.observe(groups[2], h2.data(), h.rows(), h2.size() / h.rows());
+        store(b, std::move(h.x));  // the states after the quantized attention
+      }
+    }
+    apply(groups[2]);
+    const FloatTensor wg = w.get(p + "ffn_gate.weight"), wu = w.get(p + "ffn_up.weight");
+    for (const auto& b : batches_) {
+      const HiddenStates h = b.unpacked();
+      const std::vector<float> act = e.mlp_activation(e.ffn_norm(l, h.x, h.rows()), h.rows(), wg, wu);
+      obs.observe(groups[3], act.data(), h.rows(), act.size() / h.rows());
+    }
+    apply(groups[3]);
+    const FloatTensor wd = w.get(p + "ffn_down.weight");
     for (auto& b : batches_) {
       HiddenStates h = b.unpacked();
-      quantized_engine_.run_block(l, h);
-      b.h.x = std::move(h.x);
-      b.pack(opts_.bf16_states);
+      const std::vector<float> down = e.mlp(e.ffn_norm(l, h.x, h.rows()), h.rows(), wg, wu, wd);
+      for (size_t k = 0; k < down.size(); ++k) h.x[k] += down[k];
+      store(b, std::move(h.x));
     }
   }
   // The block is done: its weights are read from the model again if ever needed (the pass never goes back).

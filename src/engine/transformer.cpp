@@ -99,9 +99,8 @@ HiddenStates Transformer::embed(const std::vector<std::vector<int32_t>>& seqs) c
   return hs;
 }
 
-std::vector<float> Transformer::attention(uint32_t l, const HiddenStates& hs, const std::vector<float>& h,
-                                          const FloatTensor& wq, const FloatTensor& wk, const FloatTensor& wv,
-                                          const FloatTensor& wo, std::vector<float>* o_input) const {
+std::vector<float> Transformer::attention_mix(uint32_t l, const HiddenStates& hs, const std::vector<float>& h,
+                                              const FloatTensor& wq, const FloatTensor& wk, const FloatTensor& wv) const {
   const ModelConfig& m = w_.config();
   const size_t d = dim_, H = m.head_count, KV = m.head_count_kv, hd = m.head_dim, group = H / KV;
   const auto& seqs = hs.sequences;
@@ -129,7 +128,7 @@ std::vector<float> Transformer::attention(uint32_t l, const HiddenStates& hs, co
   const std::string p = fmt::format("blk.{}.", l);
   auto opt = [&](const std::string& n) { return w_.has(p + n) ? std::optional<FloatTensor>(w_.get(p + n)) : std::nullopt; };
   const auto bq = opt("attn_q.bias"), bk = opt("attn_k.bias"), bv = opt("attn_v.bias");
-  if (wq.rows != H * hd || wk.rows != KV * hd || wv.rows != KV * hd || wq.cols != d || wo.cols != H * hd || wo.rows != d)
+  if (wq.rows != H * hd || wk.rows != KV * hd || wv.rows != KV * hd || wq.cols != d)
     throw InputError(fmt::format("{}: block {}: q/k/v/o shapes do not match {} heads of {} ({} KV heads)", m.name, l, H, hd, KV));
   std::vector<float> q = linear(h, total, wq, bq ? &*bq : nullptr, threads_);
   std::vector<float> k = linear(h, total, wk, bk ? &*bk : nullptr, threads_);
@@ -152,16 +151,37 @@ std::vector<float> Transformer::attention(uint32_t l, const HiddenStates& hs, co
     }
     Strided(attn.data() + start[s] * H * hd + head * hd, T, hd, Eigen::OuterStride<>(H * hd)) = S * V;
   });
-  std::vector<float> o = linear(attn, total, wo, nullptr, threads_);
+  return attn;
+}
+
+std::vector<float> Transformer::attention(uint32_t l, const HiddenStates& hs, const std::vector<float>& h,
+                                          const FloatTensor& wq, const FloatTensor& wk, const FloatTensor& wv,
+                                          const FloatTensor& wo, std::vector<float>* o_input) const {
+  const ModelConfig& m = w_.config();
+  if (wo.cols != m.head_count * m.head_dim || wo.rows != dim_)
+    throw InputError(fmt::format("{}: block {}: attn_output has shape [{}, {}], not [{}, {}]", m.name, l, wo.rows, wo.cols,
+                                 dim_, m.head_count * m.head_dim));
+  std::vector<float> attn = attention_mix(l, hs, h, wq, wk, wv);
+  std::vector<float> o = linear(attn, hs.rows(), wo, nullptr, threads_);
   if (o_input) *o_input = std::move(attn);
   return o;
 }
 
-std::vector<float> Transformer::mlp(const std::vector<float>& h2, size_t rows, const FloatTensor& wg, const FloatTensor& wu,
-                                    const FloatTensor& wd, std::vector<float>* act) const {
+std::vector<float> Transformer::mlp_activation(const std::vector<float>& h2, size_t rows, const FloatTensor& wg,
+                                               const FloatTensor& wu) const {
   std::vector<float> gate = linear(h2, rows, wg, nullptr, threads_);
   const std::vector<float> up = linear(h2, rows, wu, nullptr, threads_);
   for (size_t i = 0; i < gate.size(); ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+  return gate;
+}
+
+std::vector<float> Transformer::project(const std::vector<float>& x, size_t rows, const FloatTensor& w) const {
+  return linear(x, rows, w, nullptr, threads_);
+}
+
+std::vector<float> Transformer::mlp(const std::vector<float>& h2, size_t rows, const FloatTensor& wg, const FloatTensor& wu,
+                                    const FloatTensor& wd, std::vector<float>* act) const {
+  std::vector<float> gate = mlp_activation(h2, rows, wg, wu);
   std::vector<float> down = linear(gate, rows, wd, nullptr, threads_);
   if (act) *act = std::move(gate);
   return down;

@@ -1,14 +1,18 @@
 // Calibration block by block, as the GPTQ reference runs it (llama_sequential, "true sequential"): the engine embeds
 // every calibration window once, then for each decoder block in turn
-//   1. runs the block and shows the observer the input q/k/v share; the observer quantizes q, k, v and gives back
+//   1. shows the observer the input q/k/v share (the normed states); the observer quantizes q, k, v and gives back
 //      the values they are stored as, which replace them in the block;
-//   2. runs the block again (now with quantized q/k/v) for o_proj's input, then 3. gate/up's, then 4. down_proj's;
-//   5. runs the fully quantized block once more: its outputs are the next block's inputs.
+//   2. runs the attention with the quantized q/k/v for o_proj's input, then 3. the quantized o_proj and the norm
+//      for gate/up's input, then 4. silu(gate) * up with quantized gate/up for down_proj's input;
+//   5. finishes the fully quantized block: its outputs are the next block's inputs.
+// (The reference runs the whole layer for every group; each stage here computes only what the next input needs,
+// about one block run in all: the same inputs.)
 // With `float_inputs` every input comes from the float model instead (the old behaviour, for comparison): one run
 // per block shows all four inputs, and the block's outputs are the float block's.
 // Windows are run in fixed batches of whole sequences (never split by the thread count), so every statistic is the
 // same for any thread count. Held in memory: the hidden states of every window (float32, or bf16 with
-// `bf16_states`), one batch's activations, and the weights of the block being run.
+// `bf16_states`: the states after a block's quantized attention too), within a block o_proj's input for every
+// window as well, one batch's activations, and the weights of the block being run.
 #pragma once
 
 #include <cstdint>

@@ -54,6 +54,12 @@ class Transformer {
   std::vector<float> mlp(const std::vector<float>& h, size_t rows, const FloatTensor& wg, const FloatTensor& wu,
                          const FloatTensor& wd, std::vector<float>* act = nullptr) const;
   std::vector<float> attn_norm(uint32_t layer, const HiddenStates& hs) const;
+  // The same in smaller steps (calibration block by block): attention without o_proj (o_proj's input), silu(gate) *
+  // up (down_proj's input), and one linear without bias.
+  std::vector<float> attention_mix(uint32_t layer, const HiddenStates& hs, const std::vector<float>& h,
+                                   const FloatTensor& wq, const FloatTensor& wk, const FloatTensor& wv) const;
+  std::vector<float> mlp_activation(const std::vector<float>& h, size_t rows, const FloatTensor& wg, const FloatTensor& wu) const;
+  std::vector<float> project(const std::vector<float>& x, size_t rows, const FloatTensor& w) const;
   std::vector<float> ffn_norm(uint32_t layer, const std::vector<float>& x, size_t rows) const;
 
  private:
