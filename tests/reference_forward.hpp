@@ -36,10 +36,10 @@ inline Mat checkpoint_weight(const Checkpoint& ck, const std::string& name) {
 
 inline Vec rmsnorm(const Vec& x, const Mat& w, double eps) { return (x / std::sqrt(x.squaredNorm() / x.size() + eps)).cwiseProduct(w.col(0)); }
 
-inline void rope(Vec& v, int heads, int hd, int pos, double base) {
+inline void rope(Vec& v, int heads, int hd, int pos, double base, const std::vector<float>& factors = {}) {
   for (int h = 0; h < heads; ++h)
     for (int i = 0; i < hd / 2; ++i) {
-      const double theta = pos * std::pow(base, -2.0 * i / hd);
+      const double theta = pos * std::pow(base, -2.0 * i / hd) / (factors.empty() ? 1.0 : factors[static_cast<size_t>(i)]);
       const double a = v[h * hd + i], b = v[h * hd + i + hd / 2];
       v[h * hd + i] = a * std::cos(theta) - b * std::sin(theta);
       v[h * hd + i + hd / 2] = b * std::cos(theta) + a * std::sin(theta);
@@ -75,8 +75,8 @@ inline std::vector<std::vector<double>> reference_logits(const WeightFn& weight,
       q.push_back(wq * h + bq);
       k.push_back(wk * h + bk);
       v.push_back(wv * h + bv);
-      rope(q.back(), H, hd, static_cast<int>(t), m.rope_freq_base);
-      rope(k.back(), KV, hd, static_cast<int>(t), m.rope_freq_base);
+      rope(q.back(), H, hd, static_cast<int>(t), m.rope_freq_base, m.rope_freq_factors);
+      rope(k.back(), KV, hd, static_cast<int>(t), m.rope_freq_base, m.rope_freq_factors);
     }
     for (size_t t = 0; t < x.size(); ++t) {
       Vec attn = Vec::Zero(H * hd);

@@ -68,6 +68,35 @@ TEST_P(Engine, MatchesTheReferenceForwardPassFromTheCheckpointAndFromItsGguf) {
 
 INSTANTIATE_TEST_SUITE_P(Architectures, Engine, ::testing::Values("LlamaForCausalLM", "Qwen2ForCausalLM"));
 
+// Llama 3.1's rope scaling (a short original context, so that every kind of frequency is scaled on a short text):
+// the engine from the checkpoint and from its GGUF (rope_freqs.weight) equals the reference, which differs from the
+// unscaled model's logits.
+TEST(EngineRope, Llama3ScalingFromTheCheckpointAndFromRopeFreqsInItsGguf) {
+  test::TempDir dir;
+  DemoConfig c;
+  c.rope_scaling = R"({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                       "original_max_position_embeddings": 16})";
+  write_demo_checkpoint(dir / "l3", c);
+  write_demo_checkpoint(dir / "plain");
+  const Checkpoint ck = Checkpoint::open(dir / "l3");
+  const ModelConfig m = parse_model_config(*ck.config(), "config.json", "l3");
+  ASSERT_FALSE(m.rope_freq_factors.empty());
+  const std::vector<int32_t> a = some_tokens(40, 4, 512);
+  const auto ref = test::reference_logits(ck, m, std::vector<int>(a.begin(), a.end()));
+  const auto weights = ModelWeights::open(dir / "l3");
+  const auto out = Transformer(*weights, 2).logits({a})[0];
+  EXPECT_LT(relative_rms(out, ref), 1e-5);
+  EXPECT_GT(relative_rms(Transformer(*ModelWeights::open(dir / "plain"), 2).logits({a})[0], ref), 1e-3);
+  QuantizeOptions o;
+  o.type = "F32";
+  const Plan plan = make_plan(ck, o);
+  ASSERT_EQ(plan.tensors.front().name, "rope_freqs.weight");
+  quantize_to_gguf(ck, plan, dir / "l3.gguf", false);
+  const auto g = ModelWeights::open(dir / "l3.gguf");
+  EXPECT_EQ(g->config().rope_freq_factors, m.rope_freq_factors);
+  EXPECT_LT(relative_rms(Transformer(*g, 1).logits({a})[0], ref), 1e-5);
+}
+
 TEST(EnginePerplexity, ScoresTheSecondHalfOfEachChunkWithBosFirst) {
   test::TempDir dir;
   write_demo_checkpoint(dir / "demo");

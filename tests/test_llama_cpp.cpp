@@ -165,6 +165,26 @@ TEST_F(LlamaCpp, Qwen2DemoWithBiasesAndByteLevelBpeMatchesTheReference) {
   EXPECT_EQ(run_node("parse_gguf.mjs", (dir_ / "q.gguf").string()).value("architecture", ""), "qwen2");
 }
 
+// Llama 3.1's rope scaling: llama.cpp runs our rope_freqs.weight as the reference forward pass computes the scaling.
+TEST_F(LlamaCpp, Llama3RopeScalingRunsInLlamaCppAsTheReference) {
+  DemoConfig c;
+  c.rope_scaling = R"({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                       "original_max_position_embeddings": 16})";
+  write_demo_checkpoint(dir_ / "l3", c);
+  const Checkpoint ck = Checkpoint::open(dir_ / "l3");
+  const ModelConfig m = parse_model_config(*ck.config(), "config.json", "l3");
+  std::vector<int> tokens;
+  for (int i = 0; i < 48; ++i) tokens.push_back(260 + (i * 37) % 240);
+  convert(dir_ / "l3", dir_ / "l3.gguf", "F32");
+  const auto reference = reference_logits(ck, m, tokens);
+  const auto ours = llama_logits(dir_ / "l3.gguf", tokens, static_cast<int>(m.vocab_size));
+  ASSERT_EQ(ours.size(), tokens.size());
+  EXPECT_LT(relative_rms(ours, reference), 1e-3);
+  ModelConfig unscaled = m;
+  unscaled.rope_freq_factors.clear();
+  EXPECT_GT(relative_rms(ours, reference_logits(ck, unscaled, tokens)), 1e-2);  // the scaling is visible
+}
+
 // English, code, digits, runs of spaces and newlines, accents, CJK and emoji.
 const char* kMixedText =
     "The quick brown fox jumps over 13 lazy dogs.\n\nint main() { return 42; }   // three spaces\n"

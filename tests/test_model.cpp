@@ -1,6 +1,7 @@
 // Architecture tables, tensor names, the q/k permutation, config.json parsing and tokenizers.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <fstream>
 
 #include "qz/core/error.hpp"
@@ -46,6 +47,47 @@ TEST(Architecture, ConfigBecomesMetadata) {
   EXPECT_EQ(s.arch->gguf_name, "llama");
   EXPECT_EQ(s.rope_scaling_type, "linear");
   EXPECT_FLOAT_EQ(s.rope_scaling_factor, 4.0f);
+}
+
+// Llama 3.1's rope scaling, written from Hugging Face's definition (_compute_llama3_parameters) in double: a
+// frequency's angle is divided by 1 when its wavelength is under original/high_freq_factor, by `factor` above
+// original/low_freq_factor, and by the smoothed factor between. llama.cpp's converter stores these divisors.
+TEST(Architecture, Llama3RopeScalingGivesTheFrequencyFactorsAndNoScalingKeys) {
+  json c = llama_config();
+  c["hidden_size"] = 512;  // head_dim 64: 32 frequencies
+  c["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0},
+                       {"original_max_position_embeddings", 8192}};
+  const ModelConfig m = parse_model_config(c, "config.json", "l3");
+  EXPECT_EQ(m.rope_scaling_type, "llama3");
+  ASSERT_EQ(m.rope_freq_factors.size(), 32u);
+  size_t ones = 0, full = 0, smoothed = 0;
+  for (size_t i = 0; i < 32; ++i) {
+    const double inv_freq = 1.0 / std::pow(500000.0, 2.0 * static_cast<double>(i) / 64.0);
+    const double wavelen = 2.0 * M_PI / inv_freq;
+    double scaled = inv_freq;  // HF's new inverse frequency
+    if (wavelen > 8192.0 / 1.0) {
+      scaled = inv_freq / 8.0;
+      ++full;
+    } else if (wavelen >= 8192.0 / 4.0) {
+      const double smooth = (8192.0 / wavelen - 1.0) / (4.0 - 1.0);
+      scaled = (1.0 - smooth) * inv_freq / 8.0 + smooth * inv_freq;
+      ++smoothed;
+    } else {
+      ++ones;
+    }
+    EXPECT_NEAR(m.rope_freq_factors[i], inv_freq / scaled, 1e-5 * inv_freq / scaled) << "frequency " << i;
+  }
+  EXPECT_GT(ones, 0u);
+  EXPECT_GT(full, 0u);
+  EXPECT_GT(smoothed, 0u);
+  GgufWriter w;
+  write_architecture_metadata(w, m);
+  for (const auto& kv : w.metadata()) EXPECT_EQ(kv.key.find("rope.scaling"), std::string::npos) << kv.key;
+  json bad = c;
+  bad["rope_scaling"]["high_freq_factor"] = 0.5;
+  test::expect_error<InputError>([&] { parse_model_config(bad, "c.json", "x"); }, {"c.json", "high_freq_factor"});
+  bad["rope_scaling"]["high_freq_factor"] = "4";
+  test::expect_error<InputError>([&] { parse_model_config(bad, "c.json", "x"); }, {"c.json", "rope_scaling.high_freq_factor"});
 }
 
 TEST(Architecture, BadConfigsAreClearErrors) {

@@ -134,6 +134,15 @@ ModelConfig model_config_from_gguf(const GgufFile& f) {
   if (emb == nullptr || emb->ne.size() != 2) throw InputError(f.path().string() + ": no 2-D token_embd.weight");
   m.vocab_size = static_cast<uint32_t>(emb->ne[1]);
   m.tie_word_embeddings = f.find_tensor("output.weight") == nullptr;
+  if (const GgufTensorInfo* rf = f.find_tensor("rope_freqs.weight")) {  // llama3 rope scaling, as llama.cpp reads it
+    m.rope_freq_factors = decode_stored_tensor(f, *rf);
+    if (m.rope_freq_factors.size() != m.head_dim / 2)
+      throw InputError(fmt::format("{}: rope_freqs.weight has {} values for a head of {} (expected {})", f.path().string(),
+                                   m.rope_freq_factors.size(), m.head_dim, m.head_dim / 2));
+    for (const float v : m.rope_freq_factors)
+      if (!(v > 0.0f) || !std::isfinite(v))
+        throw InputError(fmt::format("{}: rope_freqs.weight holds {}: factors must be positive", f.path().string(), v));
+  }
   return m;
 }
 

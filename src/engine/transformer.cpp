@@ -53,8 +53,11 @@ std::vector<float> rmsnorm(const std::vector<float>& x, size_t m, const FloatTen
 
 Transformer::Transformer(const ModelWeights& weights, unsigned threads) : w_(weights), threads_(std::max(1u, threads)) {
   const ModelConfig& m = w_.config();
-  if (!m.rope_scaling_type.empty() && m.rope_scaling_type != "linear")
-    throw InputError(fmt::format("{}: rope scaling '{}' is not run by the engine yet (linear is)", m.name, m.rope_scaling_type));
+  if (!m.rope_scaling_type.empty() && m.rope_scaling_type != "linear" && m.rope_scaling_type != "llama3")
+    throw InputError(fmt::format("{}: rope scaling '{}' is not run by the engine yet (linear and llama3 are)", m.name,
+                                 m.rope_scaling_type));
+  if (!m.rope_freq_factors.empty() && m.rope_freq_factors.size() != m.head_dim / 2)
+    throw InputError(fmt::format("{}: {} rope frequency factors for a head of {}", m.name, m.rope_freq_factors.size(), m.head_dim));
   if (m.head_count == 0 || m.head_count_kv == 0 || m.head_count % m.head_count_kv != 0)
     throw InputError(fmt::format("{}: {} attention heads cannot share {} KV heads", m.name, m.head_count, m.head_count_kv));
   dim_ = m.embedding_length;
@@ -91,8 +94,9 @@ HiddenStates Transformer::embed(const std::vector<std::vector<int32_t>>& seqs) c
   hs.rope_sin.resize(longest * hd / 2);
   for (size_t p = 0; p < longest; ++p)
     for (size_t i = 0; i < hd / 2; ++i) {
-      const double theta = static_cast<double>(p) * pos_scale *
-                           std::pow(static_cast<double>(m.rope_freq_base), -2.0 * static_cast<double>(i) / static_cast<double>(hd));
+      double theta = static_cast<double>(p) * pos_scale *
+                     std::pow(static_cast<double>(m.rope_freq_base), -2.0 * static_cast<double>(i) / static_cast<double>(hd));
+      if (!m.rope_freq_factors.empty()) theta /= m.rope_freq_factors[i];  // llama3 scaling
       hs.rope_cos[p * hd / 2 + i] = static_cast<float>(std::cos(theta));
       hs.rope_sin[p * hd / 2 + i] = static_cast<float>(std::sin(theta));
     }

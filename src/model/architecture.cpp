@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
+
 #include <charconv>
 
 #include "qz/core/error.hpp"
@@ -97,12 +99,28 @@ ModelConfig parse_model_config(const nlohmann::json& c, const std::string& path,
   if (const auto tie = c.find("tie_word_embeddings"); tie != c.end() && tie->is_boolean()) m.tie_word_embeddings = *tie;
   if (const auto rs = c.find("rope_scaling"); rs != c.end() && rs->is_object()) {
     std::string type = rs->value("rope_type", rs->value("type", std::string()));
-    if (type == "linear" || type == "yarn") {
+    auto num = [&](const char* key, float fallback) {
+      const auto it = rs->find(key);
+      if (it == rs->end() || it->is_null()) return fallback;
+      if (!it->is_number()) throw InputError(fmt::format("{}: rope_scaling.{} is not a number", path, key));
+      return it->get<float>();
+    };
+    if (type == "linear" || type == "yarn" || type == "llama3") {
       m.rope_scaling_type = type;
-      m.rope_scaling_factor = rs->value("factor", 1.0f);
-      m.rope_original_context = rs->value("original_max_position_embeddings", 0u);
+      m.rope_scaling_factor = num("factor", type == "llama3" ? 8.0f : 1.0f);
+      m.rope_original_context = static_cast<uint32_t>(num("original_max_position_embeddings", type == "llama3" ? 8192.0f : 0.0f));
+      if (!(m.rope_scaling_factor > 0.0f)) throw InputError(fmt::format("{}: rope_scaling.factor must be positive", path));
+      if (type == "llama3") {
+        const float low = num("low_freq_factor", 1.0f), high = num("high_freq_factor", 4.0f);
+        if (!(high > low) || !(low > 0.0f) || m.rope_original_context == 0)
+          throw InputError(fmt::format("{}: rope_scaling (llama3) needs high_freq_factor > low_freq_factor > 0 and "
+                                       "original_max_position_embeddings > 0",
+                                       path));
+        m.rope_freq_factors = llama3_rope_factors(m.rope_freq_base, m.head_dim, m.rope_scaling_factor, low, high,
+                                                  static_cast<float>(m.rope_original_context));
+      }
     } else if (!type.empty() && type != "default") {
-      throw InputError(fmt::format("{}: rope_scaling type '{}' is not supported yet (linear and yarn are)", path, type));
+      throw InputError(fmt::format("{}: rope_scaling type '{}' is not supported yet (linear, yarn and llama3 are)", path, type));
     }
   }
   if (m.head_count_kv == 0 || m.head_count % m.head_count_kv != 0)
@@ -166,11 +184,31 @@ void write_architecture_metadata(GgufWriter& w, const ModelConfig& m) {
     w.set(a + ".attention.value_length", m.head_dim);
   }
   if (m.vocab_size) w.set(a + ".vocab_size", m.vocab_size);
-  if (!m.rope_scaling_type.empty()) {
+  if (m.rope_scaling_type == "linear" || m.rope_scaling_type == "yarn") {  // llama3: rope_freqs.weight instead
     w.set(a + ".rope.scaling.type", m.rope_scaling_type);
     w.set(a + ".rope.scaling.factor", m.rope_scaling_factor);
     if (m.rope_original_context) w.set(a + ".rope.scaling.original_context_length", m.rope_original_context);
   }
+}
+
+std::vector<float> llama3_rope_factors(float base, uint32_t head_dim, float factor, float low_freq_factor,
+                                       float high_freq_factor, float original_context) {
+  // In float32, as the converter computes it with torch.
+  const float low_wavelen = original_context / low_freq_factor, high_wavelen = original_context / high_freq_factor;
+  std::vector<float> out;
+  for (uint32_t i = 0; i < head_dim; i += 2) {
+    const float freq = 1.0f / std::pow(base, static_cast<float>(i) / static_cast<float>(head_dim));
+    const float wavelen = 2.0f * static_cast<float>(M_PI) / freq;
+    if (wavelen < high_wavelen) {
+      out.push_back(1.0f);
+    } else if (wavelen > low_wavelen) {
+      out.push_back(factor);
+    } else {
+      const float smooth = (original_context / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+      out.push_back(1.0f / ((1.0f - smooth) / factor + smooth));
+    }
+  }
+  return out;
 }
 
 std::vector<ScalingGroup> awq_scaling_groups(const ModelConfig&, uint32_t layer) {

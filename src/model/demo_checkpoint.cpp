@@ -194,7 +194,9 @@ void write_demo_checkpoint(const fs::path& dir, const DemoConfig& c) {
       {"bos_token_id", qwen2 ? c.vocab - 1 : 1},
       {"eos_token_id", qwen2 ? c.vocab - 1 : 2},
   };
-  std::ofstream(dir / "config.json") << config.dump(2) << "\n";
+  nlohmann::ordered_json full = config;
+  if (!c.rope_scaling.empty()) full["rope_scaling"] = nlohmann::ordered_json::parse(c.rope_scaling);
+  std::ofstream(dir / "config.json") << full.dump(2) << "\n";
 }
 
 namespace {

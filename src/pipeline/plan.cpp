@@ -281,6 +281,20 @@ void attach_importance(Plan& plan, const Imatrix& m, const std::string& imatrix_
   plan.imatrix = std::move(use);
 }
 
+// llama3 rope scaling: llama.cpp reads the frequency factors from a tensor its converter makes, rope_freqs.weight.
+void add_rope_freqs(Plan& plan) {
+  if (!plan.model || plan.model->rope_freq_factors.empty()) return;
+  TensorPlan p;
+  p.name = "rope_freqs.weight";
+  p.generated = std::make_shared<const std::vector<float>>(plan.model->rope_freq_factors);
+  p.shape = {p.generated->size()};
+  p.rows = 1;
+  p.cols = p.generated->size();
+  p.format = format_for_ggml_type(GgmlType::F32);
+  p.reason = "llama3 rope scaling: the frequency factors, as llama.cpp's converter writes them";
+  plan.tensors.insert(plan.tensors.begin(), std::move(p));
+}
+
 // Tensors outside the decoder blocks first, then block 0, 1, ... (each block's tensors in their checkpoint order).
 void put_in_block_order(Plan& plan) {
   auto block = [](const TensorPlan& t) -> int64_t {
@@ -329,6 +343,7 @@ Plan make_plan(const Checkpoint& ckpt, const QuantizeOptions& opts, const Imatri
     plan.tensors.push_back(std::move(*p));
   }
   if (plan.tensors.empty()) throw InputError(ckpt.source().string() + ": no tensor to write");
+  add_rope_freqs(plan);
   check_required_biases(plan, ckpt);
 
   const std::string method = method_name(cfg.method);

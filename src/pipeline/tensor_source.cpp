@@ -14,6 +14,10 @@ namespace {
 
 // Rows [r0, r0 + nr) in output order (after llama.cpp's row permutation, if any), as float.
 void read_rows_raw(const TensorSource& t, size_t r0, size_t nr, float* out) {
+  if (t.generated) {
+    std::copy_n(t.generated->data() + r0 * t.cols, nr * t.cols, out);
+    return;
+  }
   const auto src = t.source->bytes();
   const DType dtype = t.source->tensor->dtype;
   const size_t esize = dtype_size(dtype);
@@ -80,7 +84,7 @@ void throw_non_finite(const TensorSource& t, size_t out_index, float value) {
                         : static_cast<size_t>(t.row_order[out_index / t.cols]) * t.cols + out_index % t.cols;
   }
   throw InputError(fmt::format("{}: tensor '{}': element {} (row {}, column {}) is {}; weights must be finite",
-                               t.source->file->path().string(), t.name, index, index / t.cols, index % t.cols,
+                               t.source ? t.source->file->path().string() : std::string("(generated)"), t.name, index, index / t.cols, index % t.cols,
                                std::isnan(value) ? "NaN" : (value > 0 ? "+Inf" : "-Inf")));
 }
 

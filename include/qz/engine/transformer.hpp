@@ -1,10 +1,10 @@
 // The forward pass of the LLaMA family as the model tables describe it (LLaMA, Mistral, Qwen2): token embeddings,
 // RMSNorm, RoPE (llama.cpp's layouts: adjacent pairs on the permuted q/k rows of LLaMA-family files, halves for
-// Qwen2; linear rope_scaling), grouped-query attention with a causal mask, SwiGLU, q/k/v biases, tied output head.
+// Qwen2; linear and llama3 rope_scaling), grouped-query attention with a causal mask, SwiGLU, q/k/v biases, tied output head.
 // Float32. The linears run over every token of every sequence at once, as single-threaded OpenBLAS sgemm calls on
 // fixed blocks of output columns shared out over the threads; attention is shared out per (sequence, head), each
 // writing its own slice: the logits do not depend on the thread count (tested bit for bit). Weights are read one
-// decoder block at a time. Not run yet: llama3 / yarn rope scaling.
+// decoder block at a time. Not run yet: yarn rope scaling.
 #pragma once
 
 #include <cstdint>

@@ -33,11 +33,19 @@ struct ModelConfig {
   uint32_t head_count = 0, head_count_kv = 0, head_dim = 0, vocab_size = 0;
   bool head_dim_in_config = false;  // config.json states head_dim (the converter then writes key/value_length)
   float rms_norm_eps = 1e-5f, rope_freq_base = 10000.0f;
-  std::string rope_scaling_type;  // "linear" or "yarn", empty if none
+  std::string rope_scaling_type;  // "linear", "yarn" or "llama3", empty if none
   float rope_scaling_factor = 1.0f;
   uint32_t rope_original_context = 0;
+  // llama3 scaling: per rotary frequency (head_dim / 2), the factor its angle is divided by, as llama.cpp's converter
+  // writes them into `rope_freqs.weight` (1 for high frequencies, `factor` for low ones, smoothed between).
+  std::vector<float> rope_freq_factors;
   bool tie_word_embeddings = false;
 };
+
+// llama3 rope scaling's frequency factors (Llama 3.1+): HF's rope_scaling {factor, low_freq_factor,
+// high_freq_factor, original_max_position_embeddings} as llama.cpp's converter turns them into rope_freqs.weight.
+std::vector<float> llama3_rope_factors(float base, uint32_t head_dim, float factor, float low_freq_factor,
+                                       float high_freq_factor, float original_context);
 
 // Reads config.json (InputError naming the key when a required one is missing or of the wrong type).
 ModelConfig parse_model_config(const nlohmann::json& config, const std::string& config_path, const std::string& name);

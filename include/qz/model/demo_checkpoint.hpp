@@ -21,6 +21,8 @@ struct DemoConfig {
   uint64_t seed = 42;
   // "LlamaForCausalLM" (SentencePiece vocabulary) or "Qwen2ForCausalLM" (q/k/v biases, byte-level BPE vocabulary).
   std::string architecture = "LlamaForCausalLM";
+  // config.json's rope_scaling object as JSON text (e.g. Llama 3.1's llama3 scaling), empty for none.
+  std::string rope_scaling;
 };
 
 // Writes the checkpoint into `dir` (created if needed; existing files of the same names are replaced).

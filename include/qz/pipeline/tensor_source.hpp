@@ -22,14 +22,15 @@ struct TensorTransform {
 };
 
 struct TensorSource {
-  const Checkpoint::Entry* source = nullptr;
+  const Checkpoint::Entry* source = nullptr;    // null for a tensor the conversion makes (`generated`)
+  std::shared_ptr<const std::vector<float>> generated;  // its values (e.g. llama3's rope_freqs.weight)
   std::string name;             // name in the output file
   std::vector<uint64_t> shape;  // source shape, outermost first
   size_t rows = 0;              // product of all but the last dimension
   size_t cols = 0;              // row length (GGUF ne[0])
   std::vector<uint32_t> row_order;             // source row of each output row (llama.cpp's q/k permutation)
   std::shared_ptr<TensorTransform> transform;  // AWQ scaling and clipping, if any
-  const std::string& source_name() const { return source->tensor->name; }
+  const std::string& source_name() const { return source ? source->tensor->name : name; }
   std::vector<uint64_t> logical_ne() const;  // GGUF ne: the shape innermost first
 };
 
