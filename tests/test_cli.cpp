@@ -504,5 +504,46 @@ TEST(CliCalibText, GptqAwqAndImatrixFromTextWithTheKindInTheReportAndClearErrors
   EXPECT_FALSE(fs::exists(dir / "x.gguf"));
 }
 
+// An input is never replaced, whatever --force says; an output that is a directory or not a regular file is refused
+// with a message that says so (issue 16, defects 3, 4 and 9).
+TEST(CliOutputSafety, NoInputIsEverOverwrittenAndOnlyRegularFilesAreReplaced) {
+  TempDir dir;
+  const std::string demo = (dir / "demo").string();
+  ASSERT_EQ(quantize("make-demo " + demo).code, 0);
+  std::vector<fs::path> shards;
+  for (const auto& e : fs::directory_iterator(dir / "demo"))
+    if (e.path().extension() == ".safetensors" && e.path().filename() != "calib.safetensors") shards.push_back(e.path());
+  ASSERT_FALSE(shards.empty());
+  std::sort(shards.begin(), shards.end());
+  const auto before = test::read_bytes(shards.front());
+  ASSERT_EQ(quantize(demo + " -o " + (dir / "q.gguf").string() + " --type Q4_0 -q").code, 0);
+  const auto q_before = test::read_bytes(dir / "q.gguf");
+  fs::create_symlink(shards.front(), dir / "link.safetensors");
+  struct Case {
+    std::string args, says;
+  };
+  const std::string shard = shards.front().string();
+  for (const Case& c : std::vector<Case>{
+           {shard + " -o " + shard + " --force --type Q8_0", "refusing to replace an input"},
+           {demo + " -o " + shard + " --force --type Q8_0", "refusing to replace an input"},
+           {demo + " -o " + (dir / "link.safetensors").string() + " --force --type Q8_0", "refusing to replace an input"},
+           {demo + " -o " + demo + "/calib.safetensors --force --method gptq --calib " + demo + "/calib.safetensors", "refusing to replace an input"},
+           {"dequantize " + (dir / "q.gguf").string() + " -o " + (dir / "q.gguf").string() + " --force", "refusing to replace an input"},
+           {"imatrix " + demo + " --calib " + demo + "/calib.txt -o " + demo + "/calib.txt --force", "refusing to replace an input"},
+           {demo + " -o /dev/full --force --type Q8_0", "not a regular file"},
+           {demo + " -o " + dir.path().string() + " --type Q8_0", "is a directory"},
+           {demo + " -o " + dir.path().string() + " --force --type Q8_0", "is a directory"},
+           {demo + " -o " + demo + " --force --method nf4 --output-format bnb", "refusing to write over a checkpoint"}}) {
+    SCOPED_TRACE(c.args);
+    const Result r = quantize(c.args);
+    EXPECT_EQ(r.code, 2) << r.output;
+    EXPECT_TRUE(contains(r.output, c.says)) << r.output;
+  }
+  EXPECT_EQ(test::read_bytes(shards.front()), before);
+  EXPECT_EQ(test::read_bytes(dir / "q.gguf"), q_before);
+  EXPECT_TRUE(fs::is_character_file("/dev/full"));
+  for (const auto& e : fs::directory_iterator(dir / "demo")) EXPECT_EQ(e.path().string().find(".tmp."), std::string::npos);
+}
+
 }  // namespace
 }  // namespace qz

@@ -10,17 +10,38 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "qz/core/error.hpp"
 
 namespace qz {
 
 namespace fs = std::filesystem;
 
+bool same_file(const fs::path& a, const fs::path& b) {
+  struct stat sa {}, sb {};
+  if (::stat(a.c_str(), &sa) != 0 || ::stat(b.c_str(), &sb) != 0) return false;
+  return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+void refuse_overwriting_inputs(const fs::path& output, const std::vector<fs::path>& inputs) {
+  for (const auto& in : inputs)
+    if (same_file(output, in))
+      throw UsageError(fmt::format("{}: the output is the input {}: refusing to replace an input (--force or not); "
+                                   "choose another -o",
+                                   output.string(), in.string()));
+}
+
 OutputFile::OutputFile(fs::path dest, bool overwrite) : dest_(std::move(dest)) {
   std::error_code ec;
-  if (fs::exists(dest_, ec) && !overwrite)
+  if (fs::is_directory(dest_, ec))
+    throw UsageError(dest_.string() + ": the output path is a directory: give a file name (-o DIR/NAME.gguf)");
+  const fs::file_status st = fs::status(dest_, ec);
+  if (fs::exists(st) && !fs::is_regular_file(st))
+    throw UsageError(dest_.string() + ": the output path exists and is not a regular file (a device, pipe or socket): "
+                                      "refusing to replace it");
+  if (fs::exists(st) && !overwrite)
     throw UsageError(dest_.string() + ": output exists; pass --force to overwrite it");
-  if (fs::is_directory(dest_, ec)) throw UsageError(dest_.string() + ": output path is a directory");
   const fs::path dir = dest_.has_parent_path() ? dest_.parent_path() : fs::path(".");
   if (!fs::is_directory(dir, ec)) throw UsageError(dest_.string() + ": output directory does not exist");
   std::string leaf = ".";

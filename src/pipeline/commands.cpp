@@ -14,6 +14,7 @@
 #include "qz/core/error.hpp"
 #include "qz/formats/format_table.hpp"
 #include "qz/io/imatrix.hpp"
+#include "qz/io/output_file.hpp"
 #include "qz/model/text_tokenizer.hpp"
 #include "qz/model/tokenizer.hpp"
 #include "qz/core/parallel.hpp"
@@ -66,6 +67,37 @@ std::optional<int32_t> model_bos(const fs::path& model) {
   return std::nullopt;
 }
 
+
+// The files a run reads: the inputs, and for a checkpoint directory the files in it that a checkpoint is read from.
+std::vector<fs::path> files_read(const std::vector<fs::path>& inputs) {
+  std::vector<fs::path> out;
+  for (const auto& in : inputs) {
+    std::error_code ec;
+    if (!fs::is_directory(in, ec)) {
+      out.push_back(in);
+      continue;
+    }
+    for (const auto& e : fs::directory_iterator(in, ec)) {
+      const std::string ext = e.path().extension().string();
+      if (ext == ".safetensors" || ext == ".json" || ext == ".model" || ext == ".md") out.push_back(e.path());
+    }
+  }
+  return out;
+}
+
+// Before anything is read: an output that is a directory, not a regular file, exists without --force, or is one of
+// the inputs (refused even with --force) is a usage error.
+void check_output(const fs::path& output, bool force, const std::vector<fs::path>& inputs) {
+  std::error_code ec;
+  if (fs::is_directory(output, ec))
+    throw UsageError(output.string() + ": the output path is a directory: give a file name (-o DIR/NAME.gguf)");
+  refuse_overwriting_inputs(output, files_read(inputs));
+  const fs::file_status st = fs::status(output, ec);
+  if (fs::exists(st) && !fs::is_regular_file(st))
+    throw UsageError(output.string() + ": the output path exists and is not a regular file (a device, pipe or socket): "
+                                       "refusing to replace it");
+  if (fs::exists(st) && !force) throw UsageError(output.string() + ": output exists; pass --force to overwrite it");
+}
 
 fs::path model_dir(const fs::path& input) { return fs::is_directory(input) ? input : input.parent_path(); }
 
@@ -154,14 +186,23 @@ Report run_quantize(const QuantizeJob& job, const QuantizeEvents& ev) {
   if (job.output.empty() && !job.dry_run) throw UsageError("no output given: -o OUTPUT.gguf");
   if (job.output_format != "gguf" && job.output_format != "bnb")
     throw UsageError("--output-format " + job.output_format + ": use gguf or bnb");
-  if (!job.output.empty() && !job.force && !job.dry_run && job.output_format == "gguf" && fs::exists(job.output))
-    throw UsageError(job.output.string() + ": output exists; pass --force to overwrite it");
+  if (!job.output.empty() && !job.dry_run && job.output_format == "gguf") {
+    std::vector<fs::path> inputs = job.inputs;
+    inputs.insert(inputs.end(), job.calib.begin(), job.calib.end());
+    if (!job.imatrix.empty()) inputs.push_back(job.imatrix);
+    check_output(job.output, job.force, inputs);
+  }
   // Options are checked before any file is read.
   const QuantizeConfig cfg = resolve_options(job.options, {!job.imatrix.empty(), !job.calib.empty()});
 
   const Checkpoint ckpt = Checkpoint::open_files(job.inputs);
   if (job.output_format == "bnb") {
     if (job.dry_run) throw UsageError("--dry-run is not available with --output-format bnb");
+    for (const auto& in : job.inputs)
+      if (same_file(in, job.output) || same_file(in.parent_path().empty() ? fs::path(".") : in.parent_path(), job.output))
+        throw UsageError(fmt::format("{}: the output directory holds the input {}: refusing to write over a checkpoint "
+                                     "(--force or not); choose another -o",
+                                     job.output.string(), in.string()));
     for (const auto& w : cfg.warnings) warn(ev, w);
     return export_bnb(ckpt, cfg, job.output, job.force);
   }
@@ -245,6 +286,7 @@ std::string describe_storage_types() {
 std::string inspect_gguf(const fs::path& file) { return describe_gguf(GgufFile(file)); }
 
 size_t run_dequantize(const fs::path& input, const fs::path& output, const std::string& dtype, bool force) {
+  check_output(output, force, {input});
   if (output.extension() == ".gguf") return dequantize_gguf_to_gguf(input, output, force);
   DType dt = DType::F32;
   if (dtype == "f16") dt = DType::F16;
@@ -254,8 +296,11 @@ size_t run_dequantize(const fs::path& input, const fs::path& output, const std::
 }
 
 ImatrixResult run_imatrix(const ImatrixJob& job) {
-  if (!job.force && fs::exists(job.output))
-    throw UsageError(job.output.string() + ": output exists; pass --force to overwrite it");
+  {
+    std::vector<fs::path> inputs = job.calib;
+    inputs.push_back(job.model);
+    check_output(job.output, job.force, inputs);
+  }
   if (job.calib.empty()) throw UsageError("imatrix needs calibration: --calib FILE (text or activations)");
   ImatrixResult r;
   Imatrix m;

@@ -7,12 +7,21 @@
 #include <cstdio>
 #include <filesystem>
 #include <span>
+#include <vector>
 
 namespace qz {
 
+// True when `a` and `b` are the same existing file (device and inode, so through links and different spellings).
+bool same_file(const std::filesystem::path& a, const std::filesystem::path& b);
+
+// Throws UsageError when `output` is the same file as one of `inputs`, whatever --force says: an input is never
+// replaced.
+void refuse_overwriting_inputs(const std::filesystem::path& output, const std::vector<std::filesystem::path>& inputs);
+
 class OutputFile {
  public:
-  // Refuses (UsageError) to replace an existing `dest` unless overwrite is true.
+  // Refuses (UsageError) to replace an existing `dest` unless overwrite is true, and always to replace a directory or
+  // anything that is not a regular file (a device such as /dev/full, a pipe, a socket).
   OutputFile(std::filesystem::path dest, bool overwrite);
   ~OutputFile();
   OutputFile(const OutputFile&) = delete;
