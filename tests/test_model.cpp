@@ -3,10 +3,12 @@
 
 #include <cmath>
 #include <fstream>
+#include <functional>
 
 #include "qz/core/error.hpp"
 #include "qz/io/gguf.hpp"
 #include "qz/model/architecture.hpp"
+#include "qz/model/text_tokenizer.hpp"
 #include "qz/model/tokenizer.hpp"
 #include "test_util.hpp"
 
@@ -164,6 +166,32 @@ TEST(Tokenizer, MalformedSentencePieceIsAnError) {
   test::write_bytes(dir / "tokenizer.model", {0x0A, 0x50, 0x01});  // a piece of 80 bytes in a 3-byte file
   test::expect_error<InputError>([&] { read_sentencepiece(dir / "tokenizer.model"); },
                                  {"tokenizer.model", "malformed SentencePiece"});
+}
+
+// tokenizer.json ids are checked (issue 16, defects 1, 2 and 5): negative, huge or non-integer ids, and missing or
+// mistyped keys, are errors naming the file, never a crash or an allocation of the id's size.
+TEST(Tokenizer, MalformedTokenizerJsonIdsAndKeysAreErrorsNamingTheFile) {
+  const json good = {{"model", {{"type", "BPE"}, {"vocab", {{"a", 0}, {"b", 1}}}, {"merges", {"a b"}}}}};
+  struct Case {
+    std::function<void(json&)> edit;
+    std::vector<std::string> says;
+  };
+  for (const Case& c : std::vector<Case>{
+           {[](json& j) { j["model"]["vocab"]["b"] = -1; }, {"tokenizer.json", "model.vocab[\"b\"]", "-1"}},
+           {[](json& j) { j["model"]["vocab"]["b"] = 100000000000LL; }, {"tokenizer.json", "100000000000"}},
+           {[](json& j) { j["model"]["vocab"]["b"] = "1"; }, {"tokenizer.json", "\"1\""}},
+           {[](json& j) { j["added_tokens"] = {{{"id", -1}, {"content", "<s>"}}}; }, {"tokenizer.json", "added_tokens"}},
+           {[](json& j) { j["added_tokens"] = {{{"id", 2}}}; }, {"tokenizer.json", "added_tokens"}},
+           {[](json& j) { j["model"].erase("merges"); }, {"tokenizer.json", "model.merges"}},
+           {[](json& j) { j["model"]["merges"] = {{1, 2}}; }, {"tokenizer"}}}) {
+    test::TempDir dir;
+    json tok = good;
+    c.edit(tok);
+    std::ofstream(dir / "tokenizer.json") << tok.dump();
+    SCOPED_TRACE(tok.dump());
+    test::expect_error<InputError>([&] { read_vocabulary(dir.path(), "llama", 0); }, c.says);
+    test::expect_error<InputError>([&] { make_bpe_tokenizer(dir / "tokenizer.json"); }, {"tokenizer.json"});
+  }
 }
 
 TEST(Tokenizer, ByteLevelBpeFromTokenizerJson) {

@@ -74,7 +74,7 @@ inline fs::path shared_dir() { return fs::path(QZ_SOURCE_DIR) / ".." / "shared";
 
 // Expects `fn` to throw E whose message contains every one of `parts`.
 template <typename E, typename Fn>
-void expect_error(Fn&& fn, std::initializer_list<std::string> parts) {
+void expect_error(Fn&& fn, const std::vector<std::string>& parts) {
   try {
     fn();
     ADD_FAILURE() << "no exception thrown";

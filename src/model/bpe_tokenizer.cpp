@@ -95,8 +95,17 @@ class ByteLevelBpe final : public TextTokenizer {
  public:
   ByteLevelBpe(const json& tok, const fs::path& file) : where_(file.string()) {
     const json& model = tok.at("model");
+    if (!model.contains("vocab") || !model["vocab"].is_object()) throw InputError(where_ + ": model.vocab is missing or not an object");
+    if (!model.contains("merges") || !model["merges"].is_array()) throw InputError(where_ + ": model.merges is missing or not a list");
+    const size_t bound = model["vocab"].size() + (tok.contains("added_tokens") && tok["added_tokens"].is_array() ? tok["added_tokens"].size() : 0);
+    auto checked_id = [&](const json& v, const std::string& where) {
+      if (!v.is_number_integer() || v.get<int64_t>() < 0 || static_cast<uint64_t>(v.get<int64_t>()) >= bound)
+        throw InputError(fmt::format("{}: {}: id {} is not a token id (a whole number from 0 to {})", where_, where, v.dump(),
+                                     bound - 1));
+      return static_cast<int32_t>(v.get<int64_t>());
+    };
     for (auto it = model.at("vocab").begin(); it != model.at("vocab").end(); ++it) {
-      const auto id = it.value().get<int32_t>();
+      const auto id = checked_id(it.value(), "model.vocab[\"" + it.key() + "\"]");
       vocab_[it.key()] = id;
       if (static_cast<size_t>(id) >= pieces_.size()) pieces_.resize(static_cast<size_t>(id) + 1);
       pieces_[static_cast<size_t>(id)] = it.key();
@@ -123,7 +132,8 @@ class ByteLevelBpe final : public TextTokenizer {
     }
     if (tok.contains("added_tokens"))
       for (const auto& a : tok["added_tokens"]) {
-        const auto id = a.at("id").get<int32_t>();
+        if (!a.is_object() || !a.contains("id")) throw InputError(where_ + ": an added_tokens entry without an id");
+        const auto id = checked_id(a["id"], "added_tokens");
         added_.push_back({a.at("content").get<std::string>(), id});
         if (static_cast<size_t>(id) >= pieces_.size()) pieces_.resize(static_cast<size_t>(id) + 1);
         pieces_[static_cast<size_t>(id)] = added_.back().first;
@@ -342,7 +352,11 @@ std::unique_ptr<TextTokenizer> make_bpe_tokenizer(const fs::path& file) {
   }
   if (!tok.contains("model") || tok["model"].value("type", "") != "BPE")
     throw UsageError(file.string() + ": only BPE tokenizer.json models are supported");
-  return std::make_unique<ByteLevelBpe>(tok, file);
+  try {
+    return std::make_unique<ByteLevelBpe>(tok, file);
+  } catch (const json::exception& e) {  // a key of the wrong JSON type
+    throw InputError(fmt::format("{}: {}", file.string(), e.what()));
+  }
 }
 
 }  // namespace qz

@@ -214,7 +214,21 @@ void write_sentencepiece(const fs::path& file, const std::vector<SentencePiece>&
   o.commit();
 }
 
+namespace {
+std::optional<Vocabulary> read_vocabulary_of(const fs::path& dir, const std::string& arch, uint32_t vocab_size);
+}
+
 std::optional<Vocabulary> read_vocabulary(const fs::path& dir, const std::string& arch, uint32_t vocab_size) {
+  try {
+    return read_vocabulary_of(dir, arch, vocab_size);
+  } catch (const json::exception& e) {  // a key of the wrong JSON type anywhere in the tokenizer files
+    throw InputError(fmt::format("{}: the tokenizer files (tokenizer.json, tokenizer_config.json): {}", dir.string(), e.what()));
+  }
+}
+
+namespace {
+
+std::optional<Vocabulary> read_vocabulary_of(const fs::path& dir, const std::string& arch, uint32_t vocab_size) {
   Vocabulary v;
   const auto tok_config = read_json(dir / "tokenizer_config.json");
   const auto gen_config = read_json(dir / "generation_config.json");
@@ -237,16 +251,34 @@ std::optional<Vocabulary> read_vocabulary(const fs::path& dir, const std::string
     const json& model = tok.at("model");
     if (model.value("type", std::string()) != "BPE")
       throw InputError((dir / "tokenizer.json").string() + ": only BPE tokenizers are supported");
+    const std::string file = (dir / "tokenizer.json").string();
+    if (!model.contains("vocab") || !model["vocab"].is_object())
+      throw InputError(file + ": model.vocab is missing or not an object");
+    if (!model.contains("merges") || !model["merges"].is_array())
+      throw InputError(file + ": model.merges is missing or not a list");
+    if (tok.contains("added_tokens") && !tok["added_tokens"].is_array())
+      throw InputError(file + ": added_tokens is not a list");
+    // Ids are dense: none can exceed the entries the file has (or the model's vocab_size, if larger).
+    const size_t entries = model["vocab"].size() + (tok.contains("added_tokens") ? tok["added_tokens"].size() : 0);
+    const size_t bound = std::max<size_t>(entries, vocab_size);
+    auto checked_id = [&](const json& v, const std::string& where) {
+      if (!v.is_number_integer() || v.get<int64_t>() < 0 || static_cast<uint64_t>(v.get<int64_t>()) >= bound)
+        throw InputError(fmt::format("{}: {}: id {} is not a token id (a whole number from 0 to {})", file, where, v.dump(),
+                                     bound - 1));
+      return static_cast<size_t>(v.get<int64_t>());
+    };
     std::vector<std::string> by_id;
-    for (auto it = model.at("vocab").begin(); it != model.at("vocab").end(); ++it) {
-      const auto id = it.value().get<size_t>();
+    for (auto it = model["vocab"].begin(); it != model["vocab"].end(); ++it) {
+      const size_t id = checked_id(it.value(), "model.vocab[\"" + it.key() + "\"]");
       if (id >= by_id.size()) by_id.resize(id + 1);
       by_id[id] = it.key();
     }
     std::vector<int32_t> types(by_id.size(), 1);
     if (tok.contains("added_tokens")) {
       for (const auto& a : tok["added_tokens"]) {
-        const auto id = a.at("id").get<size_t>();
+        if (!a.is_object() || !a.contains("id") || !a.contains("content") || !a["content"].is_string())
+          throw InputError(file + ": an added_tokens entry without a whole-number id and a string content");
+        const auto id = checked_id(a["id"], "added_tokens");
         if (id >= by_id.size()) {
           by_id.resize(id + 1);
           types.resize(id + 1, 1);
@@ -339,6 +371,8 @@ std::optional<Vocabulary> read_vocabulary(const fs::path& dir, const std::string
     if (*id && **id >= v.tokens.size()) id->reset();
   return v;
 }
+
+}  // namespace
 
 void write_vocabulary_metadata(GgufWriter& w, const Vocabulary& v) {
   w.set("tokenizer.ggml.model", v.model);
