@@ -1,6 +1,8 @@
 // The quantize executable: options, exit codes, messages.
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include "qz/io/imatrix.hpp"
 #include <sys/wait.h>
 
@@ -543,6 +545,39 @@ TEST(CliOutputSafety, NoInputIsEverOverwrittenAndOnlyRegularFilesAreReplaced) {
   EXPECT_EQ(test::read_bytes(dir / "q.gguf"), q_before);
   EXPECT_TRUE(fs::is_character_file("/dev/full"));
   for (const auto& e : fs::directory_iterator(dir / "demo")) EXPECT_EQ(e.path().string().find(".tmp."), std::string::npos);
+}
+
+// config.json is checked against the tensors and its value types and ranges (issue 16, defects 5 and 6): exit 2
+// naming the file and the key, nothing written.
+TEST(CliBadConfig, MistypedOutOfRangeOrContradictedHyperParametersAreErrorsNamingTheKey) {
+  TempDir dir;
+  const std::string demo = (dir / "demo").string();
+  ASSERT_EQ(quantize("make-demo " + demo).code, 0);
+  const auto original = nlohmann::json::parse(std::ifstream(dir / "demo" / "config.json"));
+  struct Case {
+    std::function<void(nlohmann::json&)> edit;
+    std::vector<std::string> says;
+  };
+  for (const Case& c : std::vector<Case>{
+           {[](nlohmann::json& j) { j["hidden_size"] = 128; }, {"config.json", "hidden_size 128", "token_embd.weight"}},
+           {[](nlohmann::json& j) { j["intermediate_size"] = 700; }, {"config.json", "intermediate_size", "ffn_gate.weight"}},
+           {[](nlohmann::json& j) { j["num_key_value_heads"] = 4; }, {"config.json", "attn_k.weight"}},
+           {[](nlohmann::json& j) { j["num_hidden_layers"] = 3; }, {"config.json", "num_hidden_layers is 3", "2 blocks"}},
+           {[](nlohmann::json& j) { j["vocab_size"] = 4000000000LL; }, {"config.json", "vocab_size"}},
+           {[](nlohmann::json& j) { j["rms_norm_eps"] = 1e300; }, {"config.json", "rms_norm_eps", "float32"}},
+           {[](nlohmann::json& j) { j["rope_theta"] = -1; }, {"config.json", "rope_theta"}},
+           {[](nlohmann::json& j) { j["rope_scaling"] = {{"type", 5}}; }, {"config.json", "rope_scaling.type"}},
+           {[](nlohmann::json& j) { j["rope_scaling"] = {{"type", "linear"}, {"factor", "2"}}; }, {"config.json", "rope_scaling.factor"}},
+           {[](nlohmann::json& j) { j["architectures"] = {5}; }, {"config.json", "architectures"}}}) {
+    nlohmann::json j = original;
+    c.edit(j);
+    SCOPED_TRACE(j.dump());
+    std::ofstream(dir / "demo" / "config.json") << j.dump(2);
+    const Result r = quantize(demo + " -o " + (dir / "x.gguf").string() + " --type Q8_0");
+    EXPECT_EQ(r.code, 2) << r.output;
+    for (const auto& part : c.says) EXPECT_TRUE(contains(r.output, part)) << r.output << "\nmissing: " << part;
+    EXPECT_FALSE(fs::exists(dir / "x.gguf"));
+  }
 }
 
 }  // namespace

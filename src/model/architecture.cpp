@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include <charconv>
+#include <limits>
 
 #include "qz/core/error.hpp"
 #include "qz/io/gguf.hpp"
@@ -52,11 +53,16 @@ uint32_t get_u32(const nlohmann::json& c, const char* key, const std::string& pa
   return it->get<uint32_t>();
 }
 
+// A positive number that float32 holds (GGUF stores these as f32): a value beyond float's range is an error, not inf.
 float get_f32(const nlohmann::json& c, const char* key, const std::string& path, float fallback) {
   const auto it = c.find(key);
   if (it == c.end() || it->is_null()) return fallback;
   if (!it->is_number()) throw InputError(fmt::format("{}: \"{}\" must be a number", path, key));
-  return it->get<float>();
+  const double v = it->get<double>();
+  if (!(v > 0.0) || v > static_cast<double>(std::numeric_limits<float>::max()) ||
+      v < static_cast<double>(std::numeric_limits<float>::min()))
+    throw InputError(fmt::format("{}: \"{}\" is {}: it must be a positive number within float32's range", path, key, v));
+  return static_cast<float>(v);
 }
 
 }  // namespace
@@ -78,7 +84,24 @@ const ArchitectureInfo& find_architecture(std::string_view hf_name, const std::s
   throw InputError(fmt::format("{}: architecture '{}' is not supported (supported: {})", config_path, hf_name, known));
 }
 
+namespace {
+ModelConfig parse_model_config_of(const nlohmann::json& c, const std::string& path, const std::string& name);
+}
+
 ModelConfig parse_model_config(const nlohmann::json& c, const std::string& path, const std::string& name) {
+  try {
+    const ModelConfig m = parse_model_config_of(c, path, name);
+    if (m.rms_norm_eps >= 1.0f) throw InputError(fmt::format("{}: \"rms_norm_eps\" is {}: it must be below 1", path, m.rms_norm_eps));
+    if (m.head_dim % 2 != 0) throw InputError(fmt::format("{}: the head size {} is odd: RoPE needs pairs", path, m.head_dim));
+    return m;
+  } catch (const nlohmann::json::exception& e) {  // a key of the wrong JSON type
+    throw InputError(fmt::format("{}: {}", path, e.what()));
+  }
+}
+
+namespace {
+
+ModelConfig parse_model_config_of(const nlohmann::json& c, const std::string& path, const std::string& name) {
   const auto archs = c.find("architectures");
   if (archs == c.end() || !archs->is_array() || archs->empty() || !(*archs)[0].is_string())
     throw InputError(path + ": missing \"architectures\"");
@@ -98,7 +121,14 @@ ModelConfig parse_model_config(const nlohmann::json& c, const std::string& path,
   m.rope_freq_base = get_f32(c, "rope_theta", path, 10000.0f);
   if (const auto tie = c.find("tie_word_embeddings"); tie != c.end() && tie->is_boolean()) m.tie_word_embeddings = *tie;
   if (const auto rs = c.find("rope_scaling"); rs != c.end() && rs->is_object()) {
-    std::string type = rs->value("rope_type", rs->value("type", std::string()));
+    const auto type_of = [&](const char* key) {
+      const auto it = rs->find(key);
+      if (it == rs->end() || it->is_null()) return std::string();
+      if (!it->is_string()) throw InputError(fmt::format("{}: rope_scaling.{} is not a string", path, key));
+      return it->get<std::string>();
+    };
+    std::string type = type_of("rope_type");
+    if (type.empty()) type = type_of("type");
     auto num = [&](const char* key, float fallback) {
       const auto it = rs->find(key);
       if (it == rs->end() || it->is_null()) return fallback;
@@ -128,6 +158,8 @@ ModelConfig parse_model_config(const nlohmann::json& c, const std::string& path,
                                  m.head_count, m.head_count_kv));
   return m;
 }
+
+}  // namespace
 
 std::optional<std::string> gguf_tensor_name(const ModelConfig& m, const std::string& hf) {
   for (const auto& s : kIgnoredSuffixes)

@@ -1,6 +1,7 @@
 #include "qz/pipeline/plan.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <cstdio>
 
@@ -49,6 +50,13 @@ void read_model(const Checkpoint& ckpt, Plan& plan) {
   if (!ckpt.config()) return;
   const fs::path dir = fs::is_directory(ckpt.source()) ? ckpt.source() : ckpt.source().parent_path();
   plan.model = parse_model_config(*ckpt.config(), (dir / "config.json").string(), dir.filename().string());
+  // vocab_size pads the vocabulary: bound it by the embeddings first (a huge one would take minutes and memory).
+  for (const auto& e : ckpt.tensors())
+    if (e.tensor->shape.size() == 2 && gguf_tensor_name(*plan.model, e.tensor->name) == std::optional<std::string>("token_embd.weight") &&
+        plan.model->vocab_size && e.tensor->shape[0] != plan.model->vocab_size)
+      throw InputError(fmt::format("{}: vocab_size {} does not match the {} rows of the token embeddings ({})",
+                                   (dir / "config.json").string(), plan.model->vocab_size, e.tensor->shape[0],
+                                   e.tensor->name));
   plan.vocab = read_vocabulary(dir, std::string(plan.model->arch->gguf_name), plan.model->vocab_size);
   plan.card = read_model_card(dir / "README.md");
 }
@@ -179,6 +187,52 @@ void check_required_biases(const Plan& plan, const Checkpoint& ckpt) {
         throw InputError(fmt::format("{}: architecture {} needs the q/k/v biases, but '{}' is missing",
                                      ckpt.source().string(), plan.model->arch->hf_name, want));
     }
+}
+
+// config.json against the tensors (issue 16, defect 6): every hyper-parameter the tensors imply must agree, or the
+// file written (and the q/k permutation, which uses the head size) would be wrong.
+void check_config_against_tensors(const Plan& plan, const Checkpoint& ckpt) {
+  if (!plan.model) return;
+  const ModelConfig& m = *plan.model;
+  const std::string cfg = (fs::is_directory(ckpt.source()) ? ckpt.source() : ckpt.source().parent_path()).string() + "/config.json";
+  auto shape_of = [&](const std::string& gguf) -> const std::vector<uint64_t>* {
+    for (const auto& t : plan.tensors)
+      if (t.name == gguf) return &t.shape;
+    return nullptr;
+  };
+  auto expect = [&](const std::string& gguf, std::vector<uint64_t> want, const char* what) {
+    const auto* got = shape_of(gguf);
+    if (got == nullptr || *got == want) return;
+    throw InputError(fmt::format("{}: {} says tensor '{}' is [{}], but the checkpoint has [{}] ({})", cfg, what, gguf,
+                                 fmt::join(want, ", "), fmt::join(*got, ", "), ckpt.source().string()));
+  };
+  const uint64_t d = m.embedding_length, hd = m.head_dim;
+  if (const auto* e = shape_of("token_embd.weight")) {
+    if (e->size() != 2 || (*e)[1] != d)
+      throw InputError(fmt::format("{}: hidden_size {} does not match token_embd.weight [{}] ({})", cfg, d, fmt::join(*e, ", "),
+                                   ckpt.source().string()));
+    if (m.vocab_size && (*e)[0] != m.vocab_size)
+      throw InputError(fmt::format("{}: vocab_size {} does not match the {} rows of the token embeddings", cfg, m.vocab_size, (*e)[0]));
+  }
+  uint32_t blocks = 0;
+  for (const auto& t : plan.tensors) {
+    unsigned b = 0;
+    if (std::sscanf(t.name.c_str(), "blk.%u.", &b) == 1) blocks = std::max(blocks, b + 1);
+  }
+  if (blocks != m.block_count)
+    throw InputError(fmt::format("{}: num_hidden_layers is {}, but the checkpoint has {} blocks", cfg, m.block_count, blocks));
+  for (uint32_t l = 0; l < m.block_count; ++l) {
+    const std::string p = fmt::format("blk.{}.", l);
+    expect(p + "attn_q.weight", {m.head_count * hd, d}, "num_attention_heads x head size, hidden_size");
+    expect(p + "attn_k.weight", {m.head_count_kv * hd, d}, "num_key_value_heads x head size, hidden_size");
+    expect(p + "attn_v.weight", {m.head_count_kv * hd, d}, "num_key_value_heads x head size, hidden_size");
+    expect(p + "attn_output.weight", {d, m.head_count * hd}, "hidden_size, num_attention_heads x head size");
+    expect(p + "ffn_gate.weight", {m.feed_forward_length, d}, "intermediate_size, hidden_size");
+    expect(p + "ffn_up.weight", {m.feed_forward_length, d}, "intermediate_size, hidden_size");
+    expect(p + "ffn_down.weight", {d, m.feed_forward_length}, "hidden_size, intermediate_size");
+    expect(p + "attn_norm.weight", {d}, "hidden_size");
+    expect(p + "ffn_norm.weight", {d}, "hidden_size");
+  }
 }
 
 uint64_t calib_tokens(const std::vector<CalibInput>& inputs) {
@@ -345,6 +399,7 @@ Plan make_plan(const Checkpoint& ckpt, const QuantizeOptions& opts, const Imatri
   if (plan.tensors.empty()) throw InputError(ckpt.source().string() + ": no tensor to write");
   add_rope_freqs(plan);
   check_required_biases(plan, ckpt);
+  check_config_against_tensors(plan, ckpt);
 
   const std::string method = method_name(cfg.method);
   if (cfg.awq && !plan.model)
