@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include <cmath>
 
 #include "qz/core/error.hpp"
@@ -97,6 +99,12 @@ TEST(Imatrix, MalformedFilesAreClearErrors) {
     out.commit();
   }
   test::expect_error<InputError>([&] { read_imatrix(dir / "not.gguf"); }, {"not.gguf", "not an imatrix"});
+  // A NaN value and a call count of 0 in a legacy file (issue 16, defect 8).
+  auto nan = legacy_dat();
+  const float bad = std::nanf("");
+  std::memcpy(nan.data() + nan.size() - 4 - 4 - 8 - 8 + 4, &bad, 4);  // the second value
+  test::write_bytes(dir / "nan.dat", nan);
+  test::expect_error<InputError>([&] { read_imatrix(dir / "nan.dat"); }, {"nan.dat", "blk.0.attn_v.weight", "value 1"});
 }
 
 TEST(ImatrixCompute, SumsOfSquaresPerColumnWithSharedInputsAndSeveralFiles) {
@@ -136,6 +144,18 @@ TEST(ImatrixCompute, BadActivationsAreErrors) {
                                  {"nan.safetensors", "q_proj", "token 1, column 1"});
   test::expect_error<InputError>([&] { compute_imatrix(model, CalibrationSet({dir / "wide.safetensors"})); },
                                  {"wide.safetensors", "width 4", "3 input columns"});
+  // No token, a Hessian of the wrong shape, and a token count a float-to-integer cast cannot take (issue 16, 8 and 9).
+  write_safetensors(dir / "empty.safetensors", {f32("model.layers.0.self_attn.q_proj", {0, 3}, {})});
+  test::expect_error<InputError>([&] { compute_imatrix(model, CalibrationSet({dir / "empty.safetensors"})); },
+                                 {"empty.safetensors", "holds no token"});
+  write_safetensors(dir / "h.safetensors", {f32("model.layers.0.self_attn.q_proj.hessian", {1, 3}, {1, 2, 3}),
+                                            f32("model.layers.0.self_attn.q_proj.hessian_tokens", {1}, {10})});
+  test::expect_error<InputError>([&] { compute_imatrix(model, CalibrationSet({dir / "h.safetensors"})); },
+                                 {"h.safetensors", "is [1, 3]", "must be [3, 3]"});
+  write_safetensors(dir / "n.safetensors", {f32("model.layers.0.self_attn.q_proj.hessian", {3, 3}, std::vector<float>(9, 1.0f)),
+                                            f32("model.layers.0.self_attn.q_proj.hessian_tokens", {1}, {1e30f})});
+  test::expect_error<InputError>([&] { hessian_of(CalibrationSet({dir / "n.safetensors"}).inputs_of("model.layers.0.self_attn.q_proj.weight"), 3, 1); },
+                                 {"n.safetensors", "hessian_tokens", "positive token count"});
 }
 
 TEST(ImatrixUse, ReachesTheQuantizerAndIsMatchedByRole) {

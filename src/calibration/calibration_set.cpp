@@ -55,9 +55,20 @@ void check_calib_width(const CalibInput& in, size_t columns, const std::string& 
   if (!dtype_is_numeric_input(in.tensor->dtype))
     throw InputError(fmt::format("{}: calibration tensor '{}' must hold floats (F32, F16 or BF16)",
                                  in.file->path().string(), in.tensor->name));
-  if (s.size() != 2 || s[1] != columns || (hessian && s[0] != columns))
+  if (s.size() != 2)
+    throw InputError(fmt::format("{}: calibration tensor '{}' has {} dimensions; it must be 2-D ({})",
+                                 in.file->path().string(), in.tensor->name, s.size(),
+                                 hessian ? "[in, in]" : "[tokens, in_features]"));
+  if (hessian && (s[0] != columns || s[1] != columns))
+    throw InputError(fmt::format("{}: Hessian '{}' is [{}, {}] but weight '{}' has {} input columns: it must be [{}, {}]",
+                                 in.file->path().string(), in.tensor->name, s[0], s[1], weight, columns, columns, columns));
+  if (!hessian && s[1] != columns)
     throw InputError(fmt::format("{}: calibration tensor '{}' has width {} but weight '{}' has {} input columns",
-                                 in.file->path().string(), in.tensor->name, s.size() == 2 ? s[1] : 0, weight, columns));
+                                 in.file->path().string(), in.tensor->name, s[1], weight, columns));
+  if (!hessian && s[0] == 0)
+    throw InputError(fmt::format("{}: calibration tensor '{}' holds no token (shape [0, {}]): it would give weight '{}' "
+                                 "no statistics",
+                                 in.file->path().string(), in.tensor->name, s[1], weight));
 }
 
 void stream_activations(const CalibInput& in, size_t columns, size_t chunk,

@@ -17,8 +17,10 @@ constexpr size_t kChunkTokens = 2048;
 uint64_t token_count(const CalibInput& in) {
   float v = 0;
   convert_to_f32(in.file->data(*in.hessian_tokens).data(), in.hessian_tokens->dtype, &v, 1);
-  if (!(v >= 1.0f)) throw InputError(fmt::format("{}: '{}' must be a positive token count", in.file->path().string(),
-                                                 in.hessian_tokens->name));
+  // A count a double holds exactly and a uint64_t can take (1e30 would be undefined behaviour in the cast).
+  if (!(v >= 1.0f) || !(v <= 9.0e15f))
+    throw InputError(fmt::format("{}: '{}' is {}: it must be a positive token count (at most 9e15)", in.file->path().string(),
+                                 in.hessian_tokens->name, v));
   return static_cast<uint64_t>(v);
 }
 

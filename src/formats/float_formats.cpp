@@ -30,9 +30,11 @@ class F32Format final : public FloatFormat {
  public:
   F32Format() : FloatFormat("F32", GgmlType::F32, 4) {}
   void quantize_row(const float* x, uint8_t* dst, size_t n, const float*) const override {
-    std::memcpy(dst, x, n * 4);
+    if (n > 0) std::memcpy(dst, x, n * 4);  // (a zero-element tensor may come with null pointers)
   }
-  void dequantize_row(const uint8_t* src, float* y, size_t n) const override { std::memcpy(y, src, n * 4); }
+  void dequantize_row(const uint8_t* src, float* y, size_t n) const override {
+    if (n > 0) std::memcpy(y, src, n * 4);
+  }
   int32_t quantize_value(const BlockGrid&, size_t, float x) const override { return std::bit_cast<int32_t>(x); }
   float dequantize_value(const BlockGrid&, size_t, int32_t c) const override { return std::bit_cast<float>(c); }
   void encode(const BlockGrid&, const int32_t* codes, uint8_t* dst) const override { std::memcpy(dst, codes, 4); }

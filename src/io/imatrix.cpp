@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
+
 #include <cstring>
 
 #include "qz/core/error.hpp"
@@ -99,6 +101,11 @@ Imatrix read_legacy_imatrix(const std::filesystem::path& path) {
     ImatrixTensor e;
     e.sum2.resize(static_cast<size_t>(nval));
     for (auto& v : e.sum2) v = r.get<float>("values");
+    for (size_t j = 0; j < e.sum2.size(); ++j)
+      if (!std::isfinite(e.sum2[j]) || e.sum2[j] < 0.0f)
+        throw InputError(fmt::format("{}: entry '{}': value {} is {}: importance values are finite and not negative", file,
+                                     name, j, e.sum2[j]));
+    if (ncall <= 0) throw InputError(fmt::format("{}: entry '{}': call count {} must be positive", file, name, ncall));
     e.counts = {static_cast<float>(ncall)};  // values are mean(x^2) * ncall, so value / ncall is the importance
     if (!m.tensors.emplace(name, std::move(e)).second)
       throw InputError(fmt::format("{}: entry '{}' appears twice", file, name));
