@@ -293,6 +293,16 @@ TEST(GgufMalformed, TensorDataPastEndOfFile) {
   expect_bad(g, {"'w'", "truncated"});
 }
 
+// A byte size that wraps 64 bits (issue 16, defect 7): [8, 2^59 + 1] F32 is 2^64 + 32 bytes, once "32 bytes".
+TEST(GgufMalformed, ByteSizeThatOverflowsIsAnError) {
+  RawGguf g;
+  g.header(3, 1, 0).tensor("w", {8, (1ull << 59) + 1}, 0, 0).pad().data(64);
+  expect_bad(g, {"'w'", "more bytes than 64 bits count"});
+  RawGguf h;
+  h.header(3, 1, 0).tensor("w", {8, 1ull << 40}, 0, 0).pad().data(64);
+  expect_bad(h, {"'w'", "needs 35184372088832 bytes"});
+}
+
 TEST(GgufMalformed, DuplicateTensor) {
   RawGguf g;
   g.header(3, 2, 0).tensor("w", {1}, 0, 0).tensor("w", {1}, 0, 32).pad().data(64);

@@ -1,6 +1,7 @@
 #include "qz/io/gguf.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <cstring>
 #include <limits>
@@ -205,9 +206,13 @@ uint64_t ggml_tensor_nbytes(GgmlType type, std::span<const uint64_t> ne) {
   if (ne.empty() || ne[0] % tr.block_size != 0)
     throw std::invalid_argument(fmt::format("row length is not a multiple of the {} block size {}", tr.name,
                                             tr.block_size));
-  uint64_t rows = 1;
-  for (size_t i = 1; i < ne.size(); ++i) rows *= ne[i];
-  return rows * (ne[0] / tr.block_size) * tr.type_size;
+  // Checked: sizes come from files (a GGUF's dimensions), and a product that wraps would pass every later check.
+  uint64_t bytes = (ne[0] / tr.block_size);
+  if (__builtin_mul_overflow(bytes, static_cast<uint64_t>(tr.type_size), &bytes))
+    throw std::overflow_error("tensor byte size overflows 64 bits");
+  for (size_t i = 1; i < ne.size(); ++i)
+    if (__builtin_mul_overflow(bytes, ne[i], &bytes)) throw std::overflow_error("tensor byte size overflows 64 bits");
+  return bytes;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -368,8 +373,19 @@ GgufFile::GgufFile(const std::filesystem::path& path) : map_(path) {
     if (t.ne[0] % traits->block_size != 0)
       throw InputError(fmt::format("{}: tensor '{}': row length {} is not a multiple of the {} block size {}", file,
                                    t.name, t.ne[0], traits->name, traits->block_size));
-    t.nbytes = ggml_tensor_nbytes(t.type, t.ne);
+    try {
+      t.nbytes = ggml_tensor_nbytes(t.type, t.ne);
+    } catch (const std::overflow_error&) {
+      throw InputError(fmt::format("{}: tensor '{}': shape [{}] of {} has more bytes than 64 bits count", file, t.name,
+                                   fmt::join(t.ne, ", "), traits->name));
+    }
+    if (t.nbytes > map_.size())
+      throw InputError(fmt::format("{}: truncated or malformed: tensor '{}' of shape [{}] ({}) needs {} bytes but the file has {}", file, t.name,
+                                   fmt::join(t.ne, ", "), traits->name, t.nbytes, map_.size()));
     t.offset = c.get<uint64_t>("tensor offset");
+    if (t.offset > map_.size())
+      throw InputError(fmt::format("{}: tensor '{}': offset {} is beyond the file's {} bytes", file, t.name, t.offset,
+                                   map_.size()));
     if (t.offset % alignment_ != 0)
       throw InputError(fmt::format("{}: tensor '{}': offset {} is not aligned to {}", file, t.name, t.offset,
                                    alignment_));
