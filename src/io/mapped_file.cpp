@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "qz/core/error.hpp"
+#include "qz/io/fault_cleanup.hpp"
 
 namespace qz {
 
@@ -35,6 +36,7 @@ MappedFile::MappedFile(const std::filesystem::path& path) : path_(path) {
       throw InputError(path.string() + ": cannot map: " + std::strerror(err));
     }
     data_ = static_cast<const uint8_t*>(p);
+    slot_ = register_mapping(data_, size_, path.c_str());
   }
   ::close(fd);
 }
@@ -44,7 +46,8 @@ MappedFile::~MappedFile() { release(); }
 MappedFile::MappedFile(MappedFile&& other) noexcept
     : path_(std::move(other.path_)),
       data_(std::exchange(other.data_, nullptr)),
-      size_(std::exchange(other.size_, 0)) {}
+      size_(std::exchange(other.size_, 0)),
+      slot_(std::exchange(other.slot_, -1)) {}
 
 MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
   if (this != &other) {
@@ -52,11 +55,14 @@ MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
     path_ = std::move(other.path_);
     data_ = std::exchange(other.data_, nullptr);
     size_ = std::exchange(other.size_, 0);
+    slot_ = std::exchange(other.slot_, -1);
   }
   return *this;
 }
 
 void MappedFile::release() noexcept {
+  unregister_mapping(slot_);
+  slot_ = -1;
   if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), size_);
   data_ = nullptr;
   size_ = 0;

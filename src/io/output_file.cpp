@@ -1,10 +1,12 @@
 #include "qz/io/output_file.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -13,6 +15,7 @@
 #include <fmt/format.h>
 
 #include "qz/core/error.hpp"
+#include "qz/io/fault_cleanup.hpp"
 
 namespace qz {
 
@@ -44,9 +47,15 @@ OutputFile::OutputFile(fs::path dest, bool overwrite) : dest_(std::move(dest)) {
     throw UsageError(dest_.string() + ": output exists; pass --force to overwrite it");
   const fs::path dir = dest_.has_parent_path() ? dest_.parent_path() : fs::path(".");
   if (!fs::is_directory(dir, ec)) throw UsageError(dest_.string() + ": output directory does not exist");
-  std::string leaf = ".";
-  leaf += dest_.filename().string();
-  leaf += ".tmp.XXXXXX";
+  // Stale temporaries of this output from runs that were killed: their process is gone.
+  const std::string stem = "." + dest_.filename().string() + ".tmp.";
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string n = e.path().filename().string();
+    if (!n.starts_with(stem)) continue;
+    const long pid = std::strtol(n.c_str() + stem.size(), nullptr, 10);
+    if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) fs::remove(e.path(), ec);
+  }
+  std::string leaf = stem + std::to_string(::getpid()) + ".XXXXXX";
   const std::string pattern = (dir / leaf).string();
   std::vector<char> buf(pattern.begin(), pattern.end());
   buf.push_back('\0');
@@ -54,6 +63,7 @@ OutputFile::OutputFile(fs::path dest, bool overwrite) : dest_(std::move(dest)) {
   if (fd < 0) throw std::runtime_error(dest_.string() + ": cannot create temporary file: " + std::strerror(errno));
   ::fchmod(fd, 0644);
   tmp_ = buf.data();
+  slot_ = register_temporary(tmp_.c_str());
   file_ = ::fdopen(fd, "wb");
   if (file_ == nullptr) {
     ::close(fd);
@@ -64,6 +74,7 @@ OutputFile::OutputFile(fs::path dest, bool overwrite) : dest_(std::move(dest)) {
 }
 
 OutputFile::~OutputFile() {
+  unregister_temporary(slot_);
   if (file_ != nullptr) std::fclose(file_);
   if (!committed_ && !tmp_.empty()) {
     std::error_code ec;
@@ -99,6 +110,8 @@ void OutputFile::commit() {
   fs::rename(tmp_, dest_, ec);
   if (ec) throw std::runtime_error(dest_.string() + ": cannot rename temporary file into place: " + ec.message());
   committed_ = true;
+  unregister_temporary(slot_);
+  slot_ = -1;
 }
 
 }  // namespace qz

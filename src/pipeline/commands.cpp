@@ -13,6 +13,7 @@
 #include "qz/calibration/statistics.hpp"
 #include "qz/core/error.hpp"
 #include "qz/formats/format_table.hpp"
+#include "qz/io/fault_cleanup.hpp"
 #include "qz/io/imatrix.hpp"
 #include "qz/io/output_file.hpp"
 #include "qz/model/text_tokenizer.hpp"
@@ -163,6 +164,8 @@ BlockInput block_input_of(TensorRole r) {
 }
 
 }  // namespace
+
+void install_fault_handlers_for_cli() { install_fault_handlers(); }
 
 void check_not_llama_quantize_form(const std::vector<std::string>& inputs, bool has_output) {
   auto is_type = [](const std::string& a) { return find_mix(a) != nullptr || find_format(a, 256) != nullptr; };

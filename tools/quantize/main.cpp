@@ -165,6 +165,7 @@ int handle_make_demo(const DemoArgs& a, const Verbosity& v) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  qz::install_fault_handlers_for_cli();
   auto log = spdlog::stderr_color_mt("quantize");
   spdlog::set_default_logger(log);
   spdlog::set_pattern("%^%l%$: %v");

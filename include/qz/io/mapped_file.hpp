@@ -29,6 +29,7 @@ class MappedFile {
   std::filesystem::path path_;
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
+  int slot_ = -1;  // fault_cleanup.hpp
 };
 
 }  // namespace qz

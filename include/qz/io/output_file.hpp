@@ -1,4 +1,6 @@
-// An output written to a temporary file beside its destination and renamed into place only on commit().
+// An output written to a temporary file beside its destination (`.NAME.tmp.PID.XXXXXX`) and renamed into place only
+// on commit(). Stale temporaries of the same output whose process is gone (kill -9) are removed when a new one is
+// made; a signal removes the live ones (fault_cleanup.hpp).
 // Destroyed without commit() (an exception, a failed write), it removes the temporary file: nothing is left at
 // the output path and an existing file there is untouched.
 #pragma once
@@ -42,6 +44,7 @@ class OutputFile {
   std::FILE* file_ = nullptr;
   uint64_t written_ = 0;
   bool committed_ = false;
+  int slot_ = -1;  // fault_cleanup.hpp
 };
 
 }  // namespace qz

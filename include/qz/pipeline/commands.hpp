@@ -49,6 +49,10 @@ struct QuantizeEvents {
 // the report (the plan's report for a dry run). UsageError / InputError say what is wrong and leave nothing behind.
 Report run_quantize(const QuantizeJob& job, const QuantizeEvents& events = {});
 
+// Signals remove the temporary outputs (exit 128 + signal) and an input truncated while it is read is an error
+// naming it (io/fault_cleanup.hpp). Called once at start.
+void install_fault_handlers_for_cli();
+
 // Throws UsageError with a pointer to -o / --type when `inputs` look like llama-quantize's positional form
 // (`quantize IN.gguf OUT.gguf Q4_K_M 4`): an input after the first that names a type and is not a file.
 void check_not_llama_quantize_form(const std::vector<std::string>& inputs, bool has_output);
