@@ -430,6 +430,17 @@ TEST(CliEval, PerplexityOfACheckpointAndItsQuantizedFileWithClearErrors) {
   for (int i = 0; i < 200; ++i) text += "the cat sat on the mat and looked at the dog. ";
   std::ofstream(dir / "t.txt") << text;
   EXPECT_EQ(quantize("eval " + demo + " --text " + (dir / "t.txt").string() + " --ctx 64 -q").code, 0);
+  // A GGUF alone (no tokenizer files beside it) encodes text with its own vocabulary: the same perplexity.
+  fs::create_directories(dir / "alone");
+  fs::copy_file(dir / "q.gguf", dir / "alone" / "q.gguf");
+  const Result from_gguf = quantize_stdout("eval " + (dir / "alone" / "q.gguf").string() + " --text " +
+                                               (dir / "t.txt").string() + " --ctx 64 --json -", dir / "err2.txt", &err);
+  const Result from_dir = quantize_stdout("eval " + (dir / "q.gguf").string() + " --tokenizer " + demo + " --text " +
+                                              (dir / "t.txt").string() + " --ctx 64 --json -", dir / "err3.txt", &err);
+  ASSERT_EQ(from_gguf.code, 0) << from_gguf.output;
+  ASSERT_EQ(from_dir.code, 0) << from_dir.output;
+  EXPECT_EQ(nlohmann::json::parse(from_gguf.output)["ppl"], nlohmann::json::parse(from_dir.output)["ppl"]);
+  EXPECT_EQ(nlohmann::json::parse(from_gguf.output)["tokens"], nlohmann::json::parse(from_dir.output)["tokens"]);
   // Bad input: too few tokens, ids outside the vocabulary, a context longer than the model's, no text at all.
   std::ofstream(dir / "short.json") << "[1, 2, 3]";
   Result bad = quantize("eval " + demo + " --tokens " + (dir / "short.json").string() + " --ctx 64");

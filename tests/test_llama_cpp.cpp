@@ -14,6 +14,7 @@
 #include <iterator>
 #include <nlohmann/json.hpp>
 
+#include "qz/io/gguf.hpp"
 #include "qz/model/architecture.hpp"
 #include "qz/model/demo_checkpoint.hpp"
 #include "qz/pipeline/awq_pass.hpp"
@@ -225,6 +226,14 @@ TEST_F(LlamaCpp, TextEncodingMatchesLlamaCppsTokenizerOnOurGguf) {
     const auto ours = open_text_tokenizer(m)->encode(kMixedText);
     EXPECT_GT(ours.size(), 40u);
     EXPECT_EQ(ours, theirs);
+    // The GGUF's own vocabulary, as the file stores it (SentencePiece kinds: "llama"), encodes the same.
+    const GgufValue* kind = GgufFile(out).find("tokenizer.ggml.model");
+    ASSERT_NE(kind, nullptr);
+    if (*kind->get_if<std::string>() == "llama") {
+      const auto tok = open_gguf_tokenizer(out);
+      EXPECT_EQ(tok->encode(kMixedText), theirs) << "from the GGUF's vocabulary";
+      EXPECT_TRUE(tok->bos.has_value());
+    }
   }
 }
 

@@ -4,6 +4,7 @@
 #include <sentencepiece_processor.h>
 
 #include "qz/core/error.hpp"
+#include "qz/io/gguf.hpp"
 #include "qz/model/tokenizer.hpp"
 
 namespace qz {
@@ -18,6 +19,11 @@ class SentencePieceTokenizer final : public TextTokenizer {
     const auto status = sp_.Load(file.string());
     if (!status.ok())
       throw InputError(fmt::format("{}: SentencePiece cannot load this model: {}", file.string(), status.ToString()));
+  }
+  SentencePieceTokenizer(const std::string& model_proto, const fs::path& from) : file_(from) {
+    const auto status = sp_.LoadFromSerializedProto(model_proto);
+    if (!status.ok())
+      throw InputError(fmt::format("{}: SentencePiece cannot load its vocabulary: {}", from.string(), status.ToString()));
   }
   std::vector<int32_t> encode(const std::string& text) const override {
     std::vector<int> ids;
@@ -45,6 +51,52 @@ std::vector<int32_t> TextTokenizer::encode_for_model(const std::string& text) co
 
 std::unique_ptr<TextTokenizer> make_sentencepiece_tokenizer(const fs::path& tokenizer_model) {
   return std::make_unique<SentencePieceTokenizer>(tokenizer_model);
+}
+
+std::unique_ptr<TextTokenizer> open_gguf_tokenizer(const fs::path& gguf) {
+  const GgufFile f(gguf);
+  auto str = [&](const char* key) -> std::string {
+    const GgufValue* v = f.find(key);
+    return v && v->get_if<std::string>() ? *v->get_if<std::string>() : std::string();
+  };
+  const std::string model = str("tokenizer.ggml.model");
+  if (model != "llama")
+    throw UsageError(fmt::format("{}: its vocabulary ({}) does not encode text here yet (only llama.cpp's SentencePiece "
+                                 "vocabulary, \"llama\", does): give --tokenizer CHECKPOINT_DIR or --tokens FILE",
+                                 gguf.string(), model.empty() ? "none" : model));
+  // An array of one element type, as values of type T; empty when the key is absent.
+  auto array_of = [&]<typename T>(const char* key, T) {
+    std::vector<T> out;
+    const GgufValue* v = f.find(key);
+    if (v == nullptr) return out;
+    const GgufArray* a = v->get_if<GgufArray>();
+    if (a == nullptr) throw InputError(fmt::format("{}: {} is not an array", gguf.string(), key));
+    for (const auto& item : a->items) {
+      const T* x = item.get_if<T>();
+      if (x == nullptr) throw InputError(fmt::format("{}: {} holds a value of the wrong type", gguf.string(), key));
+      out.push_back(*x);
+    }
+    return out;
+  };
+  const auto tv = array_of("tokenizer.ggml.tokens", std::string());
+  const auto sv = array_of("tokenizer.ggml.scores", 0.0f);
+  const auto yv = array_of("tokenizer.ggml.token_type", int32_t{0});
+  if (tv.empty()) throw InputError(gguf.string() + ": tokenizer.ggml.tokens is missing or empty");
+  if ((!sv.empty() && sv.size() != tv.size()) || (!yv.empty() && yv.size() != tv.size()))
+    throw InputError(gguf.string() + ": tokenizer.ggml.scores / token_type do not have one entry per token");
+  std::vector<SentencePiece> pieces;
+  for (size_t i = 0; i < tv.size(); ++i)
+    pieces.push_back({tv[i], sv.empty() ? 0.0f : sv[i], yv.empty() ? 1 : yv[i]});
+  bool dummy = true;
+  if (const GgufValue* v = f.find("tokenizer.ggml.add_space_prefix"))
+    if (const auto* b = v->get_if<bool>()) dummy = *b;
+  auto t = std::make_unique<SentencePieceTokenizer>(sentencepiece_model_bytes(pieces, dummy), gguf);
+  if (const GgufValue* v = f.find("tokenizer.ggml.bos_token_id"))
+    if (const auto* id = v->get_if<uint32_t>()) t->bos = static_cast<int32_t>(*id);
+  t->add_bos = true;  // llama.cpp's default for SentencePiece vocabularies
+  if (const GgufValue* v = f.find("tokenizer.ggml.add_bos_token"))
+    if (const auto* b = v->get_if<bool>()) t->add_bos = *b;
+  return t;
 }
 
 std::unique_ptr<TextTokenizer> open_text_tokenizer(const fs::path& dir) {

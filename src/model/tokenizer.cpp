@@ -171,6 +171,13 @@ std::vector<SentencePiece> read_sentencepiece(const fs::path& file, bool* add_du
 }
 
 void write_sentencepiece(const fs::path& file, const std::vector<SentencePiece>& pieces) {
+  const std::string out = sentencepiece_model_bytes(pieces, true);
+  OutputFile o(file, true);
+  o.write(out.data(), out.size());
+  o.commit();
+}
+
+std::string sentencepiece_model_bytes(const std::vector<SentencePiece>& pieces, bool add_dummy_prefix) {
   std::string out;
   for (const auto& sp : pieces) {
     std::string msg;
@@ -202,16 +209,14 @@ void write_sentencepiece(const fs::path& file, const std::vector<SentencePiece>&
   put_varint(norm, (1 << 3) | 2);
   put_varint(norm, 8);
   norm += "identity";
-  for (const auto& [field, value] : {std::pair{3, 1}, std::pair{4, 0}, std::pair{5, 1}}) {
+  for (const auto& [field, value] : {std::pair{3, add_dummy_prefix ? 1 : 0}, std::pair{4, 0}, std::pair{5, 1}}) {
     put_varint(norm, static_cast<uint64_t>(field) << 3);
     put_varint(norm, static_cast<uint64_t>(value));
   }
   put_varint(out, (3 << 3) | 2);
   put_varint(out, norm.size());
   out += norm;
-  OutputFile o(file, true);
-  o.write(out.data(), out.size());
-  o.commit();
+  return out;
 }
 
 namespace {

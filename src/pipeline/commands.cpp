@@ -117,13 +117,28 @@ bool calib_is_text(const std::vector<fs::path>& calib) {
   return text != 0;
 }
 
+// The tokenizer of a model: `explicit_dir`'s when given; a GGUF model's own SentencePiece vocabulary; else the
+// tokenizer files of the checkpoint (or beside the GGUF).
+std::unique_ptr<TextTokenizer> model_tokenizer(const fs::path& model, const fs::path& explicit_dir = {}) {
+  if (!explicit_dir.empty()) return open_text_tokenizer(explicit_dir);
+  const fs::path dir = model_dir(model);
+  const bool files = fs::exists(dir / "tokenizer.model") || fs::exists(dir / "tokenizer.json");
+  if (model.extension() == ".gguf") {
+    const GgufFile g(model);
+    const GgufValue* kind = g.find("tokenizer.ggml.model");
+    const bool llama = kind && kind->get_if<std::string>() && *kind->get_if<std::string>() == "llama";
+    if (llama || !files) return open_gguf_tokenizer(model);
+  }
+  return open_text_tokenizer(dir);
+}
+
 // The tokenizer (when the files need one) and BOS of the model at `dir`.
 std::optional<int32_t> bos_and_tokenizer(const fs::path& model, const std::vector<fs::path>& calib,
                                          std::unique_ptr<TextTokenizer>* tok) {
   bool needs = false;
   for (const auto& f : calib) needs |= calibration_kind(f) != CalibKind::JsonTokens;
   const fs::path dir = model_dir(model);
-  if (needs || fs::exists(dir / "tokenizer.model") || fs::exists(dir / "tokenizer.json")) *tok = open_text_tokenizer(dir);
+  if (needs || fs::exists(dir / "tokenizer.model") || fs::exists(dir / "tokenizer.json")) *tok = model_tokenizer(model);
   if (*tok) return (*tok)->add_bos ? (*tok)->bos : std::nullopt;
   return model_bos(model);
 }
@@ -337,8 +352,7 @@ TokenizeResult run_tokenize(const fs::path& model, const fs::path& text_file) {
   std::ifstream f(text_file, std::ios::binary);
   if (!f) throw InputError(text_file.string() + ": cannot read the text");
   const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  const fs::path dir = fs::is_directory(model) ? model : model.parent_path();
-  const auto tok = open_text_tokenizer(dir);
+  const auto tok = model_tokenizer(model);
   TokenizeResult r;
   r.ids = tok->encode_for_model(text);
   for (const int32_t id : r.ids) r.pieces.push_back(tok->piece(id));
@@ -385,12 +399,7 @@ EvalResult run_eval(const EvalJob& job, const std::function<void(size_t, size_t,
     if (!f) throw InputError(job.text.string() + ": cannot read the text");
     std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
     if (!text.empty() && text.back() == '\n') text.pop_back();  // as llama-perplexity reads -f
-    const fs::path dir = !job.tokenizer.empty() ? job.tokenizer : weights->tokenizer_dir();
-    if (!fs::exists(dir / "tokenizer.model") && !fs::exists(dir / "tokenizer.json"))
-      throw UsageError(fmt::format("{}: no tokenizer to encode --text with (a GGUF file's own vocabulary does not "
-                                   "encode text yet): give --tokenizer CHECKPOINT_DIR or --tokens FILE",
-                                   dir.string()));
-    tokens = open_text_tokenizer(dir)->encode_for_model(text);
+    tokens = model_tokenizer(job.model, job.tokenizer)->encode_for_model(text);
   }
   for (const int32_t t : tokens)
     if (t < 0 || static_cast<uint32_t>(t) >= m.vocab_size)

@@ -37,4 +37,9 @@ std::unique_ptr<TextTokenizer> make_bpe_tokenizer(const std::filesystem::path& t
 // when the directory has no tokenizer the engine encodes.
 std::unique_ptr<TextTokenizer> open_text_tokenizer(const std::filesystem::path& dir);
 
+// The tokenizer a GGUF model file carries: llama.cpp's SentencePiece vocabulary (tokenizer.ggml.model = llama:
+// tokens, scores, types, add_space_prefix, BOS) run through libsentencepiece. Throws UsageError for other
+// vocabularies (gpt2: not yet), InputError for malformed keys.
+std::unique_ptr<TextTokenizer> open_gguf_tokenizer(const std::filesystem::path& gguf);
+
 }  // namespace qz

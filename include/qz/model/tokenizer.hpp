@@ -41,6 +41,8 @@ std::vector<SentencePiece> read_sentencepiece(const std::filesystem::path& file,
 // A SentencePiece model of these pieces: BPE with byte fallback and the identity normalizer with a dummy prefix,
 // as llama.cpp's SentencePiece vocabularies are (the demo checkpoint's tokenizer.model).
 void write_sentencepiece(const std::filesystem::path& file, const std::vector<SentencePiece>& pieces);
+// The same model as bytes (a serialized ModelProto), with or without SentencePiece's dummy prefix.
+std::string sentencepiece_model_bytes(const std::vector<SentencePiece>& pieces, bool add_dummy_prefix);
 
 // Reads the tokenizer of a checkpoint directory; nullopt when it has neither tokenizer.model nor tokenizer.json.
 // `vocab_size` (from config.json, 0 if unknown) pads the token list the way llama.cpp's converter does.
