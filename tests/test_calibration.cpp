@@ -29,12 +29,6 @@ namespace fs = std::filesystem;
 
 void write(const fs::path& p, const std::string& s) { std::ofstream(p, std::ios::binary) << s; }
 
-std::vector<int32_t> some_tokens(size_t n, uint32_t seed, size_t vocab) {
-  std::vector<int32_t> t;
-  for (size_t i = 0; i < n; ++i) t.push_back(static_cast<int32_t>((seed * 131 + i * 37 + i * i * 7) % vocab));
-  return t;
-}
-
 TEST(CalibrationKind, IsDecidedByTheFile) {
   test::TempDir dir;
   write(dir / "a.txt", "hello");
@@ -127,7 +121,7 @@ TEST(CalibrationSamples, DisjointWindowsWithBosFirstTheSameForTheSameSeed) {
 }
 
 TEST(CalibrationSamples, FewerTokensThanAskedUsesThemAllAndSaysSo) {
-  const std::vector<std::vector<int32_t>> docs = {some_tokens(100, 1, 500)};
+  const std::vector<std::vector<int32_t>> docs = {test::some_tokens(100, 1, 500)};
   CalibSampling how;
   how.samples = 8;
   how.seqlen = 41;
@@ -187,7 +181,7 @@ TEST_P(BlockByBlockPass, EachGroupSeesTheInputsOfTheModelWithEveryEarlierGroupRe
   const Checkpoint ck = Checkpoint::open(dir / "demo");
   const ModelConfig m = parse_model_config(*ck.config(), "config.json", "demo");
   const auto weights = ModelWeights::open(dir / "demo");
-  const std::vector<std::vector<int32_t>> windows = {some_tokens(9, 1, 512), some_tokens(6, 2, 512), some_tokens(11, 3, 512)};
+  const std::vector<std::vector<int32_t>> windows = {test::some_tokens(9, 1, 512), test::some_tokens(6, 2, 512), test::some_tokens(11, 3, 512)};
   for (const bool float_inputs : {false, true}) {
     Recorder rec;
     rec.model = weights.get();
@@ -234,7 +228,7 @@ TEST(BlockByBlockPass, Bf16StatesStayCloseAndTheStatisticsDoNotDependOnTheThread
   test::TempDir dir;
   write_demo_checkpoint(dir / "demo");
   const auto weights = ModelWeights::open(dir / "demo");
-  const std::vector<std::vector<int32_t>> windows = {some_tokens(30, 1, 512), some_tokens(20, 2, 512)};
+  const std::vector<std::vector<int32_t>> windows = {test::some_tokens(30, 1, 512), test::some_tokens(20, 2, 512)};
   auto run = [&](unsigned threads, bool bf16) {
     Recorder rec;
     rec.model = weights.get();
@@ -261,7 +255,7 @@ TEST(BlockByBlockPass, Bf16StatesStayCloseAndTheStatisticsDoNotDependOnTheThread
 }
 
 TEST(ImatrixFromText, ChunksAsLlamaImatrixAndSumsSquaredInputsOfEveryToken) {
-  const std::vector<int32_t> stream = some_tokens(50, 4, 512);
+  const std::vector<int32_t> stream = test::some_tokens(50, 4, 512);
   EXPECT_THROW(imatrix_chunks(stream, 26, 0, 1), InputError);  // fewer than 2 x ctx
   const auto chunks = imatrix_chunks(stream, 16, 0, 1);
   ASSERT_EQ(chunks.size(), 3u);  // 50 / 16, the tail dropped
@@ -307,7 +301,7 @@ TEST(EngineAwqActivations, ModuleLossIsTheAttentionOrMlpOutputErrorOfTheReferenc
   const Checkpoint ck = Checkpoint::open(dir / "demo");
   const ModelConfig m = parse_model_config(*ck.config(), "config.json", "demo");
   const auto weights = ModelWeights::open(dir / "demo");
-  const std::vector<std::vector<int32_t>> windows = {some_tokens(12, 1, 512), some_tokens(9, 2, 512), some_tokens(30, 3, 512)};
+  const std::vector<std::vector<int32_t>> windows = {test::some_tokens(12, 1, 512), test::some_tokens(9, 2, 512), test::some_tokens(30, 3, 512)};
   EngineAwqActivations acts(*weights, windows, 20, 2);  // the first two windows hold 21 >= 20 tokens
   EXPECT_EQ(acts.module_tokens(), 21u);
   const uint32_t l = m.block_count - 1;  // a block whose inputs come from the float blocks before it

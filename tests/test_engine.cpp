@@ -31,12 +31,6 @@ double relative_rms(const std::vector<float>& ours, const std::vector<std::vecto
   return std::sqrt(num / den);
 }
 
-std::vector<int32_t> some_tokens(size_t n, uint32_t seed, size_t vocab) {
-  std::vector<int32_t> t;
-  for (size_t i = 0; i < n; ++i) t.push_back(static_cast<int32_t>((seed * 131 + i * 37 + i * i * 7) % vocab));
-  return t;
-}
-
 class Engine : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(Engine, MatchesTheReferenceForwardPassFromTheCheckpointAndFromItsGguf) {
@@ -46,7 +40,7 @@ TEST_P(Engine, MatchesTheReferenceForwardPassFromTheCheckpointAndFromItsGguf) {
   write_demo_checkpoint(dir / "demo", c);
   const Checkpoint ck = Checkpoint::open(dir / "demo");
   const ModelConfig m = parse_model_config(*ck.config(), "config.json", "demo");
-  const std::vector<int32_t> a = some_tokens(19, 1, 512), b = some_tokens(7, 2, 512);
+  const std::vector<int32_t> a = test::some_tokens(19, 1, 512), b = test::some_tokens(7, 2, 512);
   const auto ref_a = test::reference_logits(ck, m, std::vector<int>(a.begin(), a.end()));
   const auto ref_b = test::reference_logits(ck, m, std::vector<int>(b.begin(), b.end()));
   const auto weights = ModelWeights::open(dir / "demo");
@@ -81,7 +75,7 @@ TEST(EngineRope, Llama3ScalingFromTheCheckpointAndFromRopeFreqsInItsGguf) {
   const Checkpoint ck = Checkpoint::open(dir / "l3");
   const ModelConfig m = parse_model_config(*ck.config(), "config.json", "l3");
   ASSERT_FALSE(m.rope_freq_factors.empty());
-  const std::vector<int32_t> a = some_tokens(40, 4, 512);
+  const std::vector<int32_t> a = test::some_tokens(40, 4, 512);
   const auto ref = test::reference_logits(ck, m, std::vector<int>(a.begin(), a.end()));
   const auto weights = ModelWeights::open(dir / "l3");
   const auto out = Transformer(*weights, 2).logits({a})[0];
@@ -102,7 +96,7 @@ TEST(EnginePerplexity, ScoresTheSecondHalfOfEachChunkWithBosFirst) {
   write_demo_checkpoint(dir / "demo");
   const auto weights = ModelWeights::open(dir / "demo");
   const Transformer model(*weights, 2);
-  const std::vector<int32_t> tokens = some_tokens(70, 3, 512);  // 4 chunks of 16, 6 tokens left over
+  const std::vector<int32_t> tokens = test::some_tokens(70, 3, 512);  // 4 chunks of 16, 6 tokens left over
   PerplexityOptions o;
   o.ctx = 16;
   o.bos = 1;
@@ -135,7 +129,7 @@ TEST(EnginePerplexity, ScoresTheSecondHalfOfEachChunkWithBosFirst) {
   EXPECT_NEAR(self.kl->mean, 0.0, 1e-9);
   EXPECT_DOUBLE_EQ(self.kl->top1_agreement, 1.0);
   // Too short a text, and token ids outside the vocabulary, are errors.
-  EXPECT_THROW(perplexity(model, some_tokens(31, 1, 512), o), InputError);
+  EXPECT_THROW(perplexity(model, test::some_tokens(31, 1, 512), o), InputError);
   EXPECT_THROW(model.logits({{1, 512}}), InputError);
 }
 
@@ -150,7 +144,7 @@ TEST(EngineBlocks, InputsEachLinearSawMatchTheReferenceCapture) {
   write_demo_checkpoint(dir / "demo");
   const Checkpoint ck = Checkpoint::open(dir / "demo");
   const ModelConfig m = parse_model_config(*ck.config(), "config.json", "demo");
-  const std::vector<int32_t> a = some_tokens(11, 5, 512);
+  const std::vector<int32_t> a = test::some_tokens(11, 5, 512);
   std::map<std::string, std::vector<double>> ref;  // module -> concatenated inputs
   test::reference_logits(ck, m, std::vector<int>(a.begin(), a.end()), [&](const std::string& module, const test::Vec& x) {
     auto& r = ref[module];

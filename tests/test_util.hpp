@@ -84,4 +84,11 @@ void expect_error(Fn&& fn, const std::vector<std::string>& parts) {
   }
 }
 
+// A deterministic token sequence of n ids below `vocab` (different for each seed), for forward passes.
+inline std::vector<int32_t> some_tokens(size_t n, uint32_t seed, size_t vocab) {
+  std::vector<int32_t> t;
+  for (size_t i = 0; i < n; ++i) t.push_back(static_cast<int32_t>((seed * 131 + i * 37 + i * i * 7) % vocab));
+  return t;
+}
+
 }  // namespace qz::test

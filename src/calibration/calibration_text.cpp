@@ -54,10 +54,18 @@ std::string calib_kind_name(CalibKind k) {
   return "?";
 }
 
-CalibKind calibration_kind(const fs::path& file) {
+bool is_text_calibration(const fs::path& file) {
   const std::string ext = file.extension().string();
-  if (ext == ".safetensors") return CalibKind::Activations;
-  if (ext == ".txt" || ext == ".text" || ext == ".md") return CalibKind::Text;
+  if (ext == ".safetensors") return false;
+  if (ext == ".txt" || ext == ".text" || ext == ".md" || ext == ".jsonl" || ext == ".json") return true;
+  throw UsageError(fmt::format("--calib {}: unknown kind of file '{}': give activations (.safetensors), text (.txt), "
+                               "JSON lines with a \"text\" field (.jsonl), or a .json list of strings or token-id lists",
+                               file.string(), ext));
+}
+
+CalibKind calibration_kind(const fs::path& file) {
+  if (!is_text_calibration(file)) return CalibKind::Activations;
+  const std::string ext = file.extension().string();
   if (ext == ".jsonl") return CalibKind::JsonLines;
   if (ext == ".json") {
     const json j = parse_json(read_all(file), file, "");
@@ -68,14 +76,17 @@ CalibKind calibration_kind(const fs::path& file) {
     throw InputError(fmt::format("{}: element 0 is a JSON {}: expected a string or a list of token ids", file.string(),
                                  j.front().type_name()));
   }
-  throw UsageError(fmt::format("--calib {}: unknown kind of file '{}': give activations (.safetensors), text (.txt), "
-                               "JSON lines with a \"text\" field (.jsonl), or a .json list of strings or token-id lists",
-                               file.string(), ext));
+  return CalibKind::Text;
 }
 
 std::vector<std::vector<int32_t>> read_calibration_documents(const fs::path& file, const TextTokenizer* tokenizer,
                                                              std::optional<int32_t> bos, size_t vocab_size) {
-  const CalibKind kind = calibration_kind(file);
+  return read_calibration_documents(file, calibration_kind(file), tokenizer, bos, vocab_size);
+}
+
+std::vector<std::vector<int32_t>> read_calibration_documents(const fs::path& file, CalibKind kind,
+                                                             const TextTokenizer* tokenizer, std::optional<int32_t> bos,
+                                                             size_t vocab_size) {
   std::vector<std::vector<int32_t>> docs;
   const std::string bytes = read_all(file);
   switch (kind) {

@@ -64,41 +64,47 @@ void on_bus(int, siginfo_t* info, void*) {
 
 }  // namespace
 
-int register_temporary(const char* path) {
+namespace {
+
+// The first free slot of `claims`, now taken; -1 when all are.
+int claim_slot(std::atomic<bool>* claims) {
   for (int i = 0; i < kSlots; ++i) {
     bool expected = false;
-    if (!g_claim_temp[i].compare_exchange_strong(expected, true)) continue;
-    copy_path(g_temps[i].path, path);
-    g_temps[i].used.store(true, std::memory_order_release);
-    return i;
+    if (claims[i].compare_exchange_strong(expected, true)) return i;
   }
   return -1;
 }
 
-void unregister_temporary(int slot) {
+template <typename Slot>
+void release_slot(Slot* slots, std::atomic<bool>* claims, int slot) {
   if (slot < 0) return;
-  g_temps[slot].used.store(false, std::memory_order_release);
-  g_claim_temp[slot].store(false);
+  slots[slot].used.store(false, std::memory_order_release);
+  claims[slot].store(false);
 }
+
+}  // namespace
+
+int register_temporary(const char* path) {
+  const int i = claim_slot(g_claim_temp);
+  if (i < 0) return -1;
+  copy_path(g_temps[i].path, path);
+  g_temps[i].used.store(true, std::memory_order_release);
+  return i;
+}
+
+void unregister_temporary(int slot) { release_slot(g_temps, g_claim_temp, slot); }
 
 int register_mapping(const void* base, size_t size, const char* path) {
-  for (int i = 0; i < kSlots; ++i) {
-    bool expected = false;
-    if (!g_claim_map[i].compare_exchange_strong(expected, true)) continue;
-    g_maps[i].base = static_cast<const char*>(base);
-    g_maps[i].size = size;
-    copy_path(g_maps[i].path, path);
-    g_maps[i].used.store(true, std::memory_order_release);
-    return i;
-  }
-  return -1;
+  const int i = claim_slot(g_claim_map);
+  if (i < 0) return -1;
+  g_maps[i].base = static_cast<const char*>(base);
+  g_maps[i].size = size;
+  copy_path(g_maps[i].path, path);
+  g_maps[i].used.store(true, std::memory_order_release);
+  return i;
 }
 
-void unregister_mapping(int slot) {
-  if (slot < 0) return;
-  g_maps[slot].used.store(false, std::memory_order_release);
-  g_claim_map[slot].store(false);
-}
+void unregister_mapping(int slot) { release_slot(g_maps, g_claim_map, slot); }
 
 void install_fault_handlers() {
   struct sigaction stop {};

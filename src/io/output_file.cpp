@@ -35,20 +35,26 @@ void refuse_overwriting_inputs(const fs::path& output, const std::vector<fs::pat
                                    output.string(), in.string()));
 }
 
-OutputFile::OutputFile(fs::path dest, bool overwrite) : dest_(std::move(dest)) {
+void check_output_path(const fs::path& dest, bool overwrite) {
   std::error_code ec;
-  if (fs::is_directory(dest_, ec))
-    throw UsageError(dest_.string() + ": the output path is a directory: give a file name (-o DIR/NAME.gguf)");
-  const fs::file_status st = fs::status(dest_, ec);
+  if (fs::is_directory(dest, ec))
+    throw UsageError(dest.string() + ": the output path is a directory: give a file name (-o DIR/NAME.gguf)");
+  const fs::file_status st = fs::status(dest, ec);
   if (fs::exists(st) && !fs::is_regular_file(st))
-    throw UsageError(dest_.string() + ": the output path exists and is not a regular file (a device, pipe or socket): "
-                                      "refusing to replace it");
-  if (fs::exists(st) && !overwrite)
-    throw UsageError(dest_.string() + ": output exists; pass --force to overwrite it");
+    throw UsageError(dest.string() + ": the output path exists and is not a regular file (a device, pipe or socket): "
+                                     "refusing to replace it");
+  if (fs::exists(st) && !overwrite) throw UsageError(dest.string() + ": output exists; pass --force to overwrite it");
+}
+
+OutputFile::OutputFile(fs::path dest, bool overwrite) : dest_(std::move(dest)) {
+  check_output_path(dest_, overwrite);
+  std::error_code ec;
   const fs::path dir = dest_.has_parent_path() ? dest_.parent_path() : fs::path(".");
   if (!fs::is_directory(dir, ec)) throw UsageError(dest_.string() + ": output directory does not exist");
   // Stale temporaries of this output from runs that were killed: their process is gone.
-  const std::string stem = "." + dest_.filename().string() + ".tmp.";
+  std::string stem = ".";  // (built by appends: GCC 12 warns falsely on operator+ here, -Wrestrict)
+  stem += dest_.filename().string();
+  stem += ".tmp.";
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     const std::string n = e.path().filename().string();
     if (!n.starts_with(stem)) continue;

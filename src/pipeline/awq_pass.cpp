@@ -134,7 +134,10 @@ AwqReport apply_awq(Plan& plan, const AwqActivationSource& source, const AwqProg
           linears.push_back({weights.back().data(), t->rows, t->format});
         }
         const AwqModuleLoss module = modules ? modules(g.linears) : AwqModuleLoss{};
-        if (module) g.report.objective = g.linears.size() == 2 ? "MLP output" : "attention output";
+        if (module) {
+          const TensorRole role = classify_tensor(g.linears.front()->name).role;
+          g.report.objective = role == TensorRole::FfnGate || role == TensorRole::FfnUp ? "MLP output" : "attention output";
+        }
         const AwqScaleResult r = awq_search_scales(linears, g.act, cfg, module);
         g.report.alpha = r.alpha;
         g.report.loss = r.loss;

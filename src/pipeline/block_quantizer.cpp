@@ -14,8 +14,6 @@ BlockQuantizer::BlockQuantizer(const Plan& plan, const ModelWeights& model, cons
     for (const auto& g : linear_groups(l))
       for (const auto& n : g.weights)
         if (const auto it = index_.find(n); it != index_.end()) block_of_[it->second] = l;
-  for (const auto& t : plan.tensors)
-    if (t.gptq && !index_.count(t.name)) throw std::logic_error("BlockQuantizer: a GPTQ tensor the pass does not make");
   for (size_t i = 0; i < plan.tensors.size(); ++i)
     if (plan.tensors[i].gptq && !block_of_.count(i))
       throw InputError(fmt::format("tensor '{}': GPTQ from calibration text covers the decoder blocks' linears only",

@@ -89,15 +89,8 @@ std::vector<fs::path> files_read(const std::vector<fs::path>& inputs) {
 // Before anything is read: an output that is a directory, not a regular file, exists without --force, or is one of
 // the inputs (refused even with --force) is a usage error.
 void check_output(const fs::path& output, bool force, const std::vector<fs::path>& inputs) {
-  std::error_code ec;
-  if (fs::is_directory(output, ec))
-    throw UsageError(output.string() + ": the output path is a directory: give a file name (-o DIR/NAME.gguf)");
   refuse_overwriting_inputs(output, files_read(inputs));
-  const fs::file_status st = fs::status(output, ec);
-  if (fs::exists(st) && !fs::is_regular_file(st))
-    throw UsageError(output.string() + ": the output path exists and is not a regular file (a device, pipe or socket): "
-                                       "refusing to replace it");
-  if (fs::exists(st) && !force) throw UsageError(output.string() + ": output exists; pass --force to overwrite it");
+  check_output_path(output, force);
 }
 
 fs::path model_dir(const fs::path& input) { return fs::is_directory(input) ? input : input.parent_path(); }
@@ -111,7 +104,7 @@ struct TextCalibration {
 // Splits --calib into activation files and text files; a mix is a usage error.
 bool calib_is_text(const std::vector<fs::path>& calib) {
   size_t text = 0;
-  for (const auto& f : calib) text += calibration_kind(f) != CalibKind::Activations;
+  for (const auto& f : calib) text += is_text_calibration(f);
   if (text != 0 && text != calib.size())
     throw UsageError("--calib: give either activation files (.safetensors) or text files, not both");
   return text != 0;
@@ -132,28 +125,35 @@ std::unique_ptr<TextTokenizer> model_tokenizer(const fs::path& model, const fs::
   return open_text_tokenizer(dir);
 }
 
-// The tokenizer (when the files need one) and BOS of the model at `dir`.
-std::optional<int32_t> bos_and_tokenizer(const fs::path& model, const std::vector<fs::path>& calib,
+// The tokenizer (when files of these kinds need one) and BOS of the model at `dir`.
+std::optional<int32_t> bos_and_tokenizer(const fs::path& model, const std::vector<CalibKind>& kinds,
                                          std::unique_ptr<TextTokenizer>* tok) {
   bool needs = false;
-  for (const auto& f : calib) needs |= calibration_kind(f) != CalibKind::JsonTokens;
+  for (const CalibKind k : kinds) needs |= k != CalibKind::JsonTokens;
   const fs::path dir = model_dir(model);
   if (needs || fs::exists(dir / "tokenizer.model") || fs::exists(dir / "tokenizer.json")) *tok = model_tokenizer(model);
   if (*tok) return (*tok)->add_bos ? (*tok)->bos : std::nullopt;
   return model_bos(model);
 }
 
+std::vector<CalibKind> kinds_of(const std::vector<fs::path>& calib) {
+  std::vector<CalibKind> kinds;
+  for (const auto& f : calib) kinds.push_back(calibration_kind(f));
+  return kinds;
+}
+
 TextCalibration read_text_calibration(const QuantizeJob& job, const ModelConfig& m) {
+  const std::vector<CalibKind> kinds = kinds_of(job.calib);
   std::unique_ptr<TextTokenizer> tok;
-  const std::optional<int32_t> bos = bos_and_tokenizer(job.inputs.front(), job.calib, &tok);
+  const std::optional<int32_t> bos = bos_and_tokenizer(job.inputs.front(), kinds, &tok);
   std::vector<std::vector<int32_t>> docs;
   TextCalibration t;
-  t.use.kind = calib_kind_name(calibration_kind(job.calib.front()));
-  for (const auto& f : job.calib) {
-    auto d = read_calibration_documents(f, tok.get(), bos, m.vocab_size);
+  t.use.kind = calib_kind_name(kinds.front());
+  for (size_t i = 0; i < job.calib.size(); ++i) {
+    auto d = read_calibration_documents(job.calib[i], kinds[i], tok.get(), bos, m.vocab_size);
     docs.insert(docs.end(), std::make_move_iterator(d.begin()), std::make_move_iterator(d.end()));
-    t.use.files.push_back(f.filename().string());
-    if (calib_kind_name(calibration_kind(f)) != t.use.kind) t.use.kind = "mixed text";
+    t.use.files.push_back(job.calib[i].filename().string());
+    if (kinds[i] != kinds.front()) t.use.kind = "mixed text";
   }
   t.samples = draw_calibration_samples(docs, bos, job.sampling);
   for (const auto& s : t.samples.sequences)
@@ -326,11 +326,12 @@ ImatrixResult run_imatrix(const ImatrixJob& job) {
     if (job.calib.size() != 1) throw UsageError("imatrix reads one calibration text (as llama-imatrix's -f)");
     const auto weights = ModelWeights::open(job.model.extension() == ".gguf" ? job.model : model_dir(job.model));
     std::unique_ptr<TextTokenizer> tok;
-    const std::optional<int32_t> bos = bos_and_tokenizer(job.model, job.calib, &tok);
+    const std::vector<CalibKind> kinds = kinds_of(job.calib);
+    const std::optional<int32_t> bos = bos_and_tokenizer(job.model, kinds, &tok);
     // The text tokenized once, BOS first, as llama-imatrix reads -f.
     std::vector<int32_t> stream;
     if (bos) stream.push_back(*bos);
-    for (auto& d : read_calibration_documents(job.calib.front(), tok.get(), bos, weights->config().vocab_size))
+    for (auto& d : read_calibration_documents(job.calib.front(), kinds.front(), tok.get(), bos, weights->config().vocab_size))
       stream.insert(stream.end(), d.begin(), d.end());
     const auto windows = imatrix_chunks(stream, job.ctx, job.chunks, bos);
     m = imatrix_from_windows(*weights, windows, job.threads ? job.threads : hardware_threads(), job.progress);

@@ -3,8 +3,6 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include <cstdio>
-
 #include <algorithm>
 
 #include "qz/core/error.hpp"
@@ -207,18 +205,12 @@ void check_config_against_tensors(const Plan& plan, const Checkpoint& ckpt) {
                                  fmt::join(want, ", "), fmt::join(*got, ", "), ckpt.source().string()));
   };
   const uint64_t d = m.embedding_length, hd = m.head_dim;
-  if (const auto* e = shape_of("token_embd.weight")) {
+  if (const auto* e = shape_of("token_embd.weight"))  // (its rows against vocab_size: read_model, before any padding)
     if (e->size() != 2 || (*e)[1] != d)
       throw InputError(fmt::format("{}: hidden_size {} does not match token_embd.weight [{}] ({})", cfg, d, fmt::join(*e, ", "),
                                    ckpt.source().string()));
-    if (m.vocab_size && (*e)[0] != m.vocab_size)
-      throw InputError(fmt::format("{}: vocab_size {} does not match the {} rows of the token embeddings", cfg, m.vocab_size, (*e)[0]));
-  }
   uint32_t blocks = 0;
-  for (const auto& t : plan.tensors) {
-    unsigned b = 0;
-    if (std::sscanf(t.name.c_str(), "blk.%u.", &b) == 1) blocks = std::max(blocks, b + 1);
-  }
+  for (const auto& t : plan.tensors) blocks = std::max<uint32_t>(blocks, static_cast<uint32_t>(classify_tensor(t.name).layer + 1));
   if (blocks != m.block_count)
     throw InputError(fmt::format("{}: num_hidden_layers is {}, but the checkpoint has {} blocks", cfg, m.block_count, blocks));
   for (uint32_t l = 0; l < m.block_count; ++l) {
@@ -351,12 +343,9 @@ void add_rope_freqs(Plan& plan) {
 
 // Tensors outside the decoder blocks first, then block 0, 1, ... (each block's tensors in their checkpoint order).
 void put_in_block_order(Plan& plan) {
-  auto block = [](const TensorPlan& t) -> int64_t {
-    unsigned b = 0;
-    return std::sscanf(t.name.c_str(), "blk.%u.", &b) == 1 ? static_cast<int64_t>(b) : -1;
-  };
-  std::stable_sort(plan.tensors.begin(), plan.tensors.end(),
-                   [&](const TensorPlan& a, const TensorPlan& b) { return block(a) < block(b); });
+  std::stable_sort(plan.tensors.begin(), plan.tensors.end(), [](const TensorPlan& a, const TensorPlan& b) {
+    return classify_tensor(a.name).layer < classify_tensor(b.name).layer;
+  });
 }
 
 void add_sizes(Plan& plan) {

@@ -24,15 +24,22 @@ class TextTokenizer;
 enum class CalibKind { Activations, Text, JsonLines, JsonStrings, JsonTokens };
 // "activations", "text", "jsonl", "json strings", "json token ids".
 std::string calib_kind_name(CalibKind k);
-// By the file's extension, and for .json by its first element. Throws InputError naming the file for a .json that
-// is neither, UsageError for an extension none of the kinds has.
+// By the file's extension, and for .json by its first element (the file is read and parsed). Throws InputError naming
+// the file for a .json that is neither, UsageError for an extension none of the kinds has.
 CalibKind calibration_kind(const std::filesystem::path& file);
+// Whether the file is text of some kind rather than activations, by its extension alone (nothing is read); throws
+// UsageError as calibration_kind does for an unknown extension.
+bool is_text_calibration(const std::filesystem::path& file);
 
 // The documents of a text calibration file as token ids (without BOS). `tokenizer` encodes text kinds (it may be
 // null for token-id lists). Throws InputError naming the file (and line or element) for malformed content, an
 // empty file and, when vocab_size > 0, a token id outside the vocabulary.
 std::vector<std::vector<int32_t>> read_calibration_documents(const std::filesystem::path& file, const TextTokenizer* tokenizer,
                                                              std::optional<int32_t> bos, size_t vocab_size);
+// The same when the file's kind is already known (a .json is then parsed once).
+std::vector<std::vector<int32_t>> read_calibration_documents(const std::filesystem::path& file, CalibKind kind,
+                                                             const TextTokenizer* tokenizer, std::optional<int32_t> bos,
+                                                             size_t vocab_size);
 
 struct CalibSampling {
   size_t samples = 128;  // --calib-samples

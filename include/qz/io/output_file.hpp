@@ -20,6 +20,11 @@ bool same_file(const std::filesystem::path& a, const std::filesystem::path& b);
 // replaced.
 void refuse_overwriting_inputs(const std::filesystem::path& output, const std::vector<std::filesystem::path>& inputs);
 
+// Throws UsageError unless `dest` may be written: not a directory, not something other than a regular file (a
+// device such as /dev/full, a pipe, a socket), and not an existing file unless overwrite. Callers check early with it
+// (before any input is read); OutputFile checks again when it is made.
+void check_output_path(const std::filesystem::path& dest, bool overwrite);
+
 class OutputFile {
  public:
   // Refuses (UsageError) to replace an existing `dest` unless overwrite is true, and always to replace a directory or
