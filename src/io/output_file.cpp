@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -61,15 +62,27 @@ OutputFile::OutputFile(fs::path dest, bool overwrite) : dest_(std::move(dest)) {
     const long pid = std::strtol(n.c_str() + stem.size(), nullptr, 10);
     if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) fs::remove(e.path(), ec);
   }
-  std::string leaf = stem + std::to_string(::getpid()) + ".XXXXXX";
-  const std::string pattern = (dir / leaf).string();
-  std::vector<char> buf(pattern.begin(), pattern.end());
-  buf.push_back('\0');
-  const int fd = ::mkstemp(buf.data());
-  if (fd < 0) throw std::runtime_error(dest_.string() + ": cannot create temporary file: " + std::strerror(errno));
-  ::fchmod(fd, 0644);
-  tmp_ = buf.data();
-  slot_ = register_temporary(tmp_.c_str());
+  // The name is registered for the signal handlers before the file exists, so a signal at any moment finds it
+  // (a name made by mkstemp would exist, unregistered, between the two calls).
+  const std::string prefix = (dir / (stem + std::to_string(::getpid()) + ".")).string();
+  static constexpr char kChars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+  std::random_device rd;
+  int fd = -1;
+  for (int attempt = 0; attempt < 100 && fd < 0; ++attempt) {
+    std::string name = prefix;
+    for (int i = 0; i < 6; ++i) name += kChars[rd() % (sizeof(kChars) - 1)];
+    unregister_temporary(slot_);
+    slot_ = register_temporary(name.c_str());
+    fd = ::open(name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd >= 0) tmp_ = name;
+    else if (errno != EEXIST) break;
+  }
+  if (fd < 0) {
+    const int err = errno;
+    unregister_temporary(slot_);
+    slot_ = -1;
+    throw std::runtime_error(dest_.string() + ": cannot create temporary file: " + std::strerror(err));
+  }
   file_ = ::fdopen(fd, "wb");
   if (file_ == nullptr) {
     ::close(fd);
@@ -80,12 +93,12 @@ OutputFile::OutputFile(fs::path dest, bool overwrite) : dest_(std::move(dest)) {
 }
 
 OutputFile::~OutputFile() {
-  unregister_temporary(slot_);
   if (file_ != nullptr) std::fclose(file_);
   if (!committed_ && !tmp_.empty()) {
     std::error_code ec;
     fs::remove(tmp_, ec);
   }
+  unregister_temporary(slot_);  // after the removal: a signal in between still finds the name
 }
 
 void OutputFile::write(const void* data, size_t n) {
