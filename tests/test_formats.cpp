@@ -45,10 +45,10 @@ TEST(FormatTable, EntriesAgreeWithGgmlTypeTraits) {
 }
 
 TEST(FormatTable, FamiliesResolveTheirNames) {
-  const FormatPtr grid = find_format("INT4_SYM_G128");
+  const FormatPtr grid = find_format("INT3_SYM_G128");
   ASSERT_NE(grid, nullptr);
-  EXPECT_EQ(grid->name(), "int4_sym_g128");
-  EXPECT_EQ(grid->bits_per_weight(), (2 + 64) * 8.0 / 128);  // fp16 d + 128 four-bit codes per group
+  EXPECT_EQ(grid->name(), "int3_sym_g128");
+  EXPECT_EQ(grid->bits_per_weight(), (2 + 48) * 8.0 / 128);  // fp16 d + 128 three-bit codes per group
   const FormatPtr nf4 = find_format("nf4_b64_dq");
   ASSERT_NE(nf4, nullptr);
   EXPECT_TRUE(nf4->whole_tensor());
@@ -67,17 +67,11 @@ TEST(FormatTable, FamiliesResolveTheirNames) {
   // Row formats: one part; custom I8 layouts count ne[0] in bytes.
   const auto gp = grid->stored_parts({256, 4});
   ASSERT_EQ(gp.size(), 1u);
-  EXPECT_EQ(gp[0].ne, (std::vector<uint64_t>{2 * 66, 4}));
-  EXPECT_EQ(gp[0].bytes, 4u * 2 * 66);
+  EXPECT_EQ(gp[0].ne, (std::vector<uint64_t>{2 * 50, 4}));
+  EXPECT_EQ(gp[0].bytes, 4u * 2 * 50);
   EXPECT_EQ(find_format("Q4_0")->stored_parts({64, 2})[0].ne, (std::vector<uint64_t>{64, 2}));
   for (const auto& e : format_table())
     EXPECT_NE(known_format_names().find(std::string(e.name)), std::string::npos) << e.name;
-}
-
-TEST(FormatTable, NativeEquivalents) {
-  EXPECT_EQ(native_equivalent({8, true, Granularity::Group, 32}), find_format("Q8_0"));
-  EXPECT_EQ(native_equivalent({8, false, Granularity::Group, 32}), nullptr);
-  EXPECT_EQ(native_equivalent({4, true, Granularity::Group, 32}), nullptr);  // Q4_0 is not a symmetric absmax grid
 }
 
 // For every format: quantize_row equals fit + quantize_value + encode, and dequantize_value equals

@@ -108,7 +108,7 @@ TEST(GgufLayout, StoredPartsAreReadBackByTheSameModule) {
   const Checkpoint ck = Checkpoint::open(dir / "demo");
   QuantizeOptions o;
   set_method(o, "nf4");
-  o.tensor_types = {parse_tensor_type_override("attn_q=int5_sym_g64")};
+  o.tensor_types = {parse_tensor_type_override("attn_q=int6_sym_g64")};
   const Plan plan = make_plan(ck, o);
   quantize_to_gguf(ck, plan, dir / "n.gguf", false);
   const GgufFile g(dir / "n.gguf");
@@ -122,7 +122,7 @@ TEST(GgufLayout, StoredPartsAreReadBackByTheSameModule) {
   EXPECT_TRUE(is_side_part(g, *s.parts[1]));
   EXPECT_FALSE(is_side_part(g, *down));
   const StoredTensor q = read_stored_tensor(g, *g.find_tensor("blk.0.attn_q.weight"));
-  EXPECT_EQ(q.format->name(), "int5_sym_g64");
+  EXPECT_EQ(q.format->name(), "int6_sym_g64");
   EXPECT_EQ(q.parts.size(), 1u);
   // Every planned byte is in the file, and the dequantized copy keeps the logical shapes.
   EXPECT_EQ(g.tensors().size(), plan.tensors.size() + 3 * 12);  // 12 NF4 linears (14 less attn_q) with 3 side parts

@@ -6,6 +6,7 @@
 
 #include "qz/core/error.hpp"
 #include "qz/core/half.hpp"
+#include "qz/formats/format_table.hpp"
 #include "qz/methods/rtn.hpp"
 #include "test_util.hpp"
 
@@ -14,26 +15,112 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Decodes one block from its documented layout (docs/formats.md), independently of the format's decoder.
+// Decodes one block (one group) from its documented layout (int_grid.hpp, docs/formats.md, and ggml's block
+// layouts for the grids stored as llama.cpp types), independently of the format's decoder. Every value is
+// (u - zero) * d, or u * d + m for the asymmetric grids stored as Q4_1 / Q5_1; u counts from 0 (Q8_0's signed codes
+// are shifted by 128).
 struct DecodedBlock {
-  float d;
-  int zero;
+  float d = 0;
+  int zero = 0;
+  bool with_min = false;
+  float m = 0;
   std::vector<int> codes;
+  float value(int u) const { return with_min ? static_cast<float>(u) * d + m : static_cast<float>(u - zero) * d; }
 };
+float half_at(const uint8_t* p) { return fp16_to_fp32_compute(static_cast<uint16_t>(p[0] | (p[1] << 8))); }
+
 DecodedBlock decode_block(const uint8_t* blk, const IntGridSpec& s, size_t n) {
   DecodedBlock b;
-  b.d = fp16_to_fp32_compute(static_cast<uint16_t>(blk[0] | (blk[1] << 8)));
-  b.zero = s.symmetric ? (1 << (s.bits - 1)) : blk[2];
-  const uint8_t* codes = blk + (s.symmetric ? 2 : 3);
-  for (size_t j = 0; j < n; ++j) {
-    int v = 0;
-    for (int k = 0; k < s.bits; ++k) {
-      const size_t bit = j * static_cast<size_t>(s.bits) + static_cast<size_t>(k);
-      v |= ((codes[bit / 8] >> (bit % 8)) & 1) << k;
+  const auto native = native_storage(s, n);
+  if (!native) {
+    b.d = half_at(blk);
+    b.zero = s.symmetric ? (1 << (s.bits - 1)) : blk[2];
+    const uint8_t* codes = blk + (s.symmetric ? 2 : 3);
+    for (size_t j = 0; j < n; ++j) {
+      int v = 0;
+      for (int k = 0; k < s.bits; ++k) {
+        const size_t bit = j * static_cast<size_t>(s.bits) + static_cast<size_t>(k);
+        v |= ((codes[bit / 8] >> (bit % 8)) & 1) << k;
+      }
+      b.codes.push_back(v);
     }
-    b.codes.push_back(v);
+    return b;
+  }
+  // ggml: Q4_0 [d][qs 16], Q4_1 [d][m][qs 16], Q5_0 [d][qh 4][qs 16], Q5_1 [d][m][qh 4][qs 16], Q8_0 [d][i8 32];
+  // qs[j] holds element j (low nibble) and j + 16 (high nibble), bit j of qh the fifth bit of element j.
+  const bool with_min = *native == GgmlType::Q4_1 || *native == GgmlType::Q5_1;
+  const bool five = *native == GgmlType::Q5_0 || *native == GgmlType::Q5_1;
+  const size_t bytes = *native == GgmlType::Q8_0 ? 34 : 18 + (with_min ? 2 : 0) + (five ? 4 : 0);
+  b.d = half_at(blk);
+  b.with_min = with_min;
+  b.m = with_min ? half_at(blk + 2) : 0.0f;
+  b.zero = *native == GgmlType::Q8_0 ? 128 : with_min ? 0 : five ? 16 : 8;
+  for (size_t k = 0; k < n / 32; ++k) {
+    const uint8_t* sub = blk + k * bytes;
+    EXPECT_EQ(half_at(sub), b.d) << "every block of 32 repeats the group's scale";
+    if (with_min) EXPECT_EQ(half_at(sub + 2), b.m);
+    for (size_t j = 0; j < 32; ++j) {
+      if (*native == GgmlType::Q8_0) {
+        b.codes.push_back(static_cast<int8_t>(sub[2 + j]) + 128);
+        continue;
+      }
+      const uint8_t* qs = sub + bytes - 16;
+      int v = j < 16 ? qs[j] & 15 : qs[j - 16] >> 4;
+      if (five) v |= ((sub[2 + (with_min ? 2 : 0) + j / 8] >> (j % 8)) & 1) << 4;
+      b.codes.push_back(v);
+    }
   }
   return b;
+}
+
+TEST(IntGrid, GridsLlamaCppHoldsExactlyAreStoredInItsTypes) {
+  using G = Granularity;
+  EXPECT_EQ(native_storage({4, true, G::Group, 128}, 0), GgmlType::Q4_0);
+  EXPECT_EQ(native_storage({4, false, G::Group, 32}, 0), GgmlType::Q4_1);
+  EXPECT_EQ(native_storage({5, true, G::Group, 64}, 0), GgmlType::Q5_0);
+  EXPECT_EQ(native_storage({5, false, G::Group, 256}, 0), GgmlType::Q5_1);
+  EXPECT_EQ(native_storage({8, true, G::Group, 32}, 0), GgmlType::Q8_0);
+  EXPECT_EQ(native_storage({8, false, G::Group, 32}, 0), std::nullopt);  // no 8-bit type with a min
+  EXPECT_EQ(native_storage({3, true, G::Group, 32}, 0), std::nullopt);
+  EXPECT_EQ(native_storage({6, false, G::Group, 64}, 0), std::nullopt);
+  EXPECT_EQ(native_storage({4, true, G::Group, 48}, 0), std::nullopt);   // not a multiple of 32
+  EXPECT_EQ(native_storage({4, false, G::Row, 0}, 96), GgmlType::Q4_1);  // the row length decides
+  EXPECT_EQ(native_storage({4, false, G::Row, 0}, 100), std::nullopt);
+  EXPECT_EQ(native_storage({4, true, G::Tensor, 0}, 64), GgmlType::Q4_0);
+  const auto f = make_int_format({4, true, G::Group, 128}, 0);
+  EXPECT_EQ(f->storage_type(), GgmlType::Q4_0);
+  EXPECT_TRUE(f->llama_native());
+  EXPECT_EQ(f->stored_parts({256, 2})[0].ne, (std::vector<uint64_t>{256, 2}));  // a plain Q4_0 tensor
+  EXPECT_FALSE(make_int_format({3, true, G::Group, 128}, 0)->llama_native());
+}
+
+// The grid stored as Q4_0 / Q4_1 / ... reads back through llama.cpp's own decoders (the table's Q4_0 format, which
+// the format tests check against llama.cpp) as exactly the values the grid's dequantize_value promises.
+TEST(IntGrid, ANativelyStoredGridDecodesThroughTheTypesOwnDecoder) {
+  for (const IntGridSpec s : {IntGridSpec{4, true, Granularity::Group, 64}, IntGridSpec{4, false, Granularity::Group, 128},
+                              IntGridSpec{5, true, Granularity::Group, 32}, IntGridSpec{5, false, Granularity::Group, 64},
+                              IntGridSpec{8, true, Granularity::Group, 128}}) {
+    SCOPED_TRACE(int_format_name(s));
+    const auto f = make_int_format(s, 0);
+    const size_t n = 256;
+    const std::vector<float> x = test::gaussian(n, 5);
+    std::vector<uint8_t> q(f->row_bytes(n));
+    f->quantize_row(x.data(), q.data(), n, nullptr);
+    std::vector<float> own(n), theirs(n);
+    const auto native = format_for_ggml_type(f->storage_type());
+    ASSERT_TRUE(native);
+    ASSERT_EQ(native->row_bytes(n), q.size());
+    native->dequantize_row(q.data(), theirs.data(), n);
+    for (size_t b = 0; b < n / s.group; ++b) {
+      BlockGrid g;
+      f->fit(x.data() + b * s.group, s.group, nullptr, g);
+      for (size_t j = 0; j < s.group; ++j) {
+        const size_t i = b * s.group + j;
+        own[i] = f->dequantize_value(g, j, f->quantize_value(g, j, x[i]));
+      }
+    }
+    EXPECT_EQ(own, theirs);
+  }
 }
 
 TEST(IntGrid, NamesRoundTrip) {
@@ -52,8 +139,10 @@ TEST(IntGrid, NamesRoundTrip) {
 }
 
 TEST(IntGrid, BitsPerWeightOfTheLayout) {
-  EXPECT_DOUBLE_EQ(make_int_format({4, true, Granularity::Group, 128}, 0)->bits_per_weight(), (2 + 64) * 8.0 / 128);
-  EXPECT_DOUBLE_EQ(make_int_format({4, false, Granularity::Group, 128}, 0)->bits_per_weight(), (3 + 64) * 8.0 / 128);
+  // Own layout: [fp16 d][u8 zero if asym][codes] per group; llama.cpp's types: 18 (Q4_0) / 20 (Q4_1) bytes per 32.
+  EXPECT_DOUBLE_EQ(make_int_format({4, true, Granularity::Group, 128}, 0)->bits_per_weight(), 18 * 8.0 / 32);
+  EXPECT_DOUBLE_EQ(make_int_format({4, false, Granularity::Group, 128}, 0)->bits_per_weight(), 20 * 8.0 / 32);
+  EXPECT_DOUBLE_EQ(make_int_format({4, false, Granularity::Group, 48}, 0)->bits_per_weight(), (3 + 24) * 8.0 / 48);
   EXPECT_DOUBLE_EQ(make_int_format({3, true, Granularity::Group, 32}, 0)->bits_per_weight(), (2 + 12) * 8.0 / 32);
   EXPECT_DOUBLE_EQ(make_int_format({8, false, Granularity::Row, 0}, 1000)->bits_per_weight(), (3 + 1000) * 8.0 / 1000);
 }
@@ -128,11 +217,11 @@ TEST_P(IntGridBound, ErrorWithinHalfAStepInsideTheRange) {
     const DecodedBlock blk = decode_block(q.data() + b * f->block_bytes(), spec, group);
     for (size_t j = 0; j < group; ++j) {
       const size_t i = b * group + j;
-      ASSERT_EQ(y[i], static_cast<float>(blk.codes[j] - blk.zero) * blk.d);
+      ASSERT_EQ(y[i], blk.value(blk.codes[j]));
       const int lo = sym ? 1 : 0;
       ASSERT_GE(blk.codes[j], lo);
       ASSERT_LE(blk.codes[j], maxq);
-      const double range_lo = (lo - blk.zero - 0.5) * blk.d, range_hi = (maxq - blk.zero + 0.5) * blk.d;
+      const double range_lo = blk.value(lo) - 0.5 * blk.d, range_hi = blk.value(maxq) + 0.5 * blk.d;
       if (x[i] >= range_lo && x[i] <= range_hi)
         ASSERT_LE(std::fabs(x[i] - y[i]), blk.d * 0.5 * (1 + 1e-5) + 1e-12) << "block " << b << " j " << j;
       // The range always covers the block up to fp16 rounding of d (and of zero for asym: one extra step).

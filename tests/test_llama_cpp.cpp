@@ -14,6 +14,7 @@
 #include <iterator>
 #include <nlohmann/json.hpp>
 
+#include "qz/formats/stored_tensor.hpp"
 #include "qz/io/gguf.hpp"
 #include "qz/model/architecture.hpp"
 #include "qz/model/demo_checkpoint.hpp"
@@ -70,6 +71,33 @@ Report convert(const fs::path& in, const fs::path& out, const std::string& type)
   o.type = type;
   const Checkpoint ck = Checkpoint::open(in);
   return quantize_to_gguf(ck, make_plan(ck, o), out, true);
+}
+
+// The calibration text of the model-level tests: the stories of stories260K's eval.txt from the middle on, written
+// to DIR/calib.txt. Perplexity is scored on the first 4096 evaluation tokens, which lie before them.
+fs::path write_stories_calibration_text(const fs::path& model, const fs::path& dir) {
+  const auto bytes = test::read_bytes(model / "eval_tokens.u32");
+  std::vector<uint32_t> ids(bytes.size() / 4);
+  std::memcpy(ids.data(), bytes.data(), bytes.size());
+  // The stories: eval.txt's texts between <|endoftext|> lines; in the token file, each starts with BOS.
+  std::ifstream f(model / "eval.txt", std::ios::binary);
+  const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::vector<std::string> stories;
+  for (size_t at = 0; at < text.size();) {
+    const size_t end = text.find("\n<|endoftext|>\n", at);
+    stories.push_back(text.substr(at, end == std::string::npos ? std::string::npos : end - at));
+    at = end == std::string::npos ? text.size() : end + 16;
+  }
+  std::vector<size_t> starts;
+  for (size_t i = 0; i < ids.size(); ++i)
+    if (ids[i] == 1) starts.push_back(i);
+  EXPECT_EQ(starts.size(), stories.size()) << "eval.txt's stories and eval_tokens.u32's BOS marks disagree";
+  const size_t split = stories.size() / 2;  // stories [split, end) calibrate; the tokens before starts[split] score
+  EXPECT_GT(starts[split], 4096u);
+  std::string calib_text;
+  for (size_t i = split; i < stories.size(); ++i) calib_text += stories[i] + "\n";
+  { std::ofstream(dir / "calib.txt", std::ios::binary) << calib_text; }
+  return dir / "calib.txt";
 }
 
 class LlamaCpp : public ::testing::Test {
@@ -277,32 +305,12 @@ TEST_F(LlamaCpp, EnginePerplexityMatchesLlamaCppsOnStories260KAndItsQuantizedFil
 TEST_F(LlamaCpp, Stories260KModelLevelTableOfEveryMethodFromTheSameCalibrationText) {
   const fs::path model = test::shared_dir() / "models" / "stories260K";
   if (!fs::exists(model / "model.safetensors")) GTEST_SKIP() << "../shared/models/stories260K is absent";
-  const auto bytes = test::read_bytes(model / "eval_tokens.u32");
-  std::vector<uint32_t> ids(bytes.size() / 4);
-  std::memcpy(ids.data(), bytes.data(), bytes.size());
-  // The stories: eval.txt's texts between <|endoftext|> lines; in the token file, each starts with BOS.
-  std::ifstream f(model / "eval.txt", std::ios::binary);
-  const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  std::vector<std::string> stories;
-  for (size_t at = 0; at < text.size();) {
-    const size_t end = text.find("\n<|endoftext|>\n", at);
-    stories.push_back(text.substr(at, end == std::string::npos ? std::string::npos : end - at));
-    at = end == std::string::npos ? text.size() : end + 16;
-  }
-  std::vector<size_t> starts;
-  for (size_t i = 0; i < ids.size(); ++i)
-    if (ids[i] == 1) starts.push_back(i);
-  ASSERT_EQ(starts.size(), stories.size()) << "eval.txt's stories and eval_tokens.u32's BOS marks disagree";
-  const size_t split = stories.size() / 2;  // stories [split, end) calibrate; the tokens before starts[split] score
-  ASSERT_GT(starts[split], 4096u);
-  std::string calib_text;
-  for (size_t i = split; i < stories.size(); ++i) calib_text += stories[i] + "\n";
-  { std::ofstream(dir_ / "calib.txt", std::ios::binary) << calib_text; }
+  const fs::path calib = write_stories_calibration_text(model, dir_.path());
   const std::string eval = (model / "eval_tokens.u32").string();
 
   ImatrixJob ij;
   ij.model = model;
-  ij.calib = {dir_ / "calib.txt"};
+  ij.calib = {calib};
   ij.output = dir_ / "imatrix.gguf";
   ij.ctx = 256;
   const ImatrixResult ir = run_imatrix(ij);
@@ -338,7 +346,7 @@ TEST_F(LlamaCpp, Stories260KModelLevelTableOfEveryMethodFromTheSameCalibrationTe
     set_method(job.options, row.method);
     job.options.type = row.type;
     job.options.threads = 2;
-    if (std::string(row.method) != "rtn") job.calib = {dir_ / "calib.txt"};
+    if (std::string(row.method) != "rtn") job.calib = {calib};
     if (row.with_imatrix) job.imatrix = ij.output;
     job.calib_float_inputs = row.float_inputs;
     job.awq_linear_objective = row.extra == "linear";
@@ -366,6 +374,38 @@ TEST_F(LlamaCpp, Stories260KModelLevelTableOfEveryMethodFromTheSameCalibrationTe
   EXPECT_LT(ppl["GPTQ Q4_0, float inputs"], ppl["Q4_0 (llama.cpp's)"]);
   EXPECT_LT(std::min(ppl["GPTQ Q4_K_M"], ppl["AWQ+GPTQ Q4_K_M"]), ppl["Q4_K_M imatrix (llama.cpp's)"]);
   EXPECT_LT(ppl["AWQ Q4_0"], ppl["Q4_0 (llama.cpp's)"]);
+}
+
+// The mission's own command, `quantize --method gptq --bits 4 MODEL -o out.gguf --calib text`, with no --type: the
+// grid (4-bit asymmetric, groups of 128; rows of 64 take a per-row grid) is stored in llama.cpp's Q4_1 blocks, every
+// tensor is a type llama.cpp has, and llama.cpp runs the file better than round-to-nearest on the same grid and
+// than llama.cpp's own Q4_1 (groups of 32).
+TEST_F(LlamaCpp, TheDefaultGptqBitsCommandWritesOnlyLlamaCppTypesAndRunsThere) {
+  const fs::path model = test::shared_dir() / "models" / "stories260K";
+  if (!fs::exists(model / "model.safetensors")) GTEST_SKIP() << "../shared/models/stories260K is absent";
+  const fs::path calib = write_stories_calibration_text(model, dir_.path());
+  const std::string eval = (model / "eval_tokens.u32").string();
+  const std::string bin = QZ_QUANTIZE_BIN, m = model.string(), d = dir_.path().string();
+  ASSERT_EQ(std::system((bin + " --method gptq --bits 4 " + m + " -o " + d + "/gptq.gguf --calib " + calib.string() + " -q").c_str()), 0);
+  ASSERT_EQ(std::system((bin + " " + m + " --method zeropoint --bits 4 -o " + d + "/rtn.gguf -q").c_str()), 0);
+  ASSERT_EQ(std::system((bin + " " + m + " --type Q4_1 -o " + d + "/q4_1.gguf -q").c_str()), 0);
+  const GgufFile g(dir_ / "gptq.gguf");
+  size_t q4_1 = 0;
+  for (const auto& t : g.tensors()) {
+    EXPECT_TRUE(t.type == GgmlType::Q4_1 || t.type == GgmlType::Q8_0 || t.type == GgmlType::F16 || t.type == GgmlType::F32)
+        << t.name << " is " << ggml_type_label(t.type);
+    q4_1 += t.type == GgmlType::Q4_1;
+  }
+  EXPECT_EQ(q4_1, 31u);  // 6 linears of 7 per block (ffn_down's rows of 172 are F16) and the token embeddings
+  for (const auto& t : g.tensors()) EXPECT_EQ(g.find(custom_format_key(t.name)), nullptr) << t.name;
+  std::map<std::string, double> ppl;
+  for (const char* name : {"gptq", "rtn", "q4_1"}) {
+    const json j = run_node("llama_eval.mjs", d + "/" + name + ".gguf perplexity " + eval + " 4096");
+    ppl[name] = j.value("perplexity", 1e9);
+    std::cout << "stories260K " << name << ": llama.cpp perplexity " << ppl[name] << "\n";
+  }
+  EXPECT_LT(ppl["gptq"], ppl["rtn"]);
+  EXPECT_LT(ppl["gptq"], ppl["q4_1"]);
 }
 
 TEST_F(LlamaCpp, Stories260KTellsItsStoryAndKeepsItsPerplexity) {

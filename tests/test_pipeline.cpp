@@ -84,10 +84,13 @@ TEST_P(RoundTrip, EveryDtypeThroughEveryKindOfFormat) {
   f16.type = "f16";
   std::vector<Case> cases = {
       {method("absmax", 8, 32), "Q8_0", amax / 127.0 * 0.51},
-      {method("absmax", 4, 32), "int4_sym_g32", amax / 7.0 * 0.51},
-      {method("zeropoint", 4, 32), "int4_asym_g32", (hi - lo) / 15.0 * 1.01},
+      // Grids llama.cpp holds exactly are stored (and read back) as its types; the others in the own layout.
+      {method("absmax", 4, 32), "Q4_0", amax / 7.0 * 0.51},
+      {method("zeropoint", 4, 32), "Q4_1", (hi - lo) / 15.0 * 1.01},
+      {method("zeropoint", 4, 48), "int4_asym_g48", (hi - lo) / 15.0 * 1.01},
       {method("zeropoint", 3, -1), "int3_asym_row", (hi - lo) / 7.0 * 1.01},
-      {method("absmax", 5, 0), "int5_sym_tensor", amax / 15.0 * 0.51},
+      {method("absmax", 5, 0), "Q5_0", amax / 15.0 * 0.51},  // per tensor, 96 columns: every block repeats d
+      {method("absmax", 6, 0), "int6_sym_tensor", amax / 31.0 * 0.51},
       {f16, "F16", amax * 0x1p-11},
   };
   for (const auto& c : cases) {
@@ -215,8 +218,12 @@ TEST(Plan, FallbacksOutputHeadAndOverrides) {
       if (t.name == n) return &t;
     return static_cast<const TensorPlan*>(nullptr);
   };
-  EXPECT_EQ(find("odd.weight")->format->name(), "int4_asym_row");  // 100 is not a multiple of 32
+  // Rows of 100 hold no block of 32: the grid stored as Q4_1 falls back to F16 (as llama-quantize does), keeping the
+  // file loadable; a grid llama.cpp cannot hold anyway falls back to the own layout's per-row grid.
+  EXPECT_EQ(find("odd.weight")->format->name(), "F16");
   EXPECT_TRUE(find("odd.weight")->fallback);
+  const Plan p3 = make_plan(Checkpoint::open(dir / "m.safetensors"), method("zeropoint", 3, 32));
+  EXPECT_EQ(p3.tensors[0].format->name(), "int3_asym_row");
   // The head gets Q6_K, whose 256-blocks its rows of 64 cannot hold: Q8_0, a fallback as llama-quantize counts it.
   EXPECT_EQ(find("lm_head.weight")->format->name(), "Q8_0");
   EXPECT_TRUE(find("lm_head.weight")->fallback);

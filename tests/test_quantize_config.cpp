@@ -38,11 +38,14 @@ TEST(QuantizeConfig, AbsmaxAndZeropointAreSpellingsOfIntegerGridTypes) {
   z.bits = 3;
   z.group_size = -1;
   EXPECT_EQ(resolve_options(z).target.format_for(96)->name(), "int3_asym_row");
-  // absmax 8-bit groups of 32 is exactly llama.cpp's Q8_0.
+  // absmax 8-bit groups of 32 is stored as llama.cpp's Q8_0, and the reason says so; 3-bit keeps the own layout.
   QuantizeOptions q8 = spelled("absmax");
   q8.bits = 8;
   q8.group_size = 32;
-  EXPECT_EQ(resolve_options(q8).target.format_name, "Q8_0");
+  const QuantizeConfig c8 = resolve_options(q8);
+  EXPECT_EQ(c8.target.format_for(256)->storage_type(), GgmlType::Q8_0);
+  EXPECT_NE(c8.target.why.find("stored as llama.cpp's Q8_0"), std::string::npos) << c8.target.why;
+  EXPECT_NE(resolve_options(z).target.why.find("this tool's own layout"), std::string::npos);
   // NF4: the method spells the table's whole-tensor type.
   QuantizeOptions n = spelled("nf4");
   EXPECT_EQ(resolve_options(n).target.format_name, "nf4_b64_dq");

@@ -50,7 +50,8 @@ const std::vector<FormatEntry>& format_table() {
       fixed("Q6_K", GgmlType::Q6_K, "llama.cpp K-quant: 256-blocks, int8 sub-block scales, 6-bit codes", make_q6_k_format()),
       FormatEntry{"int<B>_<sym|asym>_<g<N>|row|tensor>", std::nullopt,
                   "integer grids of 2..8 bits, absmax (sym) or zero-point (asym), per group of N columns, row or "
-                  "tensor (the project's layout; --method absmax/zeropoint spell them)",
+                  "tensor (--method absmax/zeropoint spell them); stored as llama.cpp's Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 "
+                  "when one holds the grid exactly, else in the project's layout",
                   nullptr, resolve_int_grid, 2.0},
       FormatEntry{"nf4_b<N>[_dq], fp4_b<N>[_dq]", std::nullopt,
                   "bitsandbytes NormalFloat-4 / FP4 in blocks of N (32..4096) over the flattened tensor, _dq: "
@@ -74,12 +75,6 @@ FormatPtr find_format(std::string_view name, size_t row_length) {
 FormatPtr format_for_ggml_type(GgmlType type) {
   for (const auto& e : format_table())
     if (!e.family() && e.ggml == type) return e.format;
-  return nullptr;
-}
-
-FormatPtr native_equivalent(const IntGridSpec& spec) {
-  if (spec.bits == 8 && spec.symmetric && spec.granularity == Granularity::Group && spec.group == 32)
-    return format_for_ggml_type(GgmlType::Q8_0);
   return nullptr;
 }
 

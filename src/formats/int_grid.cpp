@@ -10,6 +10,7 @@
 
 #include "qz/core/error.hpp"
 #include "qz/core/half.hpp"
+#include "qz/formats/legacy_quants.hpp"
 
 namespace qz {
 
@@ -59,6 +60,20 @@ std::optional<IntGridSpec> parse_int_format_name(std::string_view name) {
   return spec;
 }
 
+std::optional<GgmlType> native_storage(const IntGridSpec& spec, size_t row_length) {
+  const size_t len = spec.granularity == Granularity::Group ? spec.group : row_length;
+  if (len == 0 || len % 32 != 0) return std::nullopt;
+  if (spec.symmetric) {
+    if (spec.bits == 4) return GgmlType::Q4_0;
+    if (spec.bits == 5) return GgmlType::Q5_0;
+    if (spec.bits == 8) return GgmlType::Q8_0;
+  } else {
+    if (spec.bits == 4) return GgmlType::Q4_1;
+    if (spec.bits == 5) return GgmlType::Q5_1;
+  }
+  return std::nullopt;
+}
+
 void validate_int_spec(const IntGridSpec& spec) {
   if (spec.bits < 2 || spec.bits > 8) throw UsageError(fmt::format("--bits {}: integer grids take 2..8 bits", spec.bits));
   if (spec.granularity == Granularity::Group && spec.group == 0) throw UsageError("--group-size must be positive");
@@ -102,18 +117,25 @@ class IntGridFormat final : public Format {
         code_bytes_((bs_ * static_cast<size_t>(spec.bits) + 7) / 8),
         maxq_((1 << spec.bits) - 1),
         half_((1 << (spec.bits - 1)) - 1),
-        offset_(1 << (spec.bits - 1)) {}
+        offset_(1 << (spec.bits - 1)),
+        native_(native_storage(spec, row_length)) {
+    if (native_) {
+      decoder_ = make_legacy_format(*native_);
+      sub_bytes_ = ggml_type_traits(*native_).type_size;
+    }
+  }
 
   const std::string& name() const override { return name_; }
-  GgmlType storage_type() const override { return GgmlType::I8; }
-  bool llama_native() const override { return false; }
+  GgmlType storage_type() const override { return native_ ? *native_ : GgmlType::I8; }
+  bool llama_native() const override { return native_.has_value(); }
   size_t block_size() const override { return bs_; }
-  size_t block_bytes() const override { return header_ + code_bytes_; }
+  size_t block_bytes() const override { return native_ ? bs_ / 32 * sub_bytes_ : header_ + code_bytes_; }
   GridScope scope() const override {
     return spec_.granularity == Granularity::Tensor ? GridScope::Tensor : GridScope::Block;
   }
 
-  // Grid: f[0] = 1/d (of the stored d), f[1] = stored d, i[0] = fp16 bits of d, i[1] = zero (asym) or 2^(b-1).
+  // Grid: f[0] = 1/d (of the stored d), f[1] = stored d, i[0] = fp16 bits of d, i[1] = zero (asym) or 2^(b-1);
+  // asymmetric grids stored as Q4_1 / Q5_1 also f[2] = the stored min m = fp16(-zero * d), i[2] = its fp16 bits.
   void fit(const float* x, size_t n, const float*, BlockGrid& g) const override {
     float d = 0.0f;
     float lo = 0.0f;
@@ -137,22 +159,39 @@ class IntGridFormat final : public Format {
     } else {
       const float z = std::nearbyint(-lo * g.f[0]);
       g.i[1] = static_cast<int32_t>(std::clamp(z, 0.0f, static_cast<float>(maxq_)));
+      if (native_) {
+        g.i[2] = fp32_to_fp16(-static_cast<float>(g.i[1]) * g.f[1]);
+        g.f[2] = fp16_to_fp32(static_cast<uint16_t>(g.i[2]));
+      }
     }
   }
 
   int32_t quantize_value(const BlockGrid& g, size_t, float x) const override {
-    const float q = std::nearbyint(x * g.f[0]);
-    if (spec_.symmetric)
+    if (spec_.symmetric) {
+      const float q = std::nearbyint(x * g.f[0]);
       return static_cast<int32_t>(std::clamp(q, -static_cast<float>(half_), static_cast<float>(half_))) + offset_;
-    return static_cast<int32_t>(std::clamp(q + static_cast<float>(g.i[1]), 0.0f, static_cast<float>(maxq_)));
+    }
+    if (native_) return static_cast<int32_t>(std::clamp(std::nearbyint((x - g.f[2]) * g.f[0]), 0.0f, top()));
+    return static_cast<int32_t>(std::clamp(std::nearbyint(x * g.f[0]) + static_cast<float>(g.i[1]), 0.0f, top()));
   }
 
   float dequantize_value(const BlockGrid& g, size_t, int32_t code) const override {
+    if (native_ && !spec_.symmetric) return static_cast<float>(code) * g.f[1] + g.f[2];  // as Q4_1 / Q5_1 decode
     return static_cast<float>(code - g.i[1]) * g.f[1];
   }
 
   void encode(const BlockGrid& g, const int32_t* codes, uint8_t* dst) const override {
     const auto d = static_cast<uint16_t>(g.i[0]);
+    if (native_) {
+      // The block's grid repeated in each of its blocks of 32; Q8_0 holds the signed code u - 128.
+      const auto m = static_cast<uint16_t>(g.i[2]);
+      int32_t q[32];
+      for (size_t k = 0; k < bs_ / 32; ++k) {
+        for (size_t j = 0; j < 32; ++j) q[j] = codes[k * 32 + j] - (*native_ == GgmlType::Q8_0 ? offset_ : 0);
+        encode_legacy_block(*native_, d, m, q, dst + k * sub_bytes_);
+      }
+      return;
+    }
     std::memcpy(dst, &d, 2);
     if (!spec_.symmetric) dst[2] = static_cast<uint8_t>(g.i[1]);
     std::memset(dst + header_, 0, code_bytes_);
@@ -177,17 +216,21 @@ class IntGridFormat final : public Format {
         const float lim = static_cast<float>(half_);
         for (size_t j = 0; j < bs_; ++j)
           codes[j] = static_cast<int32_t>(std::clamp(std::nearbyint(xb[j] * id), -lim, lim)) + offset_;
+      } else if (native_) {
+        const float m = g.f[2];
+        for (size_t j = 0; j < bs_; ++j)
+          codes[j] = static_cast<int32_t>(std::clamp(std::nearbyint((xb[j] - m) * id), 0.0f, top()));
       } else {
         const float z = static_cast<float>(g.i[1]);
-        const float top = static_cast<float>(maxq_);
         for (size_t j = 0; j < bs_; ++j)
-          codes[j] = static_cast<int32_t>(std::clamp(std::nearbyint(xb[j] * id) + z, 0.0f, top));
+          codes[j] = static_cast<int32_t>(std::clamp(std::nearbyint(xb[j] * id) + z, 0.0f, top()));
       }
       encode(g, codes, dst + b * block_bytes());
     }
   }
 
   void dequantize_row(const uint8_t* src, float* y, size_t n) const override {
+    if (native_) return decoder_->dequantize_row(src, y, n);
     for (size_t b = 0; b < n / bs_; ++b) {
       const uint8_t* blk = src + b * block_bytes();
       uint16_t dh;
@@ -208,6 +251,8 @@ class IntGridFormat final : public Format {
   }
 
  private:
+  float top() const { return static_cast<float>(maxq_); }
+
   IntGridSpec spec_;
   std::string name_;
   size_t bs_;
@@ -216,6 +261,9 @@ class IntGridFormat final : public Format {
   int32_t maxq_;
   int32_t half_;
   int32_t offset_;
+  std::optional<GgmlType> native_;  // the llama.cpp type that stores this grid exactly, if any
+  FormatPtr decoder_;
+  size_t sub_bytes_ = 0;
 };
 
 }  // namespace

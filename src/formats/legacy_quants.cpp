@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstddef>
 #include <cstring>
+#include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 #include "qz/core/half.hpp"
@@ -15,6 +17,25 @@
 namespace qz {
 
 namespace {
+
+// One block of 32 codes in the layout of Block (codes already offset as the block stores them).
+template <typename Block>
+void pack_block(uint16_t d, uint16_t m, const int32_t* codes, uint8_t* dst) {
+  Block b;
+  b.d = d;
+  if constexpr (requires { b.m; }) b.m = m;
+  if constexpr (std::is_same_v<Block, BlockQ8_0>) {
+    for (int j = 0; j < kQK8_0; ++j) b.qs[j] = static_cast<int8_t>(codes[j]);
+  } else {
+    if constexpr (requires { b.qh; }) {
+      uint32_t qh = 0;
+      for (int j = 0; j < 32; ++j) qh |= static_cast<uint32_t>((codes[j] >> 4) & 1) << j;
+      std::memcpy(b.qh, &qh, 4);
+    }
+    for (int j = 0; j < 16; ++j) b.qs[j] = static_cast<uint8_t>((codes[j] & 0xF) | ((codes[j + 16] & 0xF) << 4));
+  }
+  std::memcpy(dst, &b, sizeof(b));
+}
 
 class Q8_0Format final : public Format {
  public:
@@ -67,10 +88,7 @@ class Q8_0Format final : public Format {
     return static_cast<float>(code) * g.f[1];
   }
   void encode(const BlockGrid& g, const int32_t* codes, uint8_t* dst) const override {
-    BlockQ8_0 blk;
-    blk.d = static_cast<uint16_t>(g.i[0]);
-    for (int j = 0; j < kQK8_0; ++j) blk.qs[j] = static_cast<int8_t>(codes[j]);
-    std::memcpy(dst, &blk, sizeof(blk));
+    pack_block<BlockQ8_0>(static_cast<uint16_t>(g.i[0]), 0, codes, dst);
   }
 
  private:
@@ -187,16 +205,7 @@ class LegacyFormat final : public Format {
   }
 
   void encode(const BlockGrid& g, const int32_t* codes, uint8_t* dst) const override {
-    Block b;
-    b.d = static_cast<uint16_t>(g.i[1]);
-    if constexpr (with_min_) b.m = static_cast<uint16_t>(g.i[2]);
-    if constexpr (bits_ == 5) {
-      uint32_t qh = 0;
-      for (int j = 0; j < 32; ++j) qh |= static_cast<uint32_t>((codes[j] >> 4) & 1) << j;
-      std::memcpy(b.qh, &qh, 4);
-    }
-    for (int j = 0; j < 16; ++j) b.qs[j] = static_cast<uint8_t>((codes[j] & 0xF) | ((codes[j + 16] & 0xF) << 4));
-    std::memcpy(dst, &b, sizeof(b));
+    pack_block<Block>(static_cast<uint16_t>(g.i[1]), static_cast<uint16_t>(g.i[2]), codes, dst);
   }
 
   // ggml's reference quantizers written out as tight loops (the same arithmetic as fit + quantize_value in mode 0,
@@ -340,6 +349,28 @@ class LegacyFormat final : public Format {
 };
 
 }  // namespace
+
+void encode_legacy_block(GgmlType type, uint16_t d, uint16_t m, const int32_t* codes, uint8_t* dst) {
+  switch (type) {
+    case GgmlType::Q4_0: return pack_block<BlockQ4_0>(d, m, codes, dst);
+    case GgmlType::Q4_1: return pack_block<BlockQ4_1>(d, m, codes, dst);
+    case GgmlType::Q5_0: return pack_block<BlockQ5_0>(d, m, codes, dst);
+    case GgmlType::Q5_1: return pack_block<BlockQ5_1>(d, m, codes, dst);
+    case GgmlType::Q8_0: return pack_block<BlockQ8_0>(d, m, codes, dst);
+    default: throw std::logic_error("encode_legacy_block: not a legacy block type");
+  }
+}
+
+FormatPtr make_legacy_format(GgmlType type) {
+  switch (type) {
+    case GgmlType::Q4_0: return make_q4_0_format();
+    case GgmlType::Q4_1: return make_q4_1_format();
+    case GgmlType::Q5_0: return make_q5_0_format();
+    case GgmlType::Q5_1: return make_q5_1_format();
+    case GgmlType::Q8_0: return make_q8_0_format();
+    default: throw std::logic_error("make_legacy_format: not a legacy block type");
+  }
+}
 
 FormatPtr make_q8_0_format() { return std::make_shared<Q8_0Format>(); }
 FormatPtr make_q4_0_format() { return std::make_shared<LegacyFormat<BlockQ4_0>>("Q4_0", GgmlType::Q4_0); }

@@ -1,5 +1,6 @@
 #include "qz/io/ggml_types.hpp"
 
+#include <cctype>
 #include <stdexcept>
 
 #include "qz/io/ggml_blocks.hpp"
@@ -37,6 +38,12 @@ const GgmlTypeTraits& ggml_type_traits(GgmlType type) {
   for (const auto& t : kTraits)
     if (t.type == type) return t;
   throw std::logic_error("ggml_type_traits: unknown type");
+}
+
+std::string ggml_type_label(GgmlType t) {
+  std::string s(ggml_type_traits(t).name);
+  for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return s;
 }
 
 }  // namespace qz

@@ -266,11 +266,11 @@ std::optional<Vocabulary> read_vocabulary_of(const fs::path& dir, const std::str
     // Ids are dense: none can exceed the entries the file has (or the model's vocab_size, if larger).
     const size_t entries = model["vocab"].size() + (tok.contains("added_tokens") ? tok["added_tokens"].size() : 0);
     const size_t bound = std::max<size_t>(entries, vocab_size);
-    auto checked_id = [&](const json& v, const std::string& where) {
-      if (!v.is_number_integer() || v.get<int64_t>() < 0 || static_cast<uint64_t>(v.get<int64_t>()) >= bound)
-        throw InputError(fmt::format("{}: {}: id {} is not a token id (a whole number from 0 to {})", file, where, v.dump(),
+    auto checked_id = [&](const json& value, const std::string& where) {
+      if (!value.is_number_integer() || value.get<int64_t>() < 0 || static_cast<uint64_t>(value.get<int64_t>()) >= bound)
+        throw InputError(fmt::format("{}: {}: id {} is not a token id (a whole number from 0 to {})", file, where, value.dump(),
                                      bound - 1));
-      return static_cast<size_t>(v.get<int64_t>());
+      return static_cast<size_t>(value.get<int64_t>());
     };
     std::vector<std::string> by_id;
     for (auto it = model["vocab"].begin(); it != model["vocab"].end(); ++it) {

@@ -155,7 +155,9 @@ void choose_format(TensorPlan& p, const QuantizeConfig& cfg, const MixContext& c
     }
 }
 
-// llama.cpp's row-length fallback (a per-row grid for integer groups), or an error with --no-fallback.
+// llama.cpp's row-length fallback, or an error with --no-fallback. Integer groups become a per-row grid, except
+// that a grid stored as a llama.cpp type never falls back to the project's own layout (the file would no longer
+// load in llama.cpp): where the row cannot hold it either, the tensor is F16, as llama-quantize keeps such rows.
 void apply_fallback(TensorPlan& p, bool no_fallback) {
   if (p.format->supports_row_length(p.cols)) return;
   const std::string from = p.format->name();
@@ -168,12 +170,16 @@ void apply_fallback(TensorPlan& p, bool no_fallback) {
     IntGridSpec row = *spec;
     row.granularity = Granularity::Row;
     p.format = make_int_format(row, p.cols);
+    if (native_storage(*spec, 0) && !p.format->llama_native()) p.format = format_for_ggml_type(GgmlType::F16);
   } else {
     p.format = format_for_ggml_type(row_length_fallback(p.format->storage_type(), p.cols).value());
   }
   p.fallback = true;
-  p.reason = fmt::format("fallback: row length {} is not a multiple of {}'s block of {}, so {}", p.cols, from,
-                         from_block, p.format->name());
+  const std::string stored = p.format->llama_native() && parse_int_format_name(p.format->name())
+                                 ? " (stored as " + ggml_type_label(p.format->storage_type()) + ")"
+                                 : "";
+  p.reason = fmt::format("fallback: row length {} is not a multiple of {}'s block of {}, so {}{}", p.cols, from,
+                         from_block, p.format->name(), stored);
 }
 
 void check_required_biases(const Plan& plan, const Checkpoint& ckpt) {

@@ -58,14 +58,28 @@ std::string group_words(const IntGridSpec& s) {
   return "";
 }
 
-// A single-format target for an integer grid, mapped to llama.cpp's type when one stores exactly that grid.
+// A single-format target for an integer grid. It is stored in llama.cpp's type when one holds the grid exactly
+// (formats/int_grid.hpp); per-row and per-tensor grids only where the row length allows, so the sentence says both.
 TargetConfig grid_target(const IntGridSpec& spec, const std::string& spelled) {
   TargetConfig t;
-  const FormatPtr native = native_equivalent(spec);
-  t.format_name = native ? native->name() : int_format_name(spec);
-  t.name = t.format_name;
-  t.why = native ? fmt::format("{} {}-bit {} is llama.cpp's {}", spelled, spec.bits, group_words(spec), t.name)
-                 : fmt::format("{} {}-bit {}", spelled, spec.bits, group_words(spec));
+  t.format_name = t.name = int_format_name(spec);
+  const std::string grid = fmt::format("{} {}-bit {} {}", spelled, spec.bits, spec.symmetric ? "symmetric" : "asymmetric",
+                                       group_words(spec));
+  if (spec.granularity == Granularity::Group) {
+    const auto native = native_storage(spec, 0);
+    t.why = native ? fmt::format("{}: stored as llama.cpp's {} (each group's scale{} repeated in its {} block{} of 32)",
+                                 grid, format_for_ggml_type(*native)->name(), spec.symmetric ? "" : " and min", spec.group / 32,
+                                 spec.group == 32 ? "" : "s")
+                   : fmt::format("{}: this tool's own layout (llama.cpp holds 4- and 5-bit grids and symmetric 8-bit "
+                                 "ones in groups that are a multiple of 32)",
+                                 grid);
+  } else {
+    const IntGridSpec blocks{spec.bits, spec.symmetric, Granularity::Group, 32};
+    const auto native = native_storage(blocks, 0);
+    t.why = native ? fmt::format("{}: stored as llama.cpp's {} where the row length is a multiple of 32", grid,
+                                 format_for_ggml_type(*native)->name())
+                   : fmt::format("{}: this tool's own layout", grid);
+  }
   const int32_t group = spec.granularity == Granularity::Group ? static_cast<int32_t>(spec.group)
                         : spec.granularity == Granularity::Row   ? -1
                                                                  : 0;

@@ -99,6 +99,7 @@ nlohmann::json to_json(const Report& rep) {
     e["name"] = t.name;
     e["shape"] = t.shape;
     e["format"] = t.format;
+    e["ggml_type"] = t.ggml_type;
     e["reason"] = t.reason;
     e["fallback"] = t.fallback;
     e["imatrix"] = t.weighted;
@@ -164,6 +165,7 @@ Report report_from_plan(const Plan& plan, const std::string& input, const std::s
     tr.name = t.name;
     tr.shape = t.shape;
     tr.format = t.format->name();
+    tr.ggml_type = ggml_type_label(t.format->storage_type());
     tr.reason = t.reason;
     tr.fallback = t.fallback;
     tr.weighted = t.importance != nullptr;

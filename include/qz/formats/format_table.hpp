@@ -34,10 +34,6 @@ FormatPtr find_format(std::string_view name, size_t row_length = 0);
 // The table's format for a ggml tensor type, nullptr if the toolkit cannot decode that type.
 FormatPtr format_for_ggml_type(GgmlType type);
 
-// The llama.cpp type that stores exactly this integer grid (absmax, 8 bits, groups of 32, fp16 scale = Q8_0),
-// nullptr when there is none.
-FormatPtr native_equivalent(const IntGridSpec& spec);
-
 // Every name the table knows, for messages: "F32 F16 ... int<B>_<sym|asym>_<g<N>|row|tensor> ...".
 std::string known_format_names();
 

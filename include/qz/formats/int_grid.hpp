@@ -1,8 +1,15 @@
 // Integer grids of 2..8 bits: absmax (symmetric) and zero-point (asymmetric), per group of G consecutive input
-// columns, per output row, or per tensor. llama.cpp has no such types, so they are stored in the project's own
-// layout as a GGUF I8 tensor of whole blocks (docs/formats.md), which `quantize dequantize` decodes.
+// columns, per output row, or per tensor.
 //
-// One block holds the values of one group (or one row):
+// Storage. Where one of llama.cpp's legacy types holds the grid exactly (grids of L = G, or the row length for
+// per-row and per-tensor grids, with L a multiple of 32), the tensor is that type, which llama.cpp loads and runs:
+//   symmetric  4-bit -> Q4_0 (q = u),  5-bit -> Q5_0 (q = u),  8-bit -> Q8_0 (q = u - 128)
+//   asymmetric 4-bit -> Q4_1,          5-bit -> Q5_1           (q = u, m = fp16(-zero * d))
+// Each of the grid's L/32 blocks of 32 repeats its d (and m). The asymmetric grid's values are then d * u + m: the
+// fp16 rounding of m moves them by at most |m| * 2^-11 from d * (u - zero), and rounding and dequantize_value use
+// the stored m, so methods with error feedback see exactly what llama.cpp reads.
+// Otherwise (3, 6, 7-bit, asymmetric 8-bit, 2-bit, lengths not a multiple of 32) the project's own layout, a GGUF
+// I8 tensor of whole blocks (docs/formats.md) that `quantize dequantize` decodes. One block holds one group (row):
 //   symmetric   [fp16 d][codes]            x = d * (u - 2^(b-1)),  u in [1, 2^b - 1]
 //   asymmetric  [fp16 d][u8 zero][codes]   x = d * (u - zero),     u in [0, 2^b - 1]
 // codes: G codes of b bits, packed LSB-first (code j in bits j*b .. j*b+b-1 of the code bytes, bytes in
@@ -12,8 +19,8 @@
 //   symmetric:  d = max|x| / (2^(b-1) - 1);  q = clamp(round(x / d), -(2^(b-1)-1), 2^(b-1)-1);  u = q + 2^(b-1)
 //   asymmetric: lo = min(min x, 0), hi = max(max x, 0) (the grid always holds 0, as the GPTQ reference does);
 //               d = (hi - lo) / (2^b - 1);  zero = clamp(round(-lo / d), 0, 2^b - 1);
-//               u = clamp(round(x / d) + zero, 0, 2^b - 1)
-// x / d is computed as x * (1/d). Inside the grid's range the error is at most d/2.
+//               u = clamp(round(x / d) + zero, 0, 2^b - 1)   (Q4_1 / Q5_1: u = clamp(round((x - m) / d), 0, 2^b - 1))
+// x / d is computed as x * (1/d). Inside the grid's range the error is at most d/2 (plus the m rounding above).
 #pragma once
 
 #include <optional>
@@ -37,6 +44,8 @@ struct IntGridSpec {
 // "int4_sym_g128", "int8_asym_row", "int3_sym_tensor".
 std::string int_format_name(const IntGridSpec& spec);
 std::optional<IntGridSpec> parse_int_format_name(std::string_view name);
+// The llama.cpp type that holds the grid exactly (see above); row_length is used by per-row and per-tensor grids.
+std::optional<GgmlType> native_storage(const IntGridSpec& spec, size_t row_length);
 // Throws UsageError for bits outside 2..8 or a zero group.
 void validate_int_spec(const IntGridSpec& spec);
 

@@ -23,5 +23,11 @@ FormatPtr make_q4_0_format();
 FormatPtr make_q4_1_format();
 FormatPtr make_q5_0_format();
 FormatPtr make_q5_1_format();
+// The format of one of the five legacy types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0); std::logic_error for others.
+FormatPtr make_legacy_format(GgmlType type);
+
+// Stores one block of 32 codes, with fp16 bits d (and m, for Q4_1 / Q5_1), in the layout of a legacy type. The codes
+// are the block's q as the layout holds it: 0..15 (Q4_0, Q4_1), 0..31 (Q5_0, Q5_1), -127..127 (Q8_0).
+void encode_legacy_block(GgmlType type, uint16_t d, uint16_t m, const int32_t* codes, uint8_t* dst);
 
 }  // namespace qz

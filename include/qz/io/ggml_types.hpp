@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 
 namespace qz {
@@ -28,5 +29,7 @@ struct GgmlTypeTraits {
 // nullopt for ids that are not (or no longer) ggml types.
 std::optional<GgmlTypeTraits> ggml_type_traits(uint32_t id);
 const GgmlTypeTraits& ggml_type_traits(GgmlType t);
+// The name as llama.cpp's tools print types: "Q4_0", "Q4_K", "F16", "I8".
+std::string ggml_type_label(GgmlType t);
 
 }  // namespace qz

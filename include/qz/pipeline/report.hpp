@@ -70,6 +70,7 @@ struct TensorReport {
   std::string name;
   std::vector<uint64_t> shape;
   std::string format;
+  std::string ggml_type;  // the GGUF tensor type it is stored as ("Q4_1" for int4_asym_g32, "I8" for own layouts)
   std::string reason;
   bool fallback = false;
   bool weighted = false;  // quantized with imatrix importance
