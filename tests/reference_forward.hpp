@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "qz/core/dtype.hpp"
-#include "qz/io/safetensors.hpp"
+#include "qz/io/checkpoint.hpp"
 #include "qz/model/architecture.hpp"
 
 namespace qz::test {

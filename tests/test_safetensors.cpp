@@ -1,4 +1,4 @@
-#include "qz/io/safetensors.hpp"
+#include "qz/io/checkpoint.hpp"
 
 #include <gtest/gtest.h>
 

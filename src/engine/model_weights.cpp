@@ -8,7 +8,7 @@
 #include "qz/core/error.hpp"
 #include "qz/formats/stored_tensor.hpp"
 #include "qz/io/gguf.hpp"
-#include "qz/io/safetensors.hpp"
+#include "qz/io/checkpoint.hpp"
 
 namespace qz {
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "qz/calibration/calibration_set.hpp"
+#include "qz/io/checkpoint.hpp"
 #include "qz/io/imatrix.hpp"
 #include "qz/methods/awq.hpp"
 

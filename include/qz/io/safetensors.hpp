@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "qz/core/dtype.hpp"
+#include "qz/io/ggml_types.hpp"
 #include "qz/io/mapped_file.hpp"
 #include "qz/io/output_file.hpp"
 
@@ -25,24 +26,37 @@ namespace qz {
 
 inline constexpr uint64_t kSafetensorsMaxHeader = 100u * 1000u * 1000u;  // 100 MB, as the reference reader
 
+// One tensor of a file, in safetensors terms (a GGUF tensor is described the same way: io/gguf_tensor_file.hpp).
 struct SafetensorsTensor {
   std::string name;
   DType dtype = DType::F32;
   std::vector<uint64_t> shape;  // row-major, outermost first (PyTorch order)
   uint64_t begin = 0;           // byte offsets relative to the data section
   uint64_t end = 0;
+  // A quantized GGUF tensor (Q4_0, Q4_K, ...): its rows are blocks of that type, decoded by the format table;
+  // `dtype` is then U8. Never set for safetensors files.
+  std::optional<GgmlType> ggml_type;
   uint64_t numel() const;
 };
 
+// A memory-mapped file of tensors a checkpoint reads from: a safetensors file, or a GGUF file.
+class TensorFile {
+ public:
+  virtual ~TensorFile() = default;
+  virtual const std::filesystem::path& path() const = 0;
+  virtual const std::vector<SafetensorsTensor>& tensors() const = 0;  // in data order
+  virtual std::span<const uint8_t> data(const SafetensorsTensor& t) const = 0;
+};
+
 // One validated safetensors file. Throws InputError naming the file (and tensor) on any defect.
-class SafetensorsFile {
+class SafetensorsFile final : public TensorFile {
  public:
   explicit SafetensorsFile(const std::filesystem::path& path);
 
-  const std::filesystem::path& path() const { return map_.path(); }
-  const std::vector<SafetensorsTensor>& tensors() const { return tensors_; }  // in data order
+  const std::filesystem::path& path() const override { return map_.path(); }
+  const std::vector<SafetensorsTensor>& tensors() const override { return tensors_; }
   const SafetensorsTensor* find(std::string_view name) const;
-  std::span<const uint8_t> data(const SafetensorsTensor& t) const;
+  std::span<const uint8_t> data(const SafetensorsTensor& t) const override;
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
 
  private:
@@ -51,38 +65,6 @@ class SafetensorsFile {
   std::vector<SafetensorsTensor> tensors_;
   std::unordered_map<std::string, size_t> by_name_;
   std::map<std::string, std::string> metadata_;
-};
-
-// A checkpoint: every tensor of one or more safetensors files, plus config.json when it is a directory.
-class Checkpoint {
- public:
-  struct Entry {
-    const SafetensorsFile* file;
-    const SafetensorsTensor* tensor;
-    std::span<const uint8_t> bytes() const { return file->data(*tensor); }
-  };
-
-  // `path` is a .safetensors file, or a directory holding model.safetensors.index.json and its shards, or
-  // .safetensors files (all taken, in name order).
-  static Checkpoint open(const std::filesystem::path& path);
-  // Several files given explicitly, in that order.
-  static Checkpoint open_files(const std::vector<std::filesystem::path>& files);
-
-  const std::vector<Entry>& tensors() const { return entries_; }
-  const Entry* find(std::string_view name) const;
-  // The directory's config.json, if any (InputError if present but not valid JSON).
-  const std::optional<nlohmann::json>& config() const { return config_; }
-  const std::filesystem::path& source() const { return source_; }
-  size_t file_count() const { return files_.size(); }
-
- private:
-  void add_file(const std::filesystem::path& p);
-  void index_entries();
-  std::filesystem::path source_;
-  std::vector<std::unique_ptr<SafetensorsFile>> files_;
-  std::vector<Entry> entries_;
-  std::unordered_map<std::string, size_t> by_name_;
-  std::optional<nlohmann::json> config_;
 };
 
 // Streaming writer: the header is written first from the declared tensors, then each tensor's bytes in order.

@@ -15,7 +15,7 @@
 
 #include <filesystem>
 
-#include "qz/io/safetensors.hpp"
+#include "qz/io/checkpoint.hpp"
 #include "qz/pipeline/options.hpp"
 #include "qz/pipeline/report.hpp"
 

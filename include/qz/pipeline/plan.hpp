@@ -12,7 +12,7 @@
 #include "qz/calibration/calibration_set.hpp"
 #include "qz/formats/format.hpp"
 #include "qz/io/imatrix.hpp"
-#include "qz/io/safetensors.hpp"
+#include "qz/io/checkpoint.hpp"
 #include "qz/model/architecture.hpp"
 #include "qz/model/model_card.hpp"
 #include "qz/model/tokenizer.hpp"

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "qz/io/safetensors.hpp"
+#include "qz/io/checkpoint.hpp"
 
 namespace qz {
 
