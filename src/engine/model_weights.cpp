@@ -9,6 +9,7 @@
 #include "qz/formats/stored_tensor.hpp"
 #include "qz/io/gguf.hpp"
 #include "qz/io/checkpoint.hpp"
+#include "qz/io/gguf_tensor_file.hpp"
 
 namespace qz {
 
@@ -147,7 +148,7 @@ ModelConfig model_config_from_gguf(const GgufFile& f) {
 }
 
 std::unique_ptr<ModelWeights> ModelWeights::open(const fs::path& path) {
-  if (path.extension() == ".gguf") return std::make_unique<GgufWeights>(path);
+  if (is_gguf_file(path)) return std::make_unique<GgufWeights>(path);
   return std::make_unique<CheckpointWeights>(path);
 }
 

@@ -14,6 +14,7 @@
 #include "qz/core/error.hpp"
 #include "qz/formats/format_table.hpp"
 #include "qz/io/fault_cleanup.hpp"
+#include "qz/io/gguf_tensor_file.hpp"
 #include "qz/io/imatrix.hpp"
 #include "qz/io/output_file.hpp"
 #include "qz/model/text_tokenizer.hpp"
@@ -52,7 +53,7 @@ void report_plan_warnings(const Plan& plan, const QuantizeEvents& ev, const fs::
 
 // Whether the model reads BOS first, and which: the GGUF's tokenizer keys, or the checkpoint's configs.
 std::optional<int32_t> model_bos(const fs::path& model) {
-  if (model.extension() == ".gguf") {
+  if (is_gguf_file(model)) {
     const GgufFile g(model);
     const GgufValue* add = g.find("tokenizer.ggml.add_bos_token");
     const GgufValue* id = g.find("tokenizer.ggml.bos_token_id");
@@ -75,7 +76,12 @@ std::vector<fs::path> files_read(const std::vector<fs::path>& inputs) {
   for (const auto& in : inputs) {
     std::error_code ec;
     if (!fs::is_directory(in, ec)) {
-      out.push_back(in);
+      if (is_gguf_file(in)) {  // every part of a split GGUF
+        const auto parts = gguf_split_parts(in);
+        out.insert(out.end(), parts.begin(), parts.end());
+      } else {
+        out.push_back(in);
+      }
       continue;
     }
     for (const auto& e : fs::directory_iterator(in, ec)) {
@@ -94,6 +100,8 @@ void check_output(const fs::path& output, bool force, const std::vector<fs::path
 }
 
 fs::path model_dir(const fs::path& input) { return fs::is_directory(input) ? input : input.parent_path(); }
+// What the engine opens for an input: a GGUF file itself, else the checkpoint directory.
+fs::path engine_model(const fs::path& input) { return is_gguf_file(input) ? input : model_dir(input); }
 
 // Calibration from text: the windows the engine runs, drawn from every file's documents.
 struct TextCalibration {
@@ -116,7 +124,7 @@ std::unique_ptr<TextTokenizer> model_tokenizer(const fs::path& model, const fs::
   if (!explicit_dir.empty()) return open_text_tokenizer(explicit_dir);
   const fs::path dir = model_dir(model);
   const bool files = fs::exists(dir / "tokenizer.model") || fs::exists(dir / "tokenizer.json");
-  if (model.extension() == ".gguf") {
+  if (is_gguf_file(model)) {
     const GgufFile g(model);
     const GgufValue* kind = g.find("tokenizer.ggml.model");
     const bool llama = kind && kind->get_if<std::string>() && *kind->get_if<std::string>() == "llama";
@@ -232,7 +240,7 @@ Report run_quantize(const QuantizeJob& job, const QuantizeEvents& ev) {
   std::optional<TextCalibration> tc;
   if (!job.calib.empty() && !text) calib.emplace(job.calib);
   if (text && (cfg.gptq || cfg.awq)) {
-    weights = ModelWeights::open(model_dir(job.inputs.front()));
+    weights = ModelWeights::open(engine_model(job.inputs.front()));
     tc = read_text_calibration(job, weights->config());
     if (!tc->use.warning.empty()) warn(ev, tc->use.warning);
   } else if (text) {
@@ -324,7 +332,7 @@ ImatrixResult run_imatrix(const ImatrixJob& job) {
   Imatrix m;
   if (calib_is_text(job.calib)) {
     if (job.calib.size() != 1) throw UsageError("imatrix reads one calibration text (as llama-imatrix's -f)");
-    const auto weights = ModelWeights::open(job.model.extension() == ".gguf" ? job.model : model_dir(job.model));
+    const auto weights = ModelWeights::open(engine_model(job.model));
     std::unique_ptr<TextTokenizer> tok;
     const std::vector<CalibKind> kinds = kinds_of(job.calib);
     const std::optional<int32_t> bos = bos_and_tokenizer(job.model, kinds, &tok);

@@ -50,20 +50,36 @@ void write_provenance(GgufWriter& w, const Plan& plan) {
 
 std::string shape_string(const std::vector<uint64_t>& ne) { return fmt::format("{}", fmt::join(ne, " x ")); }
 
+// A GGUF input's metadata, as llama-quantize carries it: every key but the writer's own (general.alignment), the
+// split keys of a split input, and the keys that describe the quantization (general.file_type, this tool's keys from
+// an earlier run), which are written anew.
+void carry_metadata(GgufWriter& w, const GgufFile& in) {
+  for (const auto& kv : in.metadata()) {
+    if (kv.key == "general.alignment" || kv.key == "general.file_type" || kv.key.starts_with("split.") ||
+        kv.key.starts_with("quantize."))
+      continue;
+    w.set(kv.key, kv.value);
+  }
+}
+
 GgufWriter make_gguf_layout(const Plan& plan) {
   GgufWriter w;
-  w.set("general.type", "model");
-  if (plan.model) {
-    write_architecture_metadata(w, *plan.model);
+  if (plan.source_gguf) {
+    carry_metadata(w, *plan.source_gguf);
   } else {
-    w.set("general.name", plan.source_name);
+    w.set("general.type", "model");
+    if (plan.model) {
+      write_architecture_metadata(w, *plan.model);
+    } else {
+      w.set("general.name", plan.source_name);
+    }
+    w.set("general.size_label", size_label(plan.weights));
   }
-  w.set("general.size_label", size_label(plan.weights));
   if (plan.card) write_model_card_metadata(w, *plan.card);
   if (plan.file_type) w.set("general.file_type", *plan.file_type);
   w.set("general.quantization_version", kQuantizationVersion);
   write_provenance(w, plan);
-  if (plan.model) {
+  if (plan.model && !plan.source_gguf) {
     if (plan.vocab) write_vocabulary_metadata(w, *plan.vocab);
     else w.set("tokenizer.ggml.model", "no_vocab");
   }
@@ -82,6 +98,7 @@ GgufWriter make_gguf_layout(const Plan& plan) {
     w.set("quantize.fp4.quant_map", GgufValue::array(std::vector<float>(f.begin(), f.end())));
     w.set("quantize.nf4.nested_quant_map", GgufValue::array(std::vector<float>(map.begin(), map.end())));
   }
+  for (const auto& kv : plan.config.metadata_overrides) w.set(kv.key, kv.value);
   for (const auto& t : plan.tensors)
     for (const auto& part : t.format->stored_parts(t.logical_ne())) w.add_tensor(t.name + part.suffix, part.ne, part.type);
   return w;

@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "qz/core/error.hpp"
+#include "qz/engine/model_weights.hpp"
 #include "qz/formats/format_table.hpp"
 #include "qz/formats/int_grid.hpp"
 #include "qz/model/tensor_roles.hpp"
@@ -37,11 +38,37 @@ MixContext mix_context(const Checkpoint& ckpt, bool has_imatrix) {
   const int heads = config_int(ckpt, "num_attention_heads", 1);
   const int kv_heads = config_int(ckpt, "num_key_value_heads", heads);
   ctx.n_gqa = kv_heads > 0 ? heads / kv_heads : 1;
+  if (const GgufFile* g = ckpt.gguf()) {  // a GGUF input states them in its metadata
+    const GgufValue* arch = g->find("general.architecture");
+    const std::string a = arch && arch->get_if<std::string>() ? *arch->get_if<std::string>() : "";
+    const auto u32 = [&](const std::string& key) -> uint32_t {
+      const GgufValue* v = g->find(key);
+      return v && v->get_if<uint32_t>() ? *v->get_if<uint32_t>() : 0;
+    };
+    const uint32_t h = u32(a + ".attention.head_count"), kv = u32(a + ".attention.head_count_kv");
+    ctx.n_gqa = h && kv ? static_cast<int>(h / kv) : 1;
+  }
   return ctx;
+}
+
+// A GGUF input (llama-quantize's input): its metadata is carried over, its tensors keep their names and row order;
+// the model configuration comes from the metadata when the engine knows the architecture (GPTQ, AWQ and text
+// calibration need it; round-to-nearest does not).
+void read_gguf_model(const Checkpoint& ckpt, Plan& plan) {
+  const GgufFile& g = *ckpt.gguf();
+  plan.source_gguf = &g;
+  const GgufValue* name = g.find("general.name");
+  plan.source_name = name && name->get_if<std::string>() ? *name->get_if<std::string>() : g.path().stem().string();
+  try {
+    plan.model = model_config_from_gguf(g);
+  } catch (const InputError& e) {
+    plan.model_unavailable = e.what();
+  }
 }
 
 // config.json, the tokenizer and the model card, when the checkpoint is a model of a supported architecture.
 void read_model(const Checkpoint& ckpt, Plan& plan) {
+  if (ckpt.gguf()) return read_gguf_model(ckpt, plan);
   std::string name = ckpt.source().filename().string();
   if (name.empty()) name = ckpt.source().parent_path().filename().string();
   plan.source_name = name;
@@ -62,7 +89,7 @@ void read_model(const Checkpoint& ckpt, Plan& plan) {
 // The tensor's source, output name and shape; nullopt (with the reason in `skipped`) for tensors not written.
 std::optional<TensorPlan> source_of(const Checkpoint::Entry& e, const Plan& plan, std::vector<SkippedTensor>& skipped) {
   const SafetensorsTensor& t = *e.tensor;
-  if (!dtype_is_numeric_input(t.dtype)) {
+  if (!t.ggml_type && !dtype_is_numeric_input(t.dtype)) {
     skipped.push_back({t.name, fmt::format("{} tensor is not a weight", dtype_name(t.dtype))});
     return std::nullopt;
   }
@@ -79,7 +106,21 @@ std::optional<TensorPlan> source_of(const Checkpoint::Entry& e, const Plan& plan
   TensorPlan p;
   p.source = &e;
   p.name = t.name;
-  if (plan.model) {
+  if (t.ggml_type) {
+    const FormatPtr f = format_for_ggml_type(*t.ggml_type);
+    if (f == nullptr)
+      throw InputError(fmt::format("{}: tensor '{}' is {}, a type this tool cannot decode", e.file->path().string(),
+                                   t.name, ggml_type_label(*t.ggml_type)));
+    if (!plan.config.allow_requantize)
+      throw InputError(fmt::format("{}: tensor '{}' is already quantized ({}): requantizing compounds the rounding "
+                                   "error; pass --allow-requantize to decode and quantize it again, or start from the "
+                                   "F16 / BF16 / F32 model",
+                                   e.file->path().string(), t.name, f->name()));
+  } else if (plan.source_gguf && t.dtype != DType::F32 && t.dtype != DType::F16 && t.dtype != DType::BF16) {
+    skipped.push_back({t.name, fmt::format("{} tensor is not a weight", dtype_name(t.dtype))});
+    return std::nullopt;
+  }
+  if (plan.model && !plan.source_gguf) {
     const auto gguf = gguf_tensor_name(*plan.model, t.name);
     if (!gguf) {
       skipped.push_back({t.name, "not used by llama.cpp"});
@@ -196,7 +237,7 @@ void check_required_biases(const Plan& plan, const Checkpoint& ckpt) {
 // config.json against the tensors (issue 16, defect 6): every hyper-parameter the tensors imply must agree, or the
 // file written (and the q/k permutation, which uses the head size) would be wrong.
 void check_config_against_tensors(const Plan& plan, const Checkpoint& ckpt) {
-  if (!plan.model) return;
+  if (!plan.model || plan.source_gguf) return;  // (a GGUF's hyper-parameters are llama.cpp's to check, as it loads)
   const ModelConfig& m = *plan.model;
   const std::string cfg = (fs::is_directory(ckpt.source()) ? ckpt.source() : ckpt.source().parent_path()).string() + "/config.json";
   auto shape_of = [&](const std::string& gguf) -> const std::vector<uint64_t>* {
@@ -335,7 +376,7 @@ void attach_importance(Plan& plan, const Imatrix& m, const std::string& imatrix_
 
 // llama3 rope scaling: llama.cpp reads the frequency factors from a tensor its converter makes, rope_freqs.weight.
 void add_rope_freqs(Plan& plan) {
-  if (!plan.model || plan.model->rope_freq_factors.empty()) return;
+  if (!plan.model || plan.model->rope_freq_factors.empty() || plan.source_gguf) return;  // (a GGUF has the tensor)
   TensorPlan p;
   p.name = "rope_freqs.weight";
   p.generated = std::make_shared<const std::vector<float>>(plan.model->rope_freq_factors);
@@ -392,21 +433,32 @@ Plan make_plan(const Checkpoint& ckpt, const QuantizeOptions& opts, const Imatri
     plan.tensors.push_back(std::move(*p));
   }
   if (plan.tensors.empty()) throw InputError(ckpt.source().string() + ": no tensor to write");
+  const size_t requantized = static_cast<size_t>(std::count_if(plan.tensors.begin(), plan.tensors.end(), [](const TensorPlan& t) {
+    return t.source && t.source->tensor->ggml_type;
+  }));
+  if (requantized)
+    plan.config.warnings.push_back(fmt::format(
+        "--allow-requantize: {} tensor{} of {} {} already quantized and {} decoded, then quantized again: the two "
+        "roundings compound (start from the F16 / BF16 / F32 model where you can)",
+        requantized, requantized == 1 ? "" : "s", ckpt.source().string(), requantized == 1 ? "is" : "are",
+        requantized == 1 ? "is" : "are"));
   add_rope_freqs(plan);
   check_required_biases(plan, ckpt);
   check_config_against_tensors(plan, ckpt);
 
   const std::string method = method_name(cfg.method);
+  const std::string why_no_model = plan.model_unavailable.empty() ? "" : " (" + plan.model_unavailable + ")";
   if (cfg.awq && !plan.model)
     throw UsageError(fmt::format("--method {} folds its scales into the model's norms and linears: it needs a "
-                                 "checkpoint with a config.json of a supported architecture ({})",
-                                 method, ckpt.source().string()));
+                                 "checkpoint with a config.json, or a GGUF, of a supported architecture ({}){}",
+                                 method, ckpt.source().string(), why_no_model));
   if ((cfg.gptq || cfg.awq) && calib == nullptr && text_calib == nullptr && !plan_only)
     throw UsageError(fmt::format("--method {} needs calibration data: --calib FILE (text or activations)", method));
   if (text_calib) {
     if (!plan.model)
-      throw UsageError(fmt::format("calibration from text runs the model: it needs a checkpoint with a config.json of a "
-                                   "supported architecture ({})", ckpt.source().string()));
+      throw UsageError(fmt::format("calibration from text runs the model: it needs a checkpoint with a config.json, or "
+                                   "a GGUF, of a supported architecture ({}){}",
+                                   ckpt.source().string(), why_no_model));
     if (cfg.gptq) attach_calibration(plan, nullptr, false);
     plan.calibration = *text_calib;
     put_in_block_order(plan);

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
+#include <stdexcept>
 
 #include "qz/core/error.hpp"
 #include "qz/core/parallel.hpp"
@@ -170,9 +172,49 @@ bool ImatrixFilter::uses(const std::string& name) const {
   return !has(exclude);
 }
 
+GgufKv parse_override_kv(const std::string& spec) {
+  const size_t eq = spec.find('='), colon = eq == std::string::npos ? eq : spec.find(':', eq);
+  if (eq == 0 || eq == std::string::npos || colon == std::string::npos)
+    throw UsageError(fmt::format("--override-kv {}: expected KEY=TYPE:VALUE (TYPE int, float, bool or str), e.g. "
+                                 "general.name=str:my-model",
+                                 spec));
+  const std::string key = spec.substr(0, eq), type = spec.substr(eq + 1, colon - eq - 1), value = spec.substr(colon + 1);
+  if (key == "general.alignment")
+    throw UsageError("--override-kv general.alignment: the writer sets the alignment (it decides every tensor's offset)");
+  auto bad = [&](const char* what) {
+    return UsageError(fmt::format("--override-kv {}: '{}' is not {}", spec, value, what));
+  };
+  try {
+    size_t used = 0;
+    if (type == "int") {
+      const long long v = std::stoll(value, &used);
+      if (used != value.size() || v < -0xFFFFFFFFLL || v > 0xFFFFFFFFLL) throw bad("a 32-bit integer");
+      return {key, GgufValue(static_cast<uint32_t>(v < 0 ? -v : v))};
+    }
+    if (type == "float") {
+      const float v = std::stof(value, &used);
+      if (used != value.size() || !std::isfinite(v)) throw bad("a finite number");
+      return {key, GgufValue(v)};
+    }
+  } catch (const std::logic_error&) {
+    throw bad(type == "int" ? "a 32-bit integer" : "a finite number");
+  }
+  if (type == "bool") {
+    if (value != "true" && value != "false") throw bad("true or false");
+    return {key, GgufValue(value == "true")};
+  }
+  if (type == "str") {
+    if (value.size() > 127) throw UsageError(fmt::format("--override-kv {}: strings are at most 127 bytes (as llama.cpp)", key));
+    return {key, GgufValue(value)};
+  }
+  throw UsageError(fmt::format("--override-kv {}: unknown type '{}' (int, float, bool or str)", spec, type));
+}
+
 QuantizeConfig resolve_options(const QuantizeOptions& o, const ResolveContext& ctx) {
   QuantizeConfig c;
   c.method = o.method;
+  c.allow_requantize = o.allow_requantize;
+  for (const auto& kv : o.override_kv) c.metadata_overrides.push_back(parse_override_kv(kv));
   c.threads = o.threads == 0 ? hardware_threads() : o.threads;
   c.target = resolve_target(o);
   auto warn = [&](const std::string& s) { c.warnings.push_back(s); };

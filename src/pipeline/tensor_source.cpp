@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "qz/core/error.hpp"
+#include "qz/formats/format_table.hpp"
 
 namespace qz {
 
@@ -19,6 +20,15 @@ void read_rows_raw(const TensorSource& t, size_t r0, size_t nr, float* out) {
     return;
   }
   const auto src = t.source->bytes();
+  if (const auto type = t.source->tensor->ggml_type) {  // a quantized GGUF tensor (--allow-requantize): its blocks
+    const FormatPtr f = format_for_ggml_type(*type);
+    const size_t rb = f->row_bytes(t.cols);
+    for (size_t r = 0; r < nr; ++r) {
+      const size_t src_row = t.row_order.empty() ? r0 + r : t.row_order[r0 + r];
+      f->dequantize_row(src.data() + src_row * rb, out + r * t.cols, t.cols);
+    }
+    return;
+  }
   const DType dtype = t.source->tensor->dtype;
   const size_t esize = dtype_size(dtype);
   if (t.row_order.empty()) {

@@ -18,7 +18,9 @@ Switch add_switch(CLI::App& app, const std::string& on, const std::string& off, 
 
 void add_quantize_options(CLI::App& app, QuantizeArgs& a) {
   QuantizeOptions& o = a.job.options;
-  app.add_option("input", a.inputs, "Checkpoint directory (with or without model.safetensors.index.json) or .safetensors file(s)");
+  app.add_option("input", a.inputs,
+                 "Checkpoint directory (with or without model.safetensors.index.json), .safetensors file(s), or a GGUF "
+                 "model (F32/F16/BF16; the first part of a split GGUF)");
   app.add_option("-o,--output", a.output, "Output GGUF file (a directory with --output-format bnb)");
   app.add_option("-m,--method", a.method,
                  "rtn (the --type's own rounding), gptq (error feedback, needs --calib), awq (activation-aware "
@@ -92,6 +94,13 @@ void add_quantize_options(CLI::App& app, QuantizeArgs& a) {
   app.add_option("--token-embedding-type", o.token_embedding_type, "Type of the token embeddings (token_embd.weight)")->group(lq);
   app.add_flag("--leave-output-tensor", o.leave_output_tensor, "Keep the output head unquantized (its checkpoint float type)")->group(lq);
   app.add_flag("--pure", o.pure, "With a mix: every weight gets the mix's base type (no per-tensor choices)")->group(lq);
+  app.add_flag("--allow-requantize", o.allow_requantize,
+               "A quantized GGUF input (Q4_0, Q4_K, ...): decode it and quantize again (the roundings compound)")
+      ->group(lq);
+  app.add_option("--override-kv", o.override_kv,
+                 "KEY=TYPE:VALUE: set a metadata key of the output, TYPE int, float, bool or str (repeatable)")
+      ->allow_extra_args(false)
+      ->group(lq);
   app.add_flag("--no-fallback", o.no_fallback, "Fail instead of falling back when a row length does not fit the type")->group(lq);
   app.add_option("--imatrix", a.imatrix, "Importance matrix (llama.cpp's GGUF or legacy .dat imatrix) for weighted rounding")->group(lq);
   app.add_option("--include-weights", a.include_weights, "Use the imatrix only for tensors whose name contains this (repeatable)")

@@ -63,6 +63,10 @@ struct QuantizeOptions {
   std::optional<size_t> awq_tokens;     // (512)
   std::optional<bool> awq_clip;         // (on for awq, off for awq+gptq)
 
+  // GGUF input and output, as llama-quantize spells them.
+  bool allow_requantize = false;          // --allow-requantize: a quantized GGUF input is decoded, then quantized
+  std::vector<std::string> override_kv;   // --override-kv KEY=TYPE:VALUE (TYPE int, float, bool or str)
+
   unsigned threads = 0;  // 0: all hardware threads
 };
 

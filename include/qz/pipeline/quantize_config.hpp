@@ -65,8 +65,14 @@ struct QuantizeConfig {
   std::optional<AwqSettings> awq;    // set when the method uses AWQ
   ImatrixFilter imatrix;
   unsigned threads = 1;
+  bool allow_requantize = false;
+  std::vector<GgufKv> metadata_overrides;  // --override-kv, applied last to the output's metadata
   std::vector<std::string> warnings;  // settings that are ignored, and why
 };
+
+// Parses llama-quantize's --override-kv KEY=TYPE:VALUE: int (written as u32, as llama-quantize writes it), float
+// (f32), bool (true / false) or str. Throws UsageError saying what is wrong.
+GgufKv parse_override_kv(const std::string& spec);
 
 // What else the run has, for the checks that depend on it.
 struct ResolveContext {

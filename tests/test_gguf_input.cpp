@@ -1,0 +1,214 @@
+// A GGUF model as input (io/gguf_tensor_file.hpp, io/checkpoint.hpp, pipeline/plan.hpp): quantized as llama-quantize
+// quantizes it, its metadata carried over, --override-kv, quantized input only with --allow-requantize, and the
+// calibrated methods running the model from the GGUF itself.
+#include <gtest/gtest.h>
+
+#include "qz/core/error.hpp"
+#include "qz/formats/format_table.hpp"
+#include "qz/io/checkpoint.hpp"
+#include "qz/io/gguf.hpp"
+#include "qz/model/demo_checkpoint.hpp"
+#include "qz/pipeline/commands.hpp"
+#include "qz/pipeline/mixes.hpp"
+#include "qz/pipeline/plan.hpp"
+#include "qz/pipeline/quantize.hpp"
+#include "qz/pipeline/quantize_config.hpp"
+#include "test_util.hpp"
+
+namespace qz {
+namespace {
+
+namespace fs = std::filesystem;
+
+Report make(const fs::path& in, const fs::path& out, QuantizeOptions o) {
+  QuantizeJob job;
+  job.inputs = {in};
+  job.output = out;
+  job.options = std::move(o);
+  job.force = true;
+  return run_quantize(job);
+}
+
+QuantizeOptions typed(const std::string& type) {
+  QuantizeOptions o;
+  o.type = type;
+  return o;
+}
+
+std::string str(const GgufFile& g, const std::string& key) {
+  const GgufValue* v = g.find(key);
+  return v && v->get_if<std::string>() ? *v->get_if<std::string>() : "";
+}
+
+// Same tensors (names, types, shapes, bytes) in the same order.
+void expect_same_tensors(const GgufFile& a, const GgufFile& b) {
+  ASSERT_EQ(a.tensors().size(), b.tensors().size());
+  for (size_t i = 0; i < a.tensors().size(); ++i) {
+    const auto &x = a.tensors()[i], &y = b.tensors()[i];
+    SCOPED_TRACE(x.name);
+    EXPECT_EQ(x.name, y.name);
+    EXPECT_EQ(x.type, y.type);
+    EXPECT_EQ(x.ne, y.ne);
+    const auto dx = a.data(x), dy = b.data(y);
+    EXPECT_TRUE(std::equal(dx.begin(), dx.end(), dy.begin(), dy.end()));
+  }
+}
+
+class GgufInput : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    DemoConfig c;
+    c.dtype = DType::F16;  // so that the F16 GGUF holds exactly the checkpoint's values
+    write_demo_checkpoint(dir_ / "demo", c);
+    make(dir_ / "demo", f16(), typed("F16"));
+  }
+  fs::path f16() const { return dir_ / "model-f16.gguf"; }
+  test::TempDir dir_;
+};
+
+// llama-quantize's use: every preset from the F16 GGUF gives the tensors the same preset gives from the Hugging Face
+// checkpoint (whose bytes the format and mix tests check against llama.cpp's own quantizers), with the file type.
+TEST_F(GgufInput, EveryPresetFromAnF16GgufEqualsTheSamePresetFromTheCheckpoint) {
+  for (const Mix& m : mixes()) {
+    SCOPED_TRACE(std::string(m.name));
+    const fs::path a = dir_ / "from-gguf.gguf", b = dir_ / "from-checkpoint.gguf";
+    make(f16(), a, typed(std::string(m.name)));
+    make(dir_ / "demo", b, typed(std::string(m.name)));
+    const GgufFile ga(a), gb(b);
+    expect_same_tensors(ga, gb);
+    const GgufValue* ft = ga.find("general.file_type");
+    ASSERT_NE(ft, nullptr);
+    EXPECT_EQ(*ft->get_if<uint32_t>(), m.file_type);
+    EXPECT_EQ(str(ga, "general.architecture"), "llama");
+    EXPECT_EQ(str(ga, "tokenizer.ggml.model"), str(gb, "tokenizer.ggml.model"));
+  }
+}
+
+TEST_F(GgufInput, MetadataIsCarriedOverWithTheQuantizationKeysRewrittenAndOverrides) {
+  // An input with a key of its own, split keys and this tool's keys from an earlier run.
+  {
+    const GgufFile in(f16());
+    GgufWriter w;
+    for (const auto& kv : in.metadata()) w.set(kv.key, kv.value);
+    w.set("my.custom.key", std::string("kept"));
+    w.set("split.count", static_cast<uint16_t>(1));
+    w.set("quantize.method", std::string("stale"));
+    for (const auto& t : in.tensors()) w.add_tensor(t.name, t.ne, t.type);
+    OutputFile out(dir_ / "tagged.gguf", true);
+    w.write_header(out);
+    for (const auto& t : in.tensors()) w.write_tensor_data(out, in.data(t));
+    w.finish();
+    out.commit();
+  }
+  QuantizeOptions o = typed("Q4_0");
+  o.override_kv = {"general.name=str:renamed", "llama.context_length=int:4096", "my.flag=bool:true", "my.f=float:0.5"};
+  make(dir_ / "tagged.gguf", dir_ / "q.gguf", o);
+  const GgufFile g(dir_ / "q.gguf");
+  EXPECT_EQ(str(g, "my.custom.key"), "kept");
+  EXPECT_EQ(g.find("split.count"), nullptr);
+  EXPECT_EQ(str(g, "quantize.method"), "rtn");
+  EXPECT_EQ(str(g, "general.name"), "renamed");
+  ASSERT_NE(g.find("llama.context_length"), nullptr);
+  EXPECT_EQ(*g.find("llama.context_length")->get_if<uint32_t>(), 4096u);  // u32, as llama-quantize writes ints
+  EXPECT_EQ(*g.find("my.flag")->get_if<bool>(), true);
+  EXPECT_EQ(*g.find("my.f")->get_if<float>(), 0.5f);
+  EXPECT_EQ(*g.find("general.file_type")->get_if<uint32_t>(), find_mix("Q4_0")->file_type);
+  // Every key of the input is there (but the rewritten ones), in the input's order.
+  const GgufFile in(f16());
+  for (const auto& kv : in.metadata()) EXPECT_NE(g.find(kv.key), nullptr) << kv.key;
+
+  for (const char* bad : {"nokey", "=int:1", "k=int", "k=int:x", "k=int:1.5", "k=float:nan", "k=bool:yes", "k=blob:1",
+                          "general.alignment=int:64"})
+    EXPECT_THROW(parse_override_kv(bad), UsageError) << bad;
+}
+
+// A quantized input is refused (naming the file, tensor and type) unless --allow-requantize; then each tensor is
+// decoded and quantized again: exactly the target's rounding of the decoded values, with a warning.
+TEST_F(GgufInput, AQuantizedInputNeedsAllowRequantizeAndIsDecodedThenQuantized) {
+  make(f16(), dir_ / "q8.gguf", typed("Q8_0"));
+  try {
+    make(dir_ / "q8.gguf", dir_ / "q4.gguf", typed("Q4_0"));
+    FAIL() << "requantized without --allow-requantize";
+  } catch (const InputError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("q8.gguf"), std::string::npos) << m;
+    EXPECT_NE(m.find("Q8_0"), std::string::npos) << m;
+    EXPECT_NE(m.find("--allow-requantize"), std::string::npos) << m;
+  }
+  QuantizeOptions o = typed("Q4_0");
+  o.allow_requantize = true;
+  o.pure = true;
+  const Checkpoint ck = Checkpoint::open(dir_ / "q8.gguf");
+  const Plan plan = make_plan(ck, o);
+  EXPECT_TRUE(std::any_of(plan.config.warnings.begin(), plan.config.warnings.end(),
+                          [](const std::string& w) { return w.find("compound") != std::string::npos; }));
+  quantize_to_gguf(ck, plan, dir_ / "q4.gguf", true);
+  const GgufFile q8(dir_ / "q8.gguf"), q4(dir_ / "q4.gguf");
+  const auto* t8 = q8.find_tensor("blk.0.attn_q.weight");
+  const auto* t4 = q4.find_tensor("blk.0.attn_q.weight");
+  ASSERT_TRUE(t8 && t4);
+  ASSERT_EQ(t8->type, GgmlType::Q8_0);
+  ASSERT_EQ(t4->type, GgmlType::Q4_0);
+  const size_t n = t8->ne[0], rows = t8->ne[1];
+  const auto q8f = format_for_ggml_type(GgmlType::Q8_0), q4f = format_for_ggml_type(GgmlType::Q4_0);
+  std::vector<float> row(n);
+  std::vector<uint8_t> want(q4f->row_bytes(n));
+  for (size_t r = 0; r < rows; ++r) {
+    q8f->dequantize_row(q8.data(*t8).data() + r * q8f->row_bytes(n), row.data(), n);
+    q4f->quantize_row(row.data(), want.data(), n, nullptr);
+    ASSERT_TRUE(std::equal(want.begin(), want.end(), q4.data(*t4).begin() + static_cast<std::ptrdiff_t>(r * want.size())))
+        << "row " << r;
+  }
+}
+
+// GPTQ from text, run by the engine on the GGUF: the same file as from the checkpoint the GGUF was made from.
+TEST_F(GgufInput, GptqFromTextRunsTheModelFromTheGgufAndMatchesTheCheckpointsRun) {
+  write_demo_calibration_text(dir_ / "calib.txt", 120);
+  for (const fs::path& in : {f16(), dir_ / "demo"}) {
+    QuantizeJob job;
+    job.inputs = {in};
+    job.output = dir_ / (in == f16() ? "g-gguf.gguf" : "g-ckpt.gguf");
+    set_method(job.options, "gptq");
+    job.options.type = "Q4_0";
+    job.calib = {dir_ / "calib.txt"};
+    job.sampling.samples = 8;
+    job.sampling.seqlen = 64;
+    job.force = true;
+    const Report r = run_quantize(job);
+    ASSERT_TRUE(r.calibration);
+    EXPECT_EQ(r.calibration->kind, "text");
+  }
+  expect_same_tensors(GgufFile(dir_ / "g-gguf.gguf"), GgufFile(dir_ / "g-ckpt.gguf"));
+}
+
+TEST_F(GgufInput, AnArchitectureTheEngineDoesNotRunIsStillQuantizedToNearestButNotCalibrated) {
+  {
+    const GgufFile in(f16());
+    GgufWriter w;
+    for (const auto& kv : in.metadata()) {
+      std::string key = kv.key;
+      if (key.starts_with("llama.")) key = "mystery." + key.substr(6);
+      w.set(key, key == "general.architecture" ? GgufValue(std::string("mystery")) : kv.value);
+    }
+    for (const auto& t : in.tensors()) w.add_tensor(t.name, t.ne, t.type);
+    OutputFile out(dir_ / "mystery.gguf", true);
+    w.write_header(out);
+    for (const auto& t : in.tensors()) w.write_tensor_data(out, in.data(t));
+    w.finish();
+    out.commit();
+  }
+  make(dir_ / "mystery.gguf", dir_ / "m-q4.gguf", typed("Q4_K_M"));
+  EXPECT_EQ(str(GgufFile(dir_ / "m-q4.gguf"), "general.architecture"), "mystery");
+  QuantizeOptions g;
+  set_method(g, "awq");
+  g.type = "Q4_0";
+  try {
+    make_plan(Checkpoint::open(dir_ / "mystery.gguf"), g, nullptr, {}, nullptr, true);
+    FAIL() << "AWQ planned without a model the engine runs";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("mystery"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace qz
