@@ -181,6 +181,23 @@ TEST_F(GgufInput, GptqFromTextRunsTheModelFromTheGgufAndMatchesTheCheckpointsRun
   expect_same_tensors(GgufFile(dir_ / "g-gguf.gguf"), GgufFile(dir_ / "g-ckpt.gguf"));
 }
 
+// A split GGUF is read as one model: quantized from its first part it gives the file the unsplit GGUF gives, and
+// the engine evaluates it.
+TEST_F(GgufInput, ASplitGgufIsReadAsOneModel) {
+  QuantizeOptions s = typed("F16");
+  s.split_max_size = "300K";
+  const Report parts = make(dir_ / "demo", dir_ / "split.gguf", s);
+  ASSERT_GT(parts.output_parts.size(), 2u);
+  make(parts.output_parts.front(), dir_ / "from-split.gguf", typed("Q4_K_M"));
+  make(f16(), dir_ / "from-whole.gguf", typed("Q4_K_M"));
+  expect_same_tensors(GgufFile(dir_ / "from-split.gguf"), GgufFile(dir_ / "from-whole.gguf"));
+  EXPECT_EQ(GgufFile(dir_ / "from-split.gguf").find("split.count"), nullptr);
+  // Writing over one of its own parts is refused.
+  QuantizeOptions again = typed("F16");
+  again.split_max_size = "300K";
+  EXPECT_THROW(make(parts.output_parts.front(), dir_ / "split.gguf", again), UsageError);
+}
+
 TEST_F(GgufInput, AnArchitectureTheEngineDoesNotRunIsStillQuantizedToNearestButNotCalibrated) {
   {
     const GgufFile in(f16());

@@ -142,6 +142,34 @@ TEST_F(LlamaCpp, DemoModelMatchesTheReferenceForwardPassAndItsDequantizedSelf) {
   }
 }
 
+// A split GGUF (--split-max-tensors / --split-max-size, gguf-split's layout): llama.cpp loads the set from its first
+// part and computes exactly the logits of the unsplit file; this tool reads the set back as one model too.
+TEST_F(LlamaCpp, ASplitGgufLoadsFromItsFirstPartWithTheUnsplitLogits) {
+  write_demo_checkpoint(dir_ / "demo");
+  const std::vector<int> tokens = {1, 300, 301, 302, 303, 304, 305, 306, 307, 310};
+  QuantizeOptions o;
+  o.type = "Q4_K_M";
+  const Checkpoint ck = Checkpoint::open(dir_ / "demo");
+  quantize_to_gguf(ck, make_plan(ck, o), dir_ / "whole.gguf", true);
+  o.split_max_tensors = 8;
+  const Report r = quantize_to_gguf(ck, make_plan(ck, o), dir_ / "split.gguf", true);
+  ASSERT_EQ(r.output_parts.size(), 3u);  // 21 tensors, 8 per part
+  EXPECT_FALSE(fs::exists(dir_ / "split.gguf"));
+  const auto whole = llama_logits(dir_ / "whole.gguf", tokens, 512);
+  const auto split = llama_logits(r.output_parts.front(), tokens, 512);
+  ASSERT_EQ(whole.size(), tokens.size());
+  EXPECT_EQ(split, whole);
+  // Read back as one model: every tensor, with the same bytes.
+  const GgufFile a(dir_ / "whole.gguf"), b(r.output_parts.front());
+  ASSERT_EQ(b.tensors().size(), a.tensors().size());
+  for (const auto& t : a.tensors()) {
+    const GgufTensorInfo* u = b.find_tensor(t.name);
+    ASSERT_NE(u, nullptr) << t.name;
+    const auto x = a.data(t), y = b.data(*u);
+    EXPECT_TRUE(std::equal(x.begin(), x.end(), y.begin(), y.end())) << t.name;
+  }
+}
+
 TEST_F(LlamaCpp, AwqIntoQ4_0RunsAndIsCloserToTheFloatModelThanRoundToNearest) {
   write_demo_checkpoint(dir_ / "demo");
   const Checkpoint ck = Checkpoint::open(dir_ / "demo");

@@ -30,12 +30,10 @@ json read_json_file(const fs::path& p) {
 }  // namespace
 
 void Checkpoint::add_file(const fs::path& p) {
-  if (is_gguf_file(p)) {
-    for (const auto& part : gguf_split_parts(p)) {
-      auto g = std::make_unique<GgufTensorFile>(part);
-      if (gguf_ == nullptr) gguf_ = &g->gguf();
-      files_.push_back(std::move(g));
-    }
+  if (is_gguf_file(p)) {  // (a split GGUF is read whole by GgufFile)
+    auto g = std::make_unique<GgufTensorFile>(p);
+    if (gguf_ == nullptr) gguf_ = &g->gguf();
+    files_.push_back(std::move(g));
     return;
   }
   files_.push_back(std::make_unique<SafetensorsFile>(p));
@@ -43,7 +41,14 @@ void Checkpoint::add_file(const fs::path& p) {
 
 std::vector<fs::path> Checkpoint::paths() const {
   std::vector<fs::path> out;
-  for (const auto& f : files_) out.push_back(f->path());
+  for (const auto& f : files_) {
+    if (const auto* g = dynamic_cast<const GgufTensorFile*>(f.get())) {
+      const auto parts = g->gguf().paths();
+      out.insert(out.end(), parts.begin(), parts.end());
+    } else {
+      out.push_back(f->path());
+    }
+  }
   return out;
 }
 

@@ -1,4 +1,5 @@
 #include "qz/io/gguf.hpp"
+#include "qz/io/gguf_split.hpp"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -314,7 +315,7 @@ void GgufWriter::finish() const {
 // ---------------------------------------------------------------------------------------------------------------
 // Reader
 
-GgufFile::GgufFile(const std::filesystem::path& path) : map_(path) {
+GgufFile::GgufFile(const std::filesystem::path& path, bool whole_split) : map_(path) {
   const std::string file = path.string();
   Cursor c(map_.bytes(), file);
   c.need(4, "magic");
@@ -402,6 +403,32 @@ GgufFile::GgufFile(const std::filesystem::path& path) : map_(path) {
       throw InputError(fmt::format("{}: truncated: tensor '{}' data ends at byte {} but the file has {}", file,
                                    t.name, data_offset_ + t.offset + t.nbytes, map_.size()));
   }
+  if (whole_split) add_split_parts();
+}
+
+void GgufFile::add_split_parts() {
+  const std::vector<std::filesystem::path> files = gguf_split_parts(path());
+  if (files.size() <= 1) return;
+  for (size_t p = 1; p < files.size(); ++p) {
+    parts_.push_back(std::make_unique<GgufFile>(files[p], kThisFileOnly));
+    for (GgufTensorInfo t : parts_.back()->tensors()) {
+      if (find_tensor(t.name) != nullptr)
+        throw InputError(fmt::format("{}: tensor '{}' is in two parts of the split GGUF", files[p].string(), t.name));
+      t.part = static_cast<uint32_t>(p);
+      tensors_.push_back(std::move(t));
+    }
+  }
+  const GgufValue* n = find("split.tensors.count");
+  const int32_t* count = n ? n->get_if<int32_t>() : nullptr;
+  if (count == nullptr || static_cast<size_t>(*count) != tensors_.size())
+    throw InputError(fmt::format("{}: split.tensors.count says {} tensors, but the {} parts hold {}", path().string(),
+                                 count ? std::to_string(*count) : "(missing)", files.size(), tensors_.size()));
+}
+
+std::vector<std::filesystem::path> GgufFile::paths() const {
+  std::vector<std::filesystem::path> out = {path()};
+  for (const auto& p : parts_) out.push_back(p->path());
+  return out;
 }
 
 const GgufValue* GgufFile::find(std::string_view key) const {
@@ -417,6 +444,10 @@ const GgufTensorInfo* GgufFile::find_tensor(std::string_view name) const {
 }
 
 std::span<const uint8_t> GgufFile::data(const GgufTensorInfo& t) const {
+  if (t.part != 0) {
+    const GgufFile& part = *parts_.at(t.part - 1);
+    return part.map_.bytes().subspan(part.data_offset_ + t.offset, t.nbytes);
+  }
   return map_.bytes().subspan(data_offset_ + t.offset, t.nbytes);
 }
 

@@ -2,9 +2,7 @@
 
 #include <fmt/format.h>
 
-#include <cstdio>
 #include <fstream>
-#include <regex>
 
 #include "qz/core/error.hpp"
 
@@ -26,15 +24,6 @@ std::optional<DType> plain_dtype(GgmlType t) {
     case GgmlType::I64: return DType::I64;
     default: return std::nullopt;
   }
-}
-
-uint32_t split_key(const GgufFile& g, const char* key) {
-  const GgufValue* v = g.find(key);
-  if (v == nullptr) return 0;
-  if (const auto* u16 = v->get_if<uint16_t>()) return *u16;
-  if (const auto* u32 = v->get_if<uint32_t>()) return *u32;
-  if (const auto* i32 = v->get_if<int32_t>()) return *i32 > 0 ? static_cast<uint32_t>(*i32) : 0;
-  return 0;
 }
 
 }  // namespace
@@ -67,33 +56,6 @@ bool is_gguf_file(const fs::path& path) {
   std::ifstream f(path, std::ios::binary);
   char magic[4] = {};
   return f.read(magic, 4) && std::string_view(magic, 4) == "GGUF";
-}
-
-std::vector<fs::path> gguf_split_parts(const fs::path& path) {
-  const GgufFile first(path);
-  const uint32_t count = split_key(first, "split.count");
-  if (count <= 1) return {path};
-  static const std::regex pattern(R"((.*)-(\d{5})-of-(\d{5})\.gguf)");
-  std::smatch m;
-  const std::string name = path.filename().string();
-  if (!std::regex_match(name, m, pattern) || std::stoul(m[3].str()) != count)
-    throw InputError(fmt::format("{}: split.count is {}, but the file name is not PREFIX-NNNNN-of-{:05d}.gguf, so its "
-                                 "other parts cannot be found",
-                                 path.string(), count, count));
-  std::vector<fs::path> parts;
-  for (uint32_t i = 1; i <= count; ++i) {
-    const fs::path part = path.parent_path() / fmt::format("{}-{:05d}-of-{:05d}.gguf", m[1].str(), i, count);
-    std::error_code ec;
-    if (!fs::exists(part, ec))
-      throw InputError(fmt::format("{}: part {} of {} of this split GGUF is missing ({})", path.string(), i, count,
-                                   part.string()));
-    const GgufFile g(part);
-    if (split_key(g, "split.no") != i - 1 || split_key(g, "split.count") != count)
-      throw InputError(fmt::format("{}: split.no / split.count say part {} of {}, not part {} of {}", part.string(),
-                                   split_key(g, "split.no") + 1, split_key(g, "split.count"), i, count));
-    parts.push_back(part);
-  }
-  return parts;
 }
 
 }  // namespace qz

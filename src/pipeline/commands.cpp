@@ -14,6 +14,7 @@
 #include "qz/core/error.hpp"
 #include "qz/formats/format_table.hpp"
 #include "qz/io/fault_cleanup.hpp"
+#include "qz/io/gguf_split.hpp"
 #include "qz/io/gguf_tensor_file.hpp"
 #include "qz/io/imatrix.hpp"
 #include "qz/io/output_file.hpp"

@@ -220,10 +220,8 @@ Report quantize_to_gguf(const Checkpoint& ckpt, const Plan& plan, const std::fil
   report.input = ckpt.source().string();
   report.output = output.string();
 
-  GgufWriter writer = make_gguf_layout(plan);
-  OutputFile out(output, overwrite);
+  GgufSplitWriter writer(make_gguf_layout(plan), output, plan.config.split, overwrite, ckpt.paths());
   HessianCache hessians;
-  writer.write_header(out);
   for (size_t i = 0; i < plan.tensors.size(); ++i) {
     const TensorPlan& t = plan.tensors[i];
     if (progress) progress->begin_tensor(i, plan.tensors.size(), t);
@@ -233,16 +231,19 @@ Report quantize_to_gguf(const Checkpoint& ckpt, const Plan& plan, const std::fil
     QuantizedTensor q = made ? std::move(*made) : quantize_tensor(t, plan.config, &hessians, [&](double frac) {
       if (progress) progress->advance(frac);
     });
-    for (const auto& part : q.parts) writer.write_tensor_data(out, part);
+    for (const auto& part : q.parts) writer.write_tensor_data(part);
     TensorReport& tr = report.tensors[i];
     tr.error = q.error;
     tr.gptq = q.gptq;
     tr.seconds = std::chrono::duration<double>(Clock::now() - ts).count();
     if (progress) progress->end_tensor(tr);
   }
-  writer.finish();
-  out.commit();
+  writer.commit();
   report.output_bytes = writer.file_bytes();
+  if (writer.paths().size() > 1) {
+    report.output = writer.paths().front().string();
+    for (const auto& p : writer.paths()) report.output_parts.push_back(p.string());
+  }
   report.wall_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   report.peak_memory_bytes = peak_memory_bytes();
   return report;

@@ -85,6 +85,7 @@ nlohmann::json to_json(const Report& rep) {
   nlohmann::json j;
   j["input"] = r.input;
   j["output"] = r.output;
+  if (!r.output_parts.empty()) j["output_parts"] = r.output_parts;
   j["method"] = r.method;
   j["threads"] = r.threads;
   j["dry_run"] = r.dry_run;

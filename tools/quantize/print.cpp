@@ -34,7 +34,10 @@ void print_plan(std::FILE* out, const Plan& plan) {
 }
 
 void print_summary(std::FILE* out, const Report& r, const std::string& output_format) {
-  if (!r.dry_run)
+  if (!r.dry_run && !r.output_parts.empty())
+    fmt::print(out, "wrote {} parts of a split GGUF (llama.cpp loads the set from the first): {}\n", r.output_parts.size(),
+               fmt::join(r.output_parts, ", "));
+  else if (!r.dry_run)
     fmt::print(out, "wrote {}{}\n", r.output, output_format == "bnb" ? " (transformers + bitsandbytes checkpoint)" : "");
   fmt::print(out, "{} tensors: {} -> {} ({:.3f} bits per weight)", r.tensors.size(), human_bytes(r.input_bytes),
              human_bytes(r.output_bytes), r.bits_per_weight());

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -75,8 +76,9 @@ struct GgufTensorInfo {
   std::string name;
   std::vector<uint64_t> ne;  // ne[0] = row length
   GgmlType type = GgmlType::F32;
-  uint64_t offset = 0;  // relative to the data blob
+  uint64_t offset = 0;  // relative to the data blob (of its part, for a split GGUF)
   uint64_t nbytes = 0;
+  uint32_t part = 0;    // a split GGUF read as one: the part (from 0) holding the data
 };
 
 inline constexpr uint32_t kGgufDefaultAlignment = 32;
@@ -117,9 +119,12 @@ class GgufWriter {
 };
 
 // A validated, memory-mapped GGUF file (v2 or v3). Throws InputError naming the file and what is wrong.
+// The first part of a split GGUF (io/gguf_split.hpp) is read as the whole model: the first part's metadata, every
+// part's tensors (each part checked; split.tensors.count must match), unless kThisFileOnly is passed.
 class GgufFile {
  public:
-  explicit GgufFile(const std::filesystem::path& path);
+  static constexpr bool kThisFileOnly = false;
+  explicit GgufFile(const std::filesystem::path& path, bool whole_split = true);
 
   const std::filesystem::path& path() const { return map_.path(); }
   uint32_t version() const { return version_; }
@@ -130,9 +135,13 @@ class GgufFile {
   const GgufValue* find(std::string_view key) const;
   const GgufTensorInfo* find_tensor(std::string_view name) const;
   std::span<const uint8_t> data(const GgufTensorInfo& t) const;
+  // The files read: this one, then the other parts of a split GGUF.
+  std::vector<std::filesystem::path> paths() const;
 
  private:
+  void add_split_parts();
   MappedFile map_;
+  std::vector<std::unique_ptr<GgufFile>> parts_;  // parts 2.. of a split GGUF
   uint32_t version_ = 0;
   uint32_t alignment_ = kGgufDefaultAlignment;
   uint64_t data_offset_ = 0;

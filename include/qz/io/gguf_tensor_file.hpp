@@ -29,9 +29,4 @@ class GgufTensorFile final : public TensorFile {
 // True when the file starts with GGUF's magic.
 bool is_gguf_file(const std::filesystem::path& path);
 
-// The files of a split GGUF (llama.cpp's gguf-split naming, PREFIX-00001-of-00003.gguf), in order, given any one
-// of them, checked against each part's split.no / split.count; a file that is not split is returned alone.
-// Throws InputError naming the missing or inconsistent part.
-std::vector<std::filesystem::path> gguf_split_parts(const std::filesystem::path& path);
-
 }  // namespace qz

@@ -66,6 +66,8 @@ struct QuantizeOptions {
   // GGUF input and output, as llama-quantize spells them.
   bool allow_requantize = false;          // --allow-requantize: a quantized GGUF input is decoded, then quantized
   std::vector<std::string> override_kv;   // --override-kv KEY=TYPE:VALUE (TYPE int, float, bool or str)
+  std::string split_max_size;             // --split-max-size 4G: write a split GGUF (gguf-split's naming and keys)
+  size_t split_max_tensors = 0;           // --split-max-tensors N
 
   unsigned threads = 0;  // 0: all hardware threads
 };

@@ -11,6 +11,7 @@
 
 #include "qz/formats/format.hpp"
 #include "qz/io/gguf.hpp"
+#include "qz/io/gguf_split.hpp"
 #include "qz/methods/gptq.hpp"
 #include "qz/pipeline/mixes.hpp"
 #include "qz/pipeline/options.hpp"
@@ -67,6 +68,7 @@ struct QuantizeConfig {
   unsigned threads = 1;
   bool allow_requantize = false;
   std::vector<GgufKv> metadata_overrides;  // --override-kv, applied last to the output's metadata
+  GgufSplitLimits split;                   // --split-max-size / --split-max-tensors
   std::vector<std::string> warnings;  // settings that are ignored, and why
 };
 

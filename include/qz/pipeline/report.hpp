@@ -87,6 +87,7 @@ struct TensorReport {
 struct Report {
   std::string input;
   std::string output;
+  std::vector<std::string> output_parts;  // a split GGUF: every part, in order (output is the first)
   std::string method;
   unsigned threads = 1;
   bool dry_run = false;

@@ -1,0 +1,146 @@
+#include "qz/io/gguf_split.hpp"
+
+#include <fmt/format.h>
+
+#include <cctype>
+#include <regex>
+
+#include "qz/core/error.hpp"
+
+namespace qz {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+uint32_t split_key(const GgufFile& g, const char* key) {
+  const GgufValue* v = g.find(key);
+  if (v == nullptr) return 0;
+  if (const auto* u16 = v->get_if<uint16_t>()) return *u16;
+  if (const auto* u32 = v->get_if<uint32_t>()) return *u32;
+  if (const auto* i32 = v->get_if<int32_t>()) return *i32 > 0 ? static_cast<uint32_t>(*i32) : 0;
+  return 0;
+}
+
+uint64_t padded(uint64_t n, uint32_t alignment) { return (n + alignment - 1) / alignment * alignment; }
+
+}  // namespace
+
+uint64_t parse_split_size(const std::string& text) {
+  uint64_t unit = 1;
+  std::string digits = text;
+  if (!digits.empty() && std::isalpha(static_cast<unsigned char>(digits.back()))) {
+    const char u = static_cast<char>(std::toupper(static_cast<unsigned char>(digits.back())));
+    unit = u == 'K' ? 1000ull : u == 'M' ? 1000ull * 1000 : u == 'G' ? 1000ull * 1000 * 1000 : 0;
+    digits.pop_back();
+  }
+  const bool numeric = !digits.empty() && digits.size() <= 12 &&
+                       std::all_of(digits.begin(), digits.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); });
+  if (unit == 0 || !numeric || std::stoull(digits) == 0)
+    throw UsageError(fmt::format("--split-max-size {}: give a positive size such as 4G, 500M or 64K (powers of 1000, as "
+                                 "gguf-split), or a number of bytes",
+                                 text));
+  return std::stoull(digits) * unit;
+}
+
+fs::path gguf_split_path(const fs::path& output, uint32_t i, uint32_t n) {
+  fs::path prefix = output;
+  if (prefix.extension() == ".gguf") prefix.replace_extension();
+  return fs::path(fmt::format("{}-{:05d}-of-{:05d}.gguf", prefix.string(), i + 1, n));
+}
+
+std::vector<fs::path> gguf_split_parts(const fs::path& path) {
+  const GgufFile first(path, GgufFile::kThisFileOnly);
+  const uint32_t count = split_key(first, "split.count");
+  if (count <= 1) return {path};
+  static const std::regex pattern(R"((.*)-(\d{5})-of-(\d{5})\.gguf)");
+  std::smatch m;
+  const std::string name = path.filename().string();
+  if (!std::regex_match(name, m, pattern) || std::stoul(m[3].str()) != count)
+    throw InputError(fmt::format("{}: split.count is {}, but the file name is not PREFIX-NNNNN-of-{:05d}.gguf, so its "
+                                 "other parts cannot be found",
+                                 path.string(), count, count));
+  if (split_key(first, "split.no") != 0 || std::stoul(m[2].str()) != 1)
+    throw InputError(fmt::format("{}: this is part {} of a split GGUF: give its first part ({})", path.string(),
+                                 split_key(first, "split.no") + 1,
+                                 (path.parent_path() / fmt::format("{}-00001-of-{:05d}.gguf", m[1].str(), count)).string()));
+  std::vector<fs::path> parts = {path};
+  for (uint32_t i = 1; i < count; ++i) {
+    const fs::path part = path.parent_path() / fmt::format("{}-{:05d}-of-{:05d}.gguf", m[1].str(), i + 1, count);
+    std::error_code ec;
+    if (!fs::exists(part, ec))
+      throw InputError(fmt::format("{}: part {} of {} of this split GGUF is missing ({})", path.string(), i + 1, count,
+                                   part.string()));
+    const GgufFile g(part, GgufFile::kThisFileOnly);
+    if (split_key(g, "split.no") != i || split_key(g, "split.count") != count)
+      throw InputError(fmt::format("{}: split.no / split.count say part {} of {}, not part {} of {}", part.string(),
+                                   split_key(g, "split.no") + 1, split_key(g, "split.count"), i + 1, count));
+    parts.push_back(part);
+  }
+  return parts;
+}
+
+GgufSplitWriter::GgufSplitWriter(const GgufWriter& layout, const fs::path& output, const GgufSplitLimits& limits,
+                                 bool overwrite, const std::vector<fs::path>& inputs) {
+  const auto& tensors = layout.tensors();
+  // Which part each tensor goes to.
+  uint32_t part = 0;
+  uint64_t bytes = 0;
+  size_t in_part = 0;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const uint64_t n = padded(tensors[i].nbytes, kGgufDefaultAlignment);
+    const bool full = in_part > 0 && ((limits.max_bytes && bytes + n > limits.max_bytes) ||
+                                      (limits.max_tensors && in_part >= limits.max_tensors));
+    if (full) {
+      ++part;
+      bytes = 0;
+      in_part = 0;
+    }
+    bytes += n;
+    ++in_part;
+    part_of_.push_back(part);
+  }
+  const uint32_t count = tensors.empty() ? 1 : part + 1;
+  if (!limits.any() || count == 1) {
+    parts_.push_back(layout);
+    paths_.push_back(output);
+  } else {
+    if (count > 0xFFFF) throw UsageError(fmt::format("the limits give {} parts: GGUF's split.count holds at most 65535", count));
+    for (uint32_t i = 0; i < count; ++i) {
+      GgufWriter w;
+      if (i == 0)
+        for (const auto& kv : layout.metadata()) w.set(kv.key, kv.value);
+      w.set("split.no", static_cast<uint16_t>(i));
+      w.set("split.count", static_cast<uint16_t>(count));
+      w.set("split.tensors.count", static_cast<int32_t>(tensors.size()));
+      parts_.push_back(std::move(w));
+      paths_.push_back(gguf_split_path(output, i, count));
+    }
+    for (size_t i = 0; i < tensors.size(); ++i) parts_[part_of_[i]].add_tensor(tensors[i].name, tensors[i].ne, tensors[i].type);
+  }
+  for (const auto& p : paths_) refuse_overwriting_inputs(p, inputs);
+  for (size_t i = 0; i < parts_.size(); ++i) {
+    files_.push_back(std::make_unique<OutputFile>(paths_[i], overwrite));
+    parts_[i].write_header(*files_[i]);
+  }
+}
+
+void GgufSplitWriter::write_tensor_data(std::span<const uint8_t> bytes) {
+  if (next_ >= part_of_.size()) throw std::logic_error("GgufSplitWriter: more tensors written than declared");
+  const size_t p = parts_.size() == 1 ? 0 : part_of_[next_];
+  parts_[p].write_tensor_data(*files_[p], bytes);
+  ++next_;
+}
+
+void GgufSplitWriter::commit() {
+  for (const auto& w : parts_) w.finish();
+  for (const auto& f : files_) f->commit();
+}
+
+uint64_t GgufSplitWriter::file_bytes() const {
+  uint64_t n = 0;
+  for (const auto& w : parts_) n += w.file_bytes();
+  return n;
+}
+
+}  // namespace qz
