@@ -10,6 +10,7 @@
 #include "qz/io/gguf.hpp"
 #include "qz/io/checkpoint.hpp"
 #include "qz/io/gguf_tensor_file.hpp"
+#include "qz/model/packed_linear.hpp"
 
 namespace qz {
 
@@ -29,6 +30,10 @@ class CheckpointWeights final : public ModelWeights {
     dir_ = fs::is_directory(path) ? path : path.parent_path();
     if (!ckpt_.config()) throw InputError(path.string() + ": no config.json: the engine needs the model's architecture");
     config_ = parse_model_config(*ckpt_.config(), (dir_ / "config.json").string(), dir_.filename().string());
+    if (const auto packed = read_packed_scheme(dir_, ckpt_.config()))
+      throw InputError(fmt::format("{}: a {} checkpoint: convert it to GGUF first (quantize {} -o model.gguf), then run "
+                                   "that",
+                                   path.string(), packed->name(), path.string()));
     for (const auto& e : ckpt_.tensors())
       if (const auto g = gguf_tensor_name(config_, e.tensor->name)) by_gguf_[*g] = &e;
     config_.tie_word_embeddings = !by_gguf_.count("output.weight");

@@ -4,6 +4,7 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <map>
 
 #include "qz/core/error.hpp"
 #include "qz/engine/model_weights.hpp"
@@ -75,9 +76,10 @@ void read_model(const Checkpoint& ckpt, Plan& plan) {
   if (!ckpt.config()) return;
   const fs::path dir = fs::is_directory(ckpt.source()) ? ckpt.source() : ckpt.source().parent_path();
   plan.model = parse_model_config(*ckpt.config(), (dir / "config.json").string(), dir.filename().string());
+  plan.packed = read_packed_scheme(dir, ckpt.config());
   // vocab_size pads the vocabulary: bound it by the embeddings first (a huge one would take minutes and memory).
   for (const auto& e : ckpt.tensors())
-    if (e.tensor->shape.size() == 2 && gguf_tensor_name(*plan.model, e.tensor->name) == std::optional<std::string>("token_embd.weight") &&
+    if (e.tensor->shape.size() == 2 && !(plan.packed && is_packed_part(e.tensor->name)) && gguf_tensor_name(*plan.model, e.tensor->name) == std::optional<std::string>("token_embd.weight") &&
         plan.model->vocab_size && e.tensor->shape[0] != plan.model->vocab_size)
       throw InputError(fmt::format("{}: vocab_size {} does not match the {} rows of the token embeddings ({})",
                                    (dir / "config.json").string(), plan.model->vocab_size, e.tensor->shape[0],
@@ -221,6 +223,43 @@ void apply_fallback(TensorPlan& p, bool no_fallback) {
                                  : "";
   p.reason = fmt::format("fallback: row length {} is not a multiple of {}'s block of {}, so {}{}", p.cols, from,
                          from_block, p.format->name(), stored);
+}
+
+// A packed linear of a GPTQ / AWQ checkpoint as the tensor it stands for; its codes carry over when a llama.cpp type
+// holds the grid exactly, else its decoded values are quantized into the target like any weight.
+std::optional<TensorPlan> packed_source(const PackedLinear& linear, const Plan& plan, std::vector<SkippedTensor>& skipped) {
+  const std::string weight = linear.base + ".weight";
+  const auto gguf = gguf_tensor_name(*plan.model, weight);
+  if (!gguf) {
+    skipped.push_back({weight, "not used by llama.cpp"});
+    return std::nullopt;
+  }
+  TensorPlan p;
+  p.source = linear.qweight;
+  p.set_packed(std::make_shared<const PackedLinear>(linear));
+  p.name = *gguf;
+  p.shape = {linear.out_features, linear.in_features};
+  p.rows = linear.out_features;
+  p.cols = linear.in_features;
+  p.row_order = gguf_row_order(*plan.model, weight, linear.out_features);
+  for (const Checkpoint::Entry* e : {linear.qweight, linear.qzeros, linear.scales, linear.g_idx})
+    if (e) p.input_bytes += e->tensor->end - e->tensor->begin;
+  return p;
+}
+
+void choose_packed_format(TensorPlan& p, const QuantizeConfig& cfg, const MixContext& ctx, std::vector<std::string>& warnings) {
+  std::string why_not;
+  if (const auto native = packed_native_type(*p.packed, &why_not)) {
+    p.format = format_for_ggml_type(*native);
+    p.carry_codes = true;
+    p.reason = fmt::format("{}: its codes and scales carried over into {}", p.packed->scheme.name(), p.format->name());
+    if (*native == GgmlType::Q4_1) p.reason += " (only the fp16 rounding of each block's min moves a value)";
+    return;
+  }
+  choose_format(p, cfg, ctx);
+  apply_fallback(p, cfg.rules.no_fallback);
+  p.reason = fmt::format("{} cannot carry over ({}): decoded, then {}", p.packed->scheme.name(), why_not, p.reason);
+  warnings.push_back(fmt::format("{}: {}", p.source_name(), p.reason));
 }
 
 void check_required_biases(const Plan& plan, const Checkpoint& ckpt) {
@@ -420,7 +459,25 @@ Plan make_plan(const Checkpoint& ckpt, const QuantizeOptions& opts, const Imatri
   read_model(ckpt, plan);
   const MixContext ctx = mix_context(ckpt, imatrix != nullptr);
 
+  std::map<std::string, PackedLinear> packed;
+  if (plan.packed) {
+    if (!plan.model) throw InputError(plan.packed->file + ": a quantized checkpoint needs its architecture in config.json");
+    if (cfg.gptq || cfg.awq)
+      throw UsageError(fmt::format("--method {}: {} is already quantized ({}); convert it with round-to-nearest (the "
+                                   "default), or quantize the float model it was made from",
+                                   method_name(cfg.method), ckpt.source().string(), plan.packed->name()));
+    for (auto& l : find_packed_linears(ckpt, *plan.packed)) packed.emplace(l.base + ".qweight", std::move(l));
+  }
   for (const auto& e : ckpt.tensors()) {
+    if (plan.packed && is_packed_part(e.tensor->name)) {
+      const auto it = packed.find(e.tensor->name);
+      if (it == packed.end()) continue;  // (qzeros, scales, g_idx: read through their qweight)
+      std::optional<TensorPlan> p = packed_source(it->second, plan, plan.skipped);
+      if (!p) continue;
+      choose_packed_format(*p, cfg, ctx, plan.config.warnings);
+      plan.tensors.push_back(std::move(*p));
+      continue;
+    }
     std::optional<TensorPlan> p = source_of(e, plan, plan.skipped);
     if (!p) continue;
     if (p->shape.size() != 2) {

@@ -11,6 +11,8 @@
 #include <limits>
 
 #include "qz/core/error.hpp"
+#include "qz/core/half.hpp"
+#include "qz/formats/legacy_quants.hpp"
 #include "qz/core/parallel.hpp"
 #include "qz/io/output_file.hpp"
 #include "qz/methods/gptq.hpp"
@@ -112,6 +114,36 @@ QuantizedTensor quantize_tensor_gptq(const TensorPlan& t, const GptqSettings& se
 
 namespace {
 
+// A GPTQ / AWQ linear whose grid the target type holds exactly (model/packed_linear.hpp): its codes and scales are
+// stored as they are, blocks of 32 repeating their group's scale (and min m = fp16(-scale * zero) for Q4_1). The
+// error is measured against the checkpoint's own dequantized values: zero but for Q4_1's rounding of m.
+QuantizedTensor carry_packed_codes(const TensorPlan& t) {
+  const PackedLinear& p = *t.packed;
+  const GgmlType type = t.format->storage_type();
+  const size_t rb = t.format->row_bytes(t.cols);
+  QuantizedTensor out;
+  out.parts.emplace_back(t.rows * rb);
+  std::vector<int32_t> q(t.cols), block(32);
+  std::vector<float> truth(t.cols), stored(t.cols);
+  for (size_t r = 0; r < t.rows; ++r) {
+    const size_t j = t.row_order.empty() ? r : t.row_order[r];
+    p.codes_of_row(j, q.data());
+    uint8_t* dst = out.parts.front().data() + r * rb;
+    for (size_t b = 0; b < t.cols / 32; ++b) {
+      const size_t g = p.group_of(b * 32);
+      const int32_t zero = p.zero(g, j);
+      const uint16_t d = p.scale_bits(g, j);
+      const uint16_t m = type == GgmlType::Q4_1 ? fp32_to_fp16(-fp16_to_fp32(d) * static_cast<float>(zero)) : 0;
+      for (size_t k = 0; k < 32; ++k) block[k] = q[b * 32 + k] - (type == GgmlType::Q8_0 ? 128 : 0);
+      encode_legacy_block(type, d, m, block.data(), dst + b * ggml_type_traits(type).type_size);
+    }
+    p.dequantize_row(j, truth.data());
+    t.format->dequantize_row(dst, stored.data(), t.cols);
+    out.error.add(truth.data(), stored.data(), t.cols);
+  }
+  return out;
+}
+
 // A whole-tensor format (NF4/FP4): all values at once.
 QuantizedTensor quantize_whole_tensor(const TensorPlan& t) {
   const std::vector<float> w = read_finite_tensor(t);
@@ -137,6 +169,7 @@ QuantizedTensor quantize_tensor(const TensorPlan& t, const QuantizeConfig& cfg, 
     return quantize_tensor_gptq(t, *cfg.gptq, *H, tokens, threads, progress);
   }
   if (t.format->whole_tensor()) return quantize_whole_tensor(t);
+  if (t.carry_codes) return carry_packed_codes(t);
   const Format& f = *t.format;
   const size_t row_bytes = f.row_bytes(t.cols);
   QuantizedTensor out;

@@ -60,6 +60,7 @@ struct Plan {
   std::optional<ModelConfig> model;  // a model conversion (config.json, or a GGUF, of a supported architecture)
   const GgufFile* source_gguf = nullptr;  // a GGUF input: its metadata is carried into the output
   std::string model_unavailable;          // a GGUF input whose architecture the engine does not run: why
+  std::optional<PackedScheme> packed;     // a GPTQ / AWQ checkpoint (config.json's quantization_config)
   std::optional<Vocabulary> vocab;   // its tokenizer
   std::optional<ModelCard> card;     // README.md front matter
   std::optional<ImatrixUse> imatrix;

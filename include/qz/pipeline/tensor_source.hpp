@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "qz/io/checkpoint.hpp"
+#include "qz/model/packed_linear.hpp"
 
 namespace qz {
 
@@ -30,8 +31,21 @@ struct TensorSource {
   size_t cols = 0;              // row length (GGUF ne[0])
   std::vector<uint32_t> row_order;             // source row of each output row (llama.cpp's q/k permutation)
   std::shared_ptr<TensorTransform> transform;  // AWQ scaling and clipping, if any
-  const std::string& source_name() const { return source ? source->tensor->name : name; }
+  // A linear of a GPTQ / AWQ checkpoint (model/packed_linear.hpp): its values are decoded from the packed codes;
+  // with carry_codes the codes themselves are stored (the target type holds its grid exactly).
+  std::shared_ptr<const PackedLinear> packed;
+  bool carry_codes = false;
+  const std::string& source_name() const {
+    return packed ? packed_weight_name_ : source ? source->tensor->name : name;
+  }
+  void set_packed(std::shared_ptr<const PackedLinear> p) {
+    packed = std::move(p);
+    packed_weight_name_ = packed->base + ".weight";
+  }
   std::vector<uint64_t> logical_ne() const;  // GGUF ne: the shape innermost first
+
+ private:
+  std::string packed_weight_name_;
 };
 
 // Rows [r0, r0 + nr) as the output stores them: converted to float, in output row order, transform applied.
