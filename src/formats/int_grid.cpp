@@ -268,6 +268,57 @@ class IntGridFormat final : public Format {
 
 }  // namespace
 
+void read_int_grid_row(const IntGridSpec& spec, size_t row_length, const uint8_t* row, int32_t* codes, uint16_t* d,
+                       int32_t* zero) {
+  const size_t block = spec.granularity == Granularity::Group ? spec.group : row_length;
+  const int32_t offset = 1 << (spec.bits - 1);
+  const auto native = native_storage(spec, row_length);
+  if (!native) {
+    const size_t header = spec.symmetric ? 2 : 3, bytes = header + (block * static_cast<size_t>(spec.bits) + 7) / 8;
+    for (size_t b = 0; b < row_length / block; ++b) {
+      const uint8_t* blk = row + b * bytes;
+      std::memcpy(&d[b], blk, 2);
+      zero[b] = spec.symmetric ? offset : blk[2];
+      for (size_t j = 0; j < block; ++j) codes[b * block + j] = unpack_code(blk + header, j, spec.bits);
+    }
+    return;
+  }
+  // llama.cpp's blocks of 32 (ggml_blocks.hpp), each repeating its grid's d (and min).
+  const size_t sub = ggml_type_traits(*native).type_size;
+  const bool with_min = *native == GgmlType::Q4_1 || *native == GgmlType::Q5_1;
+  const bool five = *native == GgmlType::Q5_0 || *native == GgmlType::Q5_1;
+  for (size_t k = 0; k < row_length / 32; ++k) {
+    const uint8_t* blk = row + k * sub;
+    int32_t* u = codes + k * 32;
+    if (*native == GgmlType::Q8_0) {
+      for (size_t j = 0; j < 32; ++j) u[j] = static_cast<int8_t>(blk[2 + j]) + 128;
+    } else {
+      const uint8_t* qs = blk + sub - 16;
+      uint32_t qh = 0;
+      if (five) std::memcpy(&qh, blk + (with_min ? 4 : 2), 4);
+      for (size_t j = 0; j < 16; ++j) {
+        u[j] = qs[j] & 15;
+        u[j + 16] = qs[j] >> 4;
+        if (five) {
+          u[j] |= static_cast<int32_t>((qh >> j) & 1u) << 4;
+          u[j + 16] |= static_cast<int32_t>((qh >> (j + 16)) & 1u) << 4;
+        }
+      }
+    }
+    if ((k * 32) % block != 0) continue;
+    const size_t b = k * 32 / block;
+    std::memcpy(&d[b], blk, 2);
+    if (!with_min) {
+      zero[b] = offset;
+    } else {
+      uint16_t mh;
+      std::memcpy(&mh, blk + 2, 2);
+      const float df = fp16_to_fp32(d[b]), m = fp16_to_fp32(mh);
+      zero[b] = df != 0.0f ? static_cast<int32_t>(std::nearbyint(-m / df)) : 0;
+    }
+  }
+}
+
 FormatPtr make_int_format(const IntGridSpec& spec, size_t row_length) {
   validate_int_spec(spec);
   if (spec.granularity != Granularity::Group && row_length == 0)

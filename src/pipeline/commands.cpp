@@ -24,6 +24,7 @@
 #include "qz/engine/model_weights.hpp"
 #include "qz/pipeline/bnb_export.hpp"
 #include "qz/pipeline/dequantize.hpp"
+#include "qz/pipeline/gptq_export.hpp"
 #include "qz/model/tensor_roles.hpp"
 #include "qz/pipeline/mixes.hpp"
 
@@ -37,7 +38,7 @@ void warn(const QuantizeEvents& ev, const std::string& msg) {
   if (ev.warn) ev.warn(msg);
 }
 
-void report_plan_warnings(const Plan& plan, const QuantizeEvents& ev, const fs::path& output) {
+void report_plan_warnings(const Plan& plan, const QuantizeEvents& ev, const fs::path& output, bool gguf_output) {
   for (const auto& w : plan.config.warnings) warn(ev, w);
   for (const auto& name : plan.calibration_missing) warn(ev, name + ": no calibration data, rounded to nearest");
   if (plan.imatrix)
@@ -46,7 +47,7 @@ void report_plan_warnings(const Plan& plan, const QuantizeEvents& ev, const fs::
     if (t.fallback) warn(ev, t.name + ": " + t.reason);
   const auto custom = std::find_if(plan.tensors.begin(), plan.tensors.end(),
                                    [](const TensorPlan& t) { return !t.format->llama_native(); });
-  if (plan.model && custom != plan.tensors.end())
+  if (plan.model && custom != plan.tensors.end() && gguf_output)
     warn(ev, fmt::format("{} is not a llama.cpp type: llama.cpp will not load {}; `quantize dequantize` reads it (use "
                          "--type Q4_K_M, Q4_0, ... for llama.cpp)",
                          custom->format->name(), output.empty() ? std::string("the output") : output.string()));
@@ -211,8 +212,8 @@ void check_not_llama_quantize_form(const std::vector<std::string>& inputs, bool 
 Report run_quantize(const QuantizeJob& job, const QuantizeEvents& ev) {
   if (job.inputs.empty()) throw UsageError("no INPUT given (a checkpoint directory or .safetensors file); see --help");
   if (job.output.empty() && !job.dry_run) throw UsageError("no output given: -o OUTPUT.gguf");
-  if (job.output_format != "gguf" && job.output_format != "bnb")
-    throw UsageError("--output-format " + job.output_format + ": use gguf or bnb");
+  if (job.output_format != "gguf" && job.output_format != "bnb" && job.output_format != "gptq")
+    throw UsageError("--output-format " + job.output_format + ": use gguf, gptq or bnb");
   if (!job.output.empty() && !job.dry_run && job.output_format == "gguf") {
     std::vector<fs::path> inputs = job.inputs;
     inputs.insert(inputs.end(), job.calib.begin(), job.calib.end());
@@ -223,13 +224,14 @@ Report run_quantize(const QuantizeJob& job, const QuantizeEvents& ev) {
   const QuantizeConfig cfg = resolve_options(job.options, {!job.imatrix.empty(), !job.calib.empty()});
 
   const Checkpoint ckpt = Checkpoint::open_files(job.inputs);
-  if (job.output_format == "bnb") {
-    if (job.dry_run) throw UsageError("--dry-run is not available with --output-format bnb");
+  if (job.output_format != "gguf" && !job.dry_run)
     for (const auto& in : job.inputs)
       if (same_file(in, job.output) || same_file(in.parent_path().empty() ? fs::path(".") : in.parent_path(), job.output))
         throw UsageError(fmt::format("{}: the output directory holds the input {}: refusing to write over a checkpoint "
                                      "(--force or not); choose another -o",
                                      job.output.string(), in.string()));
+  if (job.output_format == "bnb") {
+    if (job.dry_run) throw UsageError("--dry-run is not available with --output-format bnb");
     for (const auto& w : cfg.warnings) warn(ev, w);
     return export_bnb(ckpt, cfg, job.output, job.force);
   }
@@ -249,7 +251,7 @@ Report run_quantize(const QuantizeJob& job, const QuantizeEvents& ev) {
   }
   Plan plan = make_plan(ckpt, job.options, imatrix ? &*imatrix : nullptr, job.imatrix.string(),
                         calib ? &*calib : nullptr, job.dry_run, tc ? &tc->use : nullptr);
-  report_plan_warnings(plan, ev, job.output);
+  report_plan_warnings(plan, ev, job.output, job.output_format == "gguf");
   if (ev.planned) ev.planned(plan);
   if (job.dry_run) return report_from_plan(plan, ckpt.source().string(), job.output.string());
 
@@ -288,7 +290,13 @@ Report run_quantize(const QuantizeJob& job, const QuantizeEvents& ev) {
     o.bf16_states = job.calib_bf16_states;
     blocks.emplace(plan, *weights, tc->samples.sequences, o, ev.block);
   }
-  Report r = quantize_to_gguf(ckpt, plan, job.output, job.force, ev.progress, blocks ? &*blocks : nullptr);
+  Report r;
+  if (job.output_format == "gptq") {
+    const auto sink = make_gptq_checkpoint_sink(ckpt, plan, job.output, job.force, [&](const std::string& w) { warn(ev, w); });
+    r = quantize_into(ckpt, plan, *sink, ev.progress, blocks ? &*blocks : nullptr);
+  } else {
+    r = quantize_to_gguf(ckpt, plan, job.output, job.force, ev.progress, blocks ? &*blocks : nullptr);
+  }
   if (awq) {
     r.awq = awq;
     r.wall_seconds += awq->search_seconds;

@@ -245,15 +245,35 @@ std::vector<float> stored_values(const TensorPlan& t, const QuantizedTensor& q) 
   return y;
 }
 
-Report quantize_to_gguf(const Checkpoint& ckpt, const Plan& plan, const std::filesystem::path& output, bool overwrite,
-                        ProgressSink* progress, TensorProducer* producer) {
+namespace {
+
+class GgufSink final : public TensorSink {
+ public:
+  GgufSink(const Checkpoint& ckpt, const Plan& plan, const std::filesystem::path& output, bool overwrite)
+      : writer_(make_gguf_layout(plan), output, plan.config.split, overwrite, ckpt.paths()) {}
+  void write(const TensorPlan&, const QuantizedTensor& q) override {
+    for (const auto& part : q.parts) writer_.write_tensor_data(part);
+  }
+  void commit() override { writer_.commit(); }
+  uint64_t bytes() const override { return writer_.file_bytes(); }
+  std::vector<std::string> paths() const override {
+    std::vector<std::string> out;
+    for (const auto& p : writer_.paths()) out.push_back(p.string());
+    return out;
+  }
+
+ private:
+  GgufSplitWriter writer_;
+};
+
+}  // namespace
+
+Report quantize_into(const Checkpoint& ckpt, const Plan& plan, TensorSink& sink, ProgressSink* progress,
+                     TensorProducer* producer) {
   const auto t0 = Clock::now();
   Report report = report_from_plan(plan);
   report.dry_run = false;
   report.input = ckpt.source().string();
-  report.output = output.string();
-
-  GgufSplitWriter writer(make_gguf_layout(plan), output, plan.config.split, overwrite, ckpt.paths());
   HessianCache hessians;
   for (size_t i = 0; i < plan.tensors.size(); ++i) {
     const TensorPlan& t = plan.tensors[i];
@@ -264,22 +284,29 @@ Report quantize_to_gguf(const Checkpoint& ckpt, const Plan& plan, const std::fil
     QuantizedTensor q = made ? std::move(*made) : quantize_tensor(t, plan.config, &hessians, [&](double frac) {
       if (progress) progress->advance(frac);
     });
-    for (const auto& part : q.parts) writer.write_tensor_data(part);
+    sink.write(t, q);
     TensorReport& tr = report.tensors[i];
     tr.error = q.error;
     tr.gptq = q.gptq;
     tr.seconds = std::chrono::duration<double>(Clock::now() - ts).count();
     if (progress) progress->end_tensor(tr);
   }
-  writer.commit();
-  report.output_bytes = writer.file_bytes();
-  if (writer.paths().size() > 1) {
-    report.output = writer.paths().front().string();
-    for (const auto& p : writer.paths()) report.output_parts.push_back(p.string());
-  }
+  sink.commit();
+  report.output_bytes = sink.bytes();
+  const auto paths = sink.paths();
+  report.output = paths.front();
+  if (paths.size() > 1) report.output_parts = paths;
   report.wall_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   report.peak_memory_bytes = peak_memory_bytes();
   return report;
+}
+
+Report quantize_to_gguf(const Checkpoint& ckpt, const Plan& plan, const std::filesystem::path& output, bool overwrite,
+                        ProgressSink* progress, TensorProducer* producer) {
+  GgufSink sink(ckpt, plan, output, overwrite);
+  Report r = quantize_into(ckpt, plan, sink, progress, producer);
+  if (r.output_parts.empty()) r.output = output.string();
+  return r;
 }
 
 }  // namespace qz

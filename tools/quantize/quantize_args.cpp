@@ -111,7 +111,9 @@ void add_quantize_options(CLI::App& app, QuantizeArgs& a) {
       ->group(lq);
 
   app.add_option("--output-format", a.job.output_format,
-                 "gguf, or bnb (with nf4/fp4: a transformers + bitsandbytes checkpoint directory at -o)")
+                 "gguf; gptq (integer grids of 2/3/4/8 bits: an AutoGPTQ / GPTQModel checkpoint directory at -o, as "
+                 "transformers, vLLM and ExLlama load it); or bnb (with nf4/fp4: a transformers + bitsandbytes "
+                 "checkpoint directory at -o)")
       ->capture_default_str();
   app.add_option("--split-max-size", o.split_max_size,
                  "Write a split GGUF (OUT-00001-of-0000N.gguf, as gguf-split) with at most this much tensor data per "

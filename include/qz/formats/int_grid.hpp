@@ -49,6 +49,13 @@ std::optional<GgmlType> native_storage(const IntGridSpec& spec, size_t row_lengt
 // Throws UsageError for bits outside 2..8 or a zero group.
 void validate_int_spec(const IntGridSpec& spec);
 
+// The grid of one stored row (either storage): for each block of the grid (a group, or the row) its fp16 d and its
+// zero point (2^(b-1) for symmetric grids; for Q4_1 / Q5_1 storage round(-m / d)), and every value's code u, so
+// that x = d * (u - zero) (what a Q4_1 / Q5_1 block holds up to the rounding of its min). `d` and `zero` hold
+// row_length / block values, `codes` row_length.
+void read_int_grid_row(const IntGridSpec& spec, size_t row_length, const uint8_t* row, int32_t* codes, uint16_t* d,
+                       int32_t* zero);
+
 // A format for rows of `row_length` values (used by Row and Tensor granularity; ignored for Group).
 FormatPtr make_int_format(const IntGridSpec& spec, size_t row_length);
 

@@ -65,8 +65,23 @@ class TensorProducer {
   virtual std::optional<QuantizedTensor> take(size_t plan_index) = 0;
 };
 
-// Quantizes every tensor of the plan into `output` (those `producer` makes, from it). On any error nothing is left at
-// `output`.
+// Where the quantized tensors go, in plan order: a GGUF file (or split set), or a checkpoint directory
+// (pipeline/gptq_export.hpp). Nothing is in place before commit().
+class TensorSink {
+ public:
+  virtual ~TensorSink() = default;
+  virtual void write(const TensorPlan& t, const QuantizedTensor& q) = 0;
+  virtual void commit() = 0;
+  virtual uint64_t bytes() const = 0;                   // of everything written
+  virtual std::vector<std::string> paths() const = 0;   // the files made, first the main one
+};
+
+// Quantizes every tensor of the plan into `sink` (those `producer` makes, from it).
+Report quantize_into(const Checkpoint& ckpt, const Plan& plan, TensorSink& sink, ProgressSink* progress = nullptr,
+                     TensorProducer* producer = nullptr);
+
+// Quantizes every tensor of the plan into `output` (a split set with the plan's split limits). On any error nothing
+// is left at `output`.
 Report quantize_to_gguf(const Checkpoint& ckpt, const Plan& plan, const std::filesystem::path& output, bool overwrite,
                         ProgressSink* progress = nullptr, TensorProducer* producer = nullptr);
 
