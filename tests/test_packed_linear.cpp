@@ -6,6 +6,7 @@
 #include "packed_checkpoint.hpp"
 #include "qz/core/error.hpp"
 #include "qz/formats/format_table.hpp"
+#include "qz/formats/nf4.hpp"
 #include "qz/io/gguf.hpp"
 #include "qz/model/demo_checkpoint.hpp"
 #include "qz/pipeline/commands.hpp"
@@ -155,6 +156,46 @@ TEST_F(PackedCheckpoint, GridsLlamaCppCannotHoldAreDecodedThenQuantizedWithAWarn
   }
 }
 
+// bitsandbytes 4-bit in: the layout --output-format bnb (and transformers) writes, decoded block by block with the
+// file's own code tables: the values bitsandbytes' NF4 dequantization gives (formats/nf4.hpp's), with and without
+// double quantization, then quantized to --type with a warning.
+TEST_F(PackedCheckpoint, Bitsandbytes4BitIsDecodedToTheValuesNf4DequantizationGives) {
+  for (const bool dq : {true, false}) {
+    SCOPED_TRACE(dq ? "double quant" : "float absmax");
+    QuantizeJob b;
+    b.inputs = {dir_ / "demo"};
+    b.output = dir_ / (dq ? "bnb-dq" : "bnb");
+    set_method(b.options, "nf4");
+    b.options.double_quant = dq;
+    b.output_format = "bnb";
+    b.force = true;
+    run_quantize(b);
+    QuantizeJob j;
+    j.inputs = {b.output};
+    j.output = dir_ / "from-bnb.gguf";
+    j.options.type = "F32";
+    j.force = true;
+    std::vector<std::string> warnings;
+    QuantizeEvents ev;
+    ev.warn = [&](const std::string& w) { warnings.push_back(w); };
+    const Report r = run_quantize(j, ev);
+    EXPECT_TRUE(std::any_of(warnings.begin(), warnings.end(), [](const std::string& w) { return w.find("bitsandbytes nf4") != std::string::npos; }));
+    EXPECT_EQ(r.tensors.size(), 21u);
+    const GgufFile g(j.output);
+    const Checkpoint demo = Checkpoint::open(dir_ / "demo");
+    Nf4Options o;
+    o.double_quant = dq;
+    for (const char* hf : {"model.layers.0.self_attn.v_proj.weight", "model.layers.1.mlp.down_proj.weight"}) {
+      const Checkpoint::Entry* e = demo.find(hf);
+      std::vector<float> w(e->tensor->numel()), want(w.size());
+      convert_to_f32(e->bytes().data(), e->tensor->dtype, w.data(), w.size());
+      dequantize_nf4(quantize_nf4(w.data(), w.size(), o), o, want.data());
+      const std::string gguf = std::string(hf).find("v_proj") != std::string::npos ? "blk.0.attn_v.weight" : "blk.1.ffn_down.weight";
+      EXPECT_EQ(dequantize_tensor(g, *g.find_tensor(gguf)), want) << hf;
+    }
+  }
+}
+
 TEST_F(PackedCheckpoint, AConfigThatDisagreesWithTheTensorsOrAnUnknownMethodIsAnErrorNamingIt) {
   test::PackSpec s;
   convert(s);
@@ -180,6 +221,8 @@ TEST_F(PackedCheckpoint, AConfigThatDisagreesWithTheTensorsOrAnUnknownMethodIsAn
   q = test::quantization_config(s);
   q["group_size"] = 64;
   expect_error(q, "scales");
+  q["quant_method"] = "bitsandbytes";
+  expect_error(q, "load_in_4bit");
   q["quant_method"] = "hqq";
   expect_error(q, "quant_method 'hqq'");
   q = test::quantization_config(s);

@@ -47,6 +47,7 @@ const json* find_key(const json& j, const char* key) {
 }  // namespace
 
 std::string PackedScheme::name() const {
+  if (kind == PackedKind::Bnb4) return "bitsandbytes 4-bit (NF4 / FP4)";
   const char* kind_name = kind == PackedKind::AwqGemm ? "AWQ (GEMM)" : kind == PackedKind::GptqV2 ? "GPTQ (gptq_v2)" : "GPTQ";
   const std::string groups = group_size < 0 ? "one group per row" : fmt::format("groups of {}", group_size);
   return fmt::format("{} {}-bit {}, {}{}", kind_name, bits, groups, sym ? "symmetric" : "with zero points",
@@ -115,9 +116,14 @@ std::optional<PackedScheme> read_packed_scheme(const fs::path& dir, const std::o
     if (s.bits != 4) throw InputError(fmt::format("{}: quantization_config.bits {}: AWQ packs 4 bits", file, s.bits));
     if (s.group_size < 0) throw InputError(fmt::format("{}: quantization_config.group_size must be positive for AWQ", file));
   } else if (method == "bitsandbytes") {
-    throw InputError(fmt::format("{}: quant_method bitsandbytes: reading bitsandbytes checkpoints is not supported yet "
-                                 "(GPTQ and AWQ are)",
-                                 file));
+    if (!boolean("load_in_4bit", false))
+      throw InputError(fmt::format("{}: quant_method bitsandbytes without load_in_4bit: only bitsandbytes' 4-bit (NF4 / "
+                                   "FP4) checkpoints are read, not LLM.int8()",
+                                   file));
+    s.kind = PackedKind::Bnb4;
+    s.bits = 4;
+    s.group_size = 64;
+    s.sym = true;
   } else {
     throw InputError(fmt::format("{}: quant_method '{}' is not read (gptq, awq)", file, method));
   }
@@ -191,6 +197,107 @@ bool is_packed_part(const std::string& name) {
   for (const char* s : {".qweight", ".qzeros", ".scales", ".g_idx"})
     if (name.ends_with(s)) return true;
   return false;
+}
+
+std::vector<const Checkpoint::Entry*> Bnb4Linear::parts() const {
+  std::vector<const Checkpoint::Entry*> v = {weight, absmax, quant_map};
+  if (double_quant) v.insert(v.end(), {nested_absmax, nested_quant_map});
+  return v;
+}
+
+void Bnb4Linear::dequantize_row(size_t j, float* out) const {
+  const uint8_t* codes = weight->bytes().data();
+  float map[16];
+  std::memcpy(map, quant_map->bytes().data(), sizeof(map));
+  const size_t first = j * in_features;
+  size_t cached_block = SIZE_MAX;
+  float scale = 0.0f;
+  for (size_t i = 0; i < in_features; ++i) {
+    const size_t k = first + i, b = k / blocksize;
+    if (b != cached_block) {
+      cached_block = b;
+      if (double_quant) {
+        float nested, entry;
+        std::memcpy(&nested, nested_absmax->bytes().data() + (b / 256) * 4, 4);
+        std::memcpy(&entry, nested_quant_map->bytes().data() + absmax->bytes()[b] * 4, 4);
+        scale = entry * nested + nested_offset;
+      } else {
+        std::memcpy(&scale, absmax->bytes().data() + b * 4, 4);
+      }
+    }
+    const uint8_t byte = codes[k / 2];
+    out[i] = map[k % 2 == 0 ? byte >> 4 : byte & 15] * scale;
+  }
+}
+
+bool is_bnb4_side_part(const std::string& name) {
+  for (const char* s : {".weight.absmax", ".weight.quant_map", ".weight.nested_absmax", ".weight.nested_quant_map"})
+    if (name.ends_with(s)) return true;
+  return name.find(".weight.quant_state.") != std::string::npos;
+}
+
+std::vector<Bnb4Linear> find_bnb4_linears(const Checkpoint& ckpt, const PackedScheme& scheme) {
+  std::vector<Bnb4Linear> out;
+  for (const auto& e : ckpt.tensors()) {
+    const std::string& name = e.tensor->name;
+    const size_t at = name.find(".weight.quant_state.bitsandbytes__");
+    if (at == std::string::npos) continue;
+    const std::string file = e.file->path().string();
+    Bnb4Linear l;
+    l.base = name.substr(0, at);
+    l.quant_type = name.substr(at + std::string(".weight.quant_state.bitsandbytes__").size());
+    const auto bytes = e.bytes();
+    json state;
+    try {
+      state = json::parse(std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+    } catch (const json::exception& x) {
+      throw InputError(fmt::format("{}: tensor '{}': the quant state is not JSON: {}", file, name, x.what()));
+    }
+    auto need = [&](const char* suffix) {
+      const Checkpoint::Entry* x = ckpt.find(l.base + suffix);
+      if (x == nullptr) throw InputError(fmt::format("{}: bitsandbytes linear '{}' has no '{}{}' ({})", file, l.base, l.base, suffix, scheme.name()));
+      return x;
+    };
+    try {
+      l.blocksize = state.at("blocksize").get<size_t>();
+      const auto shape = state.at("shape").get<std::vector<uint64_t>>();
+      if (shape.size() != 2) throw InputError(fmt::format("{}: tensor '{}': quant state shape is not 2-D", file, name));
+      l.out_features = shape[0];
+      l.in_features = shape[1];
+      l.double_quant = state.contains("nested_offset");
+      if (l.double_quant) l.nested_offset = state.at("nested_offset").get<float>();
+    } catch (const json::exception& x) {
+      throw InputError(fmt::format("{}: tensor '{}': quant state: {}", file, name, x.what()));
+    }
+    if (l.quant_type != "nf4" && l.quant_type != "fp4")
+      throw InputError(fmt::format("{}: tensor '{}': quant type '{}' (nf4 or fp4)", file, name, l.quant_type));
+    if (l.blocksize == 0 || (l.blocksize & (l.blocksize - 1)) != 0)
+      throw InputError(fmt::format("{}: tensor '{}': blocksize {} is not a power of two", file, name, l.blocksize));
+    l.weight = need(".weight");
+    l.absmax = need(".weight.absmax");
+    l.quant_map = need(".weight.quant_map");
+    const uint64_t n = l.out_features * l.in_features, blocks = (n + l.blocksize - 1) / l.blocksize;
+    auto check = [&](const Checkpoint::Entry* x, DType dt, uint64_t count) {
+      if (x->tensor->dtype != dt || x->tensor->numel() != count)
+        throw InputError(fmt::format("{}: tensor '{}' is {} with {} values, but the quant state ({} x {}, blocks of {}) "
+                                     "needs {} with {}",
+                                     x->file->path().string(), x->tensor->name, dtype_name(x->tensor->dtype),
+                                     x->tensor->numel(), l.out_features, l.in_features, l.blocksize, dtype_name(dt), count));
+    };
+    check(l.weight, DType::U8, (n + 1) / 2);
+    check(l.quant_map, DType::F32, 16);
+    if (l.double_quant) {
+      l.nested_absmax = need(".weight.nested_absmax");
+      l.nested_quant_map = need(".weight.nested_quant_map");
+      check(l.absmax, DType::U8, blocks);
+      check(l.nested_absmax, DType::F32, (blocks + 255) / 256);
+      check(l.nested_quant_map, DType::F32, 256);
+    } else {
+      check(l.absmax, DType::F32, blocks);
+    }
+    out.push_back(std::move(l));
+  }
+  return out;
 }
 
 std::vector<PackedLinear> find_packed_linears(const Checkpoint& ckpt, const PackedScheme& scheme) {

@@ -466,9 +466,47 @@ Plan make_plan(const Checkpoint& ckpt, const QuantizeOptions& opts, const Imatri
       throw UsageError(fmt::format("--method {}: {} is already quantized ({}); convert it with round-to-nearest (the "
                                    "default), or quantize the float model it was made from",
                                    method_name(cfg.method), ckpt.source().string(), plan.packed->name()));
-    for (auto& l : find_packed_linears(ckpt, *plan.packed)) packed.emplace(l.base + ".qweight", std::move(l));
+    if (plan.packed->kind != PackedKind::Bnb4)
+      for (auto& l : find_packed_linears(ckpt, *plan.packed)) {
+        std::string key = l.base + ".qweight";
+        packed.emplace(std::move(key), std::move(l));
+      }
+  }
+  std::map<std::string, std::shared_ptr<const Bnb4Linear>> bnb4;
+  if (plan.packed && plan.packed->kind == PackedKind::Bnb4) {
+    for (auto& l : find_bnb4_linears(ckpt, *plan.packed)) {
+      std::string key = l.base + ".weight";  // (before l is moved from)
+      bnb4.emplace(std::move(key), std::make_shared<const Bnb4Linear>(std::move(l)));
+    }
+    if (!bnb4.empty())
+      plan.config.warnings.push_back(fmt::format(
+          "{}: {} bitsandbytes {} linears: NF4 / FP4 blocks have no llama.cpp type, so they are decoded and quantized "
+          "again (to {}); the roundings compound",
+          ckpt.source().string(), bnb4.size(), bnb4.begin()->second->quant_type, cfg.target.name));
   }
   for (const auto& e : ckpt.tensors()) {
+    if (!bnb4.empty()) {
+      if (is_bnb4_side_part(e.tensor->name)) continue;
+      if (const auto it = bnb4.find(e.tensor->name); it != bnb4.end()) {
+        const Bnb4Linear& l = *it->second;
+        const auto gguf = gguf_tensor_name(*plan.model, e.tensor->name);
+        if (!gguf) continue;
+        TensorPlan p;
+        p.source = &e;
+        p.bnb4 = it->second;
+        p.name = *gguf;
+        p.shape = {l.out_features, l.in_features};
+        p.rows = l.out_features;
+        p.cols = l.in_features;
+        p.row_order = gguf_row_order(*plan.model, e.tensor->name, l.out_features);
+        for (const Checkpoint::Entry* x : l.parts()) p.input_bytes += x->tensor->end - x->tensor->begin;
+        choose_format(p, cfg, ctx);
+        apply_fallback(p, cfg.rules.no_fallback);
+        p.reason = fmt::format("bitsandbytes {}: decoded, then {}", l.quant_type, p.reason);
+        plan.tensors.push_back(std::move(p));
+        continue;
+      }
+    }
     if (plan.packed && is_packed_part(e.tensor->name)) {
       const auto it = packed.find(e.tensor->name);
       if (it == packed.end()) continue;  // (qzeros, scales, g_idx: read through their qweight)

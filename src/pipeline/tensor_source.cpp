@@ -19,6 +19,10 @@ void read_rows_raw(const TensorSource& t, size_t r0, size_t nr, float* out) {
     std::copy_n(t.generated->data() + r0 * t.cols, nr * t.cols, out);
     return;
   }
+  if (t.bnb4) {
+    for (size_t r = 0; r < nr; ++r) t.bnb4->dequantize_row(t.row_order.empty() ? r0 + r : t.row_order[r0 + r], out + r * t.cols);
+    return;
+  }
   if (t.packed) {
     for (size_t r = 0; r < nr; ++r) t.packed->dequantize_row(t.row_order.empty() ? r0 + r : t.row_order[r0 + r], out + r * t.cols);
     return;

@@ -26,7 +26,7 @@
 
 namespace qz {
 
-enum class PackedKind { GptqV1, GptqV2, AwqGemm };
+enum class PackedKind { GptqV1, GptqV2, AwqGemm, Bnb4 };
 
 struct PackedScheme {
   PackedKind kind = PackedKind::GptqV1;
@@ -39,8 +39,8 @@ struct PackedScheme {
 };
 
 // The scheme of a checkpoint directory: config.json's quantization_config, else quantize_config.json; nullopt when
-// neither says the model is quantized. quant_method gptq and awq are read; bitsandbytes and any other method are an
-// InputError naming the file and the method (as are bits or group sizes the method does not have).
+// neither says the model is quantized. quant_method gptq, awq and bitsandbytes (4-bit) are read; any other method is
+// an InputError naming the file and the method (as are bits or group sizes the method does not have).
 std::optional<PackedScheme> read_packed_scheme(const std::filesystem::path& dir, const std::optional<nlohmann::json>& config);
 
 class PackedLinear {
@@ -67,6 +67,33 @@ class PackedLinear {
   friend std::vector<PackedLinear> find_packed_linears(const Checkpoint&, const PackedScheme&);
   std::vector<int32_t> group_index_;  // g_idx as read (checked), empty when absent
 };
+
+// A bitsandbytes 4-bit linear, as transformers serializes a Params4bit (and --output-format bnb writes it,
+// pipeline/bnb_export.hpp): `<base>.weight` uint8 codes of the flattened [out, in] tensor, two per byte, the first in
+// the high nibble; blocks of `blocksize` consecutive values share an absmax: `.weight.absmax` float32, or with double
+// quantization uint8 codes of `.weight.nested_quant_map` times `.weight.nested_absmax` (one per 256 blocks) plus the
+// nested offset; value = quant_map[code] * absmax. `.weight.quant_state.bitsandbytes__nf4` (or __fp4) holds the JSON
+// state (quant_type, blocksize, shape, nested_offset).
+class Bnb4Linear {
+ public:
+  std::string base;
+  std::string quant_type;  // nf4 or fp4
+  size_t out_features = 0, in_features = 0, blocksize = 64;
+  bool double_quant = false;
+  float nested_offset = 0.0f;
+  const Checkpoint::Entry* weight = nullptr;
+  const Checkpoint::Entry* absmax = nullptr;
+  const Checkpoint::Entry* quant_map = nullptr;
+  const Checkpoint::Entry* nested_absmax = nullptr;
+  const Checkpoint::Entry* nested_quant_map = nullptr;
+  std::vector<const Checkpoint::Entry*> parts() const;
+  void dequantize_row(size_t j, float* out) const;
+};
+
+// Every bitsandbytes 4-bit linear (found by its quant_state tensor), checked: InputError naming file and tensor.
+std::vector<Bnb4Linear> find_bnb4_linears(const Checkpoint& ckpt, const PackedScheme& scheme);
+// Whether `name` is a bitsandbytes side tensor (absmax, quant_map, nested_*, quant_state.*).
+bool is_bnb4_side_part(const std::string& name);
 
 // Every packed linear of the checkpoint, shapes checked against the scheme: InputError naming the file and tensor.
 std::vector<PackedLinear> find_packed_linears(const Checkpoint& ckpt, const PackedScheme& scheme);

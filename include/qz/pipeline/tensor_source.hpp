@@ -35,6 +35,7 @@ struct TensorSource {
   // with carry_codes the codes themselves are stored (the target type holds its grid exactly).
   std::shared_ptr<const PackedLinear> packed;
   bool carry_codes = false;
+  std::shared_ptr<const Bnb4Linear> bnb4;  // a bitsandbytes 4-bit linear: its values are decoded from its blocks
   const std::string& source_name() const {
     return packed ? packed_weight_name_ : source ? source->tensor->name : name;
   }
