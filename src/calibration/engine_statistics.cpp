@@ -85,7 +85,7 @@ struct EngineAwqActivations::Observer final : BlockObserver {
 
 EngineAwqActivations::EngineAwqActivations(const ModelWeights& model, const std::vector<std::vector<int32_t>>& windows,
                                            size_t max_tokens, unsigned threads)
-    : model_(model), observer_(std::make_unique<Observer>()), max_tokens_(max_tokens), probe_engine_(model, threads) {
+    : model_(model), observer_(std::make_unique<Observer>()), probe_engine_(model, threads) {
   std::vector<std::vector<int32_t>> probe;
   size_t n = 0;
   for (size_t i = 0; i < windows.size() && (probe.empty() || n < max_tokens); ++i) {

@@ -50,7 +50,6 @@ class EngineAwqActivations {
   const ModelWeights& model_;
   std::unique_ptr<BlockByBlock> pass_;
   std::unique_ptr<Observer> observer_;
-  size_t max_tokens_;
   uint32_t have_ = UINT32_MAX;  // the block whose activations are held
   Transformer probe_engine_;
   HiddenStates probe_;           // the module windows' hidden states before block probe_block_
