@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <fstream>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "qz/core/error.hpp"
@@ -93,6 +94,38 @@ TEST(GptqExport, TheCheckpointReadsBackAsTheWeightsOfTheSameRun) {
     }
     EXPECT_EQ(linears, 14u);
     EXPECT_EQ(warnings.empty(), q.at("checkpoint_format") == "gptq") << (warnings.empty() ? "" : warnings.front());
+  }
+}
+
+// Past --max-shard-size the checkpoint is shards with their index (as save_pretrained), read back as one.
+TEST(GptqExport, ALargeCheckpointIsShardedWithItsIndex) {
+  test::TempDir dir;
+  write_demo_checkpoint(dir / "demo");
+  QuantizeJob j = job_of(dir / "demo", GridRun{"absmax", 4, 128, true}, dir / "ckpt", "gptq");
+  j.options.max_shard_size = "400K";
+  run_quantize(j);
+  EXPECT_FALSE(fs::exists(dir / "ckpt" / "model.safetensors"));
+  const nlohmann::json index = nlohmann::json::parse(std::ifstream(dir / "ckpt" / "model.safetensors.index.json"));
+  std::set<std::string> shards;
+  for (const auto& [name, file] : index.at("weight_map").items()) shards.insert(file.get<std::string>());
+  EXPECT_GT(shards.size(), 2u);
+  uint64_t total = 0;
+  for (const auto& s : shards) {
+    EXPECT_TRUE(fs::exists(dir / "ckpt" / s)) << s;
+    const SafetensorsFile f(dir / "ckpt" / s);
+    for (const auto& t : f.tensors()) total += t.end - t.begin;
+  }
+  EXPECT_EQ(index.at("metadata").at("total_size"), total);
+  QuantizeJob whole = job_of(dir / "demo", GridRun{"absmax", 4, 128, true}, dir / "one", "gptq");
+  run_quantize(whole);
+  const Checkpoint sharded = Checkpoint::open(dir / "ckpt"), one = Checkpoint::open(dir / "one");
+  const Plan a = make_plan(sharded, QuantizeOptions{}), b = make_plan(one, QuantizeOptions{});
+  ASSERT_EQ(a.tensors.size(), b.tensors.size());
+  for (size_t i = 0; i < a.tensors.size(); ++i) {
+    std::vector<float> x(a.tensors[i].rows * a.tensors[i].cols), y(x.size());
+    read_rows(a.tensors[i], 0, a.tensors[i].rows, x.data());
+    read_rows(b.tensors[i], 0, b.tensors[i].rows, y.data());
+    EXPECT_EQ(x, y) << a.tensors[i].name;
   }
 }
 

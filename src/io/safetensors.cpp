@@ -162,6 +162,56 @@ std::span<const uint8_t> SafetensorsFile::data(const SafetensorsTensor& t) const
 // ---------------------------------------------------------------------------------------------------------------
 // Writer
 
+SafetensorsShardWriter::SafetensorsShardWriter(const fs::path& dir, const std::vector<SafetensorsWriter::Decl>& tensors,
+                                               uint64_t max_bytes, bool overwrite,
+                                               const std::map<std::string, std::string>& metadata)
+    : dir_(dir), overwrite_(overwrite) {
+  std::vector<std::vector<SafetensorsWriter::Decl>> shards(1);
+  uint64_t in_shard = 0;
+  for (const auto& d : tensors) {
+    uint64_t n = dtype_size(d.dtype);
+    for (auto x : d.shape) n *= x;
+    if (max_bytes && !shards.back().empty() && in_shard + n > max_bytes) {
+      shards.emplace_back();
+      in_shard = 0;
+    }
+    shards.back().push_back(d);
+    shard_of_.push_back(shards.size() - 1);
+    in_shard += n;
+    total_ += n;
+  }
+  for (size_t i = 0; i < shards.size(); ++i) {
+    const std::string name =
+        shards.size() == 1 ? "model.safetensors" : fmt::format("model-{:05d}-of-{:05d}.safetensors", i + 1, shards.size());
+    for (const auto& d : shards[i]) weight_map_[d.name] = name;
+    files_.push_back(std::make_unique<OutputFile>(dir / name, overwrite));
+    writers_.push_back(std::make_unique<SafetensorsWriter>(*files_.back(), shards[i], metadata));
+  }
+}
+
+void SafetensorsShardWriter::write_next(std::span<const uint8_t> bytes) {
+  if (next_ >= shard_of_.size()) throw std::logic_error("SafetensorsShardWriter: more tensors written than declared");
+  writers_[shard_of_[next_++]]->write_next(bytes);
+}
+
+void SafetensorsShardWriter::commit() {
+  for (const auto& w : writers_) w->finish();
+  if (writers_.size() > 1) {
+    nlohmann::ordered_json index = {{"metadata", {{"total_size", total_}}}, {"weight_map", weight_map_}};
+    const std::string text = index.dump(2) + "\n";
+    OutputFile f(dir_ / "model.safetensors.index.json", overwrite_);
+    f.write(text.data(), text.size());
+    f.commit();
+  }
+  for (const auto& f : files_) f->commit();
+}
+
+uint64_t SafetensorsShardWriter::bytes() const {
+  uint64_t n = 0;
+  for (const auto& f : files_) n += f->position();
+  return n;
+}
+
 SafetensorsWriter::SafetensorsWriter(OutputFile& out, std::vector<Decl> tensors,
                                      const std::map<std::string, std::string>& metadata)
     : out_(out), decls_(std::move(tensors)) {

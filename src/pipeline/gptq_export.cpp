@@ -91,8 +91,8 @@ class GptqCheckpointSink final : public TensorSink {
       decls.push_back({name, t.source->tensor->dtype, t.source->tensor->shape});
     }
     decls.insert(decls.end(), zero_decls.begin(), zero_decls.end());
-    out_ = std::make_unique<OutputFile>(dir_ / "model.safetensors", overwrite);
-    writer_ = std::make_unique<SafetensorsWriter>(*out_, decls, std::map<std::string, std::string>{{"format", "pt"}});
+    writer_ = std::make_unique<SafetensorsShardWriter>(dir_, decls, plan.config.max_shard_bytes, overwrite,
+                                                       std::map<std::string, std::string>{{"format", "pt"}});
   }
 
   void write(const TensorPlan& t, const QuantizedTensor& q) override {
@@ -148,8 +148,7 @@ class GptqCheckpointSink final : public TensorSink {
       }
       writer_->write_next(words(z.words));
     }
-    writer_->finish();
-    out_->commit();
+    writer_->commit();
     const int group = spec_.granularity == Granularity::Row ? -1 : static_cast<int>(spec_.group);
     nlohmann::ordered_json q = {{"bits", spec_.bits},
                                 {"group_size", group},
@@ -170,7 +169,7 @@ class GptqCheckpointSink final : public TensorSink {
       if (fs::exists(src / f) && fs::absolute(src) != fs::absolute(dir_))
         fs::copy_file(src / f, dir_ / f, fs::copy_options::overwrite_existing);
   }
-  uint64_t bytes() const override { return fs::file_size(dir_ / "model.safetensors"); }
+  uint64_t bytes() const override { return writer_->bytes(); }
   std::vector<std::string> paths() const override { return {dir_.string()}; }
 
  private:
@@ -185,8 +184,7 @@ class GptqCheckpointSink final : public TensorSink {
   fs::path dir_;
   std::function<void(const std::string&)> warn_;
   IntGridSpec spec_;
-  std::unique_ptr<OutputFile> out_;
-  std::unique_ptr<SafetensorsWriter> writer_;
+  std::unique_ptr<SafetensorsShardWriter> writer_;
   std::vector<Zeros> zeros_;
   bool zero_is_zero_ = false;
 };

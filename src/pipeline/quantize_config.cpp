@@ -217,6 +217,7 @@ QuantizeConfig resolve_options(const QuantizeOptions& o, const ResolveContext& c
   for (const auto& kv : o.override_kv) c.metadata_overrides.push_back(parse_override_kv(kv));
   if (!o.split_max_size.empty()) c.split.max_bytes = parse_split_size(o.split_max_size);
   c.split.max_tensors = o.split_max_tensors;
+  c.max_shard_bytes = parse_split_size(o.max_shard_size);
   c.threads = o.threads == 0 ? hardware_threads() : o.threads;
   c.target = resolve_target(o);
   auto warn = [&](const std::string& s) { c.warnings.push_back(s); };

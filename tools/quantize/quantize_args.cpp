@@ -119,6 +119,10 @@ void add_quantize_options(CLI::App& app, QuantizeArgs& a) {
                  "Write a split GGUF (OUT-00001-of-0000N.gguf, as gguf-split) with at most this much tensor data per "
                  "part: 4G, 500M (powers of 1000)");
   app.add_option("--split-max-tensors", o.split_max_tensors, "Write a split GGUF with at most N tensors per part");
+  app.add_option("--max-shard-size", o.max_shard_size,
+                 "--output-format gptq: safetensors shards of at most this much data, with their index (as "
+                 "save_pretrained)")
+      ->capture_default_str();
   app.add_option("-t,--threads", o.threads, "Worker threads (default: all cores)");
   app.add_option("--json", a.json, "Write the machine-readable report to FILE ('-': stdout, the human lines then go to stderr)");
   app.add_flag("--dry-run", a.job.dry_run, "Print the per-tensor plan and the output size; write nothing (no --calib needed)");

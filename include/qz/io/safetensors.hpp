@@ -87,6 +87,30 @@ class SafetensorsWriter {
   size_t next_ = 0;
 };
 
+// A checkpoint's tensors as Hugging Face shards them: one `model.safetensors`, or, past `max_bytes` of tensor data,
+// `model-0000i-of-0000N.safetensors` of at most max_bytes each (a larger tensor alone) and
+// `model.safetensors.index.json` (metadata.total_size, weight_map). Tensors are written in declaration order; every
+// file is a temporary until commit(). max_bytes 0: one file.
+class SafetensorsShardWriter {
+ public:
+  SafetensorsShardWriter(const std::filesystem::path& dir, const std::vector<SafetensorsWriter::Decl>& tensors,
+                         uint64_t max_bytes, bool overwrite, const std::map<std::string, std::string>& metadata = {});
+  void write_next(std::span<const uint8_t> bytes);
+  void commit();
+  uint64_t bytes() const;  // of every file written
+  size_t shards() const { return writers_.size(); }
+
+ private:
+  std::filesystem::path dir_;
+  bool overwrite_;
+  std::vector<std::unique_ptr<OutputFile>> files_;
+  std::vector<std::unique_ptr<SafetensorsWriter>> writers_;
+  std::vector<size_t> shard_of_;
+  std::map<std::string, std::string> weight_map_;
+  uint64_t total_ = 0;
+  size_t next_ = 0;
+};
+
 // Convenience for tools and tests: writes a whole safetensors file (via a temporary file) from in-memory tensors.
 struct SafetensorsBlob {
   std::string name;

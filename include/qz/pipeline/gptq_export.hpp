@@ -4,7 +4,8 @@
 // 2, 3, 4 or 8 bits in groups (or one per row) becomes `<base>.qweight`, `.qzeros`, `.scales` (fp16) and `.g_idx`,
 // with the plan's codes and scales, rows in the checkpoint's order; every other tensor is written as the checkpoint
 // has it. config.json gets the quantization_config, quantize_config.json the same settings, and the tokenizer files
-// are copied. A grid with a zero point of 0 cannot be stored as gptq (zero - 1 < 0): such a checkpoint is written as
+// are copied; past --max-shard-size (5G) of tensor data the safetensors are shards with their index, as
+// save_pretrained writes them. A grid with a zero point of 0 cannot be stored as gptq (zero - 1 < 0): such a checkpoint is written as
 // gptq_v2 (zeros as they are), which GPTQModel reads, with a warning.
 #pragma once
 

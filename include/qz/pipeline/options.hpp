@@ -68,6 +68,7 @@ struct QuantizeOptions {
   std::vector<std::string> override_kv;   // --override-kv KEY=TYPE:VALUE (TYPE int, float, bool or str)
   std::string split_max_size;             // --split-max-size 4G: write a split GGUF (gguf-split's naming and keys)
   size_t split_max_tensors = 0;           // --split-max-tensors N
+  std::string max_shard_size = "5G";      // --max-shard-size: checkpoint outputs (gptq) shard past this, as HF does
 
   unsigned threads = 0;  // 0: all hardware threads
 };

@@ -69,6 +69,7 @@ struct QuantizeConfig {
   bool allow_requantize = false;
   std::vector<GgufKv> metadata_overrides;  // --override-kv, applied last to the output's metadata
   GgufSplitLimits split;                   // --split-max-size / --split-max-tensors
+  uint64_t max_shard_bytes = 5000000000;   // --max-shard-size (checkpoint outputs)
   std::vector<std::string> warnings;  // settings that are ignored, and why
 };
 
