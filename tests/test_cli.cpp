@@ -96,6 +96,7 @@ TEST(Cli, QuantizeInspectDequantizeAndJsonReport) {
   EXPECT_EQ(j["tensors"].size(), 21u);
   EXPECT_EQ(j["totals"]["output_bytes"], fs::file_size(out));
   EXPECT_EQ(j["tensors"][0]["format"], "int4_asym_g64");
+  EXPECT_EQ(j["tensors"][0]["ggml_type"], "Q4_1");  // stored as llama.cpp's type that holds the grid
 
   r = quantize(demo + " -o " + out);  // exists
   EXPECT_EQ(r.code, 2);

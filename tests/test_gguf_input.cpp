@@ -13,6 +13,7 @@
 #include "qz/pipeline/plan.hpp"
 #include "qz/pipeline/quantize.hpp"
 #include "qz/pipeline/quantize_config.hpp"
+#include "gguf_rewrite.hpp"
 #include "test_util.hpp"
 
 namespace qz {
@@ -86,20 +87,12 @@ TEST_F(GgufInput, EveryPresetFromAnF16GgufEqualsTheSamePresetFromTheCheckpoint) 
 
 TEST_F(GgufInput, MetadataIsCarriedOverWithTheQuantizationKeysRewrittenAndOverrides) {
   // An input with a key of its own, split keys and this tool's keys from an earlier run.
-  {
-    const GgufFile in(f16());
-    GgufWriter w;
-    for (const auto& kv : in.metadata()) w.set(kv.key, kv.value);
-    w.set("my.custom.key", std::string("kept"));
-    w.set("split.count", static_cast<uint16_t>(1));
-    w.set("quantize.method", std::string("stale"));
-    for (const auto& t : in.tensors()) w.add_tensor(t.name, t.ne, t.type);
-    OutputFile out(dir_ / "tagged.gguf", true);
-    w.write_header(out);
-    for (const auto& t : in.tensors()) w.write_tensor_data(out, in.data(t));
-    w.finish();
-    out.commit();
-  }
+  test::rewrite_gguf(f16(), dir_ / "tagged.gguf", [](const GgufKv& kv, GgufWriter& w) { w.set(kv.key, kv.value); },
+                     [](GgufWriter& w) {
+                       w.set("my.custom.key", std::string("kept"));
+                       w.set("split.count", static_cast<uint16_t>(1));
+                       w.set("quantize.method", std::string("stale"));
+                     });
   QuantizeOptions o = typed("Q4_0");
   o.override_kv = {"general.name=str:renamed", "llama.context_length=int:4096", "my.flag=bool:true", "my.f=float:0.5"};
   make(dir_ / "tagged.gguf", dir_ / "q.gguf", o);
@@ -199,21 +192,11 @@ TEST_F(GgufInput, ASplitGgufIsReadAsOneModel) {
 }
 
 TEST_F(GgufInput, AnArchitectureTheEngineDoesNotRunIsStillQuantizedToNearestButNotCalibrated) {
-  {
-    const GgufFile in(f16());
-    GgufWriter w;
-    for (const auto& kv : in.metadata()) {
-      std::string key = kv.key;
-      if (key.starts_with("llama.")) key = "mystery." + key.substr(6);
-      w.set(key, key == "general.architecture" ? GgufValue(std::string("mystery")) : kv.value);
-    }
-    for (const auto& t : in.tensors()) w.add_tensor(t.name, t.ne, t.type);
-    OutputFile out(dir_ / "mystery.gguf", true);
-    w.write_header(out);
-    for (const auto& t : in.tensors()) w.write_tensor_data(out, in.data(t));
-    w.finish();
-    out.commit();
-  }
+  test::rewrite_gguf(f16(), dir_ / "mystery.gguf", [](const GgufKv& kv, GgufWriter& w) {
+    std::string key = kv.key;
+    if (key.starts_with("llama.")) key = "mystery." + key.substr(6);
+    w.set(key, key == "general.architecture" ? GgufValue(std::string("mystery")) : kv.value);
+  });
   make(dir_ / "mystery.gguf", dir_ / "m-q4.gguf", typed("Q4_K_M"));
   EXPECT_EQ(str(GgufFile(dir_ / "m-q4.gguf"), "general.architecture"), "mystery");
   QuantizeOptions g;

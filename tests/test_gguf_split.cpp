@@ -5,6 +5,7 @@
 #include "qz/core/error.hpp"
 #include "qz/io/gguf.hpp"
 #include "qz/io/gguf_split.hpp"
+#include "gguf_rewrite.hpp"
 #include "test_util.hpp"
 
 namespace qz {
@@ -105,17 +106,9 @@ TEST(GgufSplit, TheFirstPartReadsAsTheWholeFile) {
     EXPECT_NE(std::string(e.what()).find("missing"), std::string::npos) << e.what();
   }
   fs::rename(dir / "away.gguf", parts[3]);
-  {
-    const GgufFile first(parts[0], GgufFile::kThisFileOnly);
-    GgufWriter w;
-    for (const auto& kv : first.metadata()) w.set(kv.key, kv.key == "split.tensors.count" ? GgufValue(int32_t{5}) : kv.value);
-    for (const auto& t : first.tensors()) w.add_tensor(t.name, t.ne, t.type);
-    OutputFile out(parts[0], true);
-    w.write_header(out);
-    for (const auto& t : first.tensors()) w.write_tensor_data(out, first.data(t));
-    w.finish();
-    out.commit();
-  }
+  test::rewrite_gguf(parts[0], parts[0], [](const GgufKv& kv, GgufWriter& w) {
+    w.set(kv.key, kv.key == "split.tensors.count" ? GgufValue(int32_t{5}) : kv.value);
+  });
   EXPECT_THROW(GgufFile bad(parts[0]), InputError);
 }
 

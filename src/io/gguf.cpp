@@ -407,10 +407,11 @@ GgufFile::GgufFile(const std::filesystem::path& path, bool whole_split) : map_(p
 }
 
 void GgufFile::add_split_parts() {
-  const std::vector<std::filesystem::path> files = gguf_split_parts(path());
+  const std::vector<std::filesystem::path> files = gguf_split_part_paths(*this);
   if (files.size() <= 1) return;
   for (size_t p = 1; p < files.size(); ++p) {
     parts_.push_back(std::make_unique<GgufFile>(files[p], kThisFileOnly));
+    check_gguf_split_part(*parts_.back(), static_cast<uint32_t>(p), static_cast<uint32_t>(files.size()));
     for (GgufTensorInfo t : parts_.back()->tensors()) {
       if (find_tensor(t.name) != nullptr)
         throw InputError(fmt::format("{}: tensor '{}' is in two parts of the split GGUF", files[p].string(), t.name));

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cctype>
 #include <regex>
 
@@ -49,8 +50,8 @@ fs::path gguf_split_path(const fs::path& output, uint32_t i, uint32_t n) {
   return fs::path(fmt::format("{}-{:05d}-of-{:05d}.gguf", prefix.string(), i + 1, n));
 }
 
-std::vector<fs::path> gguf_split_parts(const fs::path& path) {
-  const GgufFile first(path, GgufFile::kThisFileOnly);
+std::vector<fs::path> gguf_split_part_paths(const GgufFile& first) {
+  const fs::path& path = first.path();
   const uint32_t count = split_key(first, "split.count");
   if (count <= 1) return {path};
   static const std::regex pattern(R"((.*)-(\d{5})-of-(\d{5})\.gguf)");
@@ -71,14 +72,18 @@ std::vector<fs::path> gguf_split_parts(const fs::path& path) {
     if (!fs::exists(part, ec))
       throw InputError(fmt::format("{}: part {} of {} of this split GGUF is missing ({})", path.string(), i + 1, count,
                                    part.string()));
-    const GgufFile g(part, GgufFile::kThisFileOnly);
-    if (split_key(g, "split.no") != i || split_key(g, "split.count") != count)
-      throw InputError(fmt::format("{}: split.no / split.count say part {} of {}, not part {} of {}", part.string(),
-                                   split_key(g, "split.no") + 1, split_key(g, "split.count"), i + 1, count));
     parts.push_back(part);
   }
   return parts;
 }
+
+void check_gguf_split_part(const GgufFile& part, uint32_t i, uint32_t count) {
+  if (split_key(part, "split.no") != i || split_key(part, "split.count") != count)
+    throw InputError(fmt::format("{}: split.no / split.count say part {} of {}, not part {} of {}", part.path().string(),
+                                 split_key(part, "split.no") + 1, split_key(part, "split.count"), i + 1, count));
+}
+
+std::vector<fs::path> gguf_split_parts(const fs::path& path) { return GgufFile(path).paths(); }
 
 GgufSplitWriter::GgufSplitWriter(const GgufWriter& layout, const fs::path& output, const GgufSplitLimits& limits,
                                  bool overwrite, const std::vector<fs::path>& inputs) {

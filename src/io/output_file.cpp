@@ -133,4 +133,10 @@ void OutputFile::commit() {
   slot_ = -1;
 }
 
+void write_text_file(const fs::path& path, std::string_view text, bool overwrite) {
+  OutputFile f(path, overwrite);
+  f.write(text.data(), text.size());
+  f.commit();
+}
+
 }  // namespace qz

@@ -198,10 +198,7 @@ void SafetensorsShardWriter::commit() {
   for (const auto& w : writers_) w->finish();
   if (writers_.size() > 1) {
     nlohmann::ordered_json index = {{"metadata", {{"total_size", total_}}}, {"weight_map", weight_map_}};
-    const std::string text = index.dump(2) + "\n";
-    OutputFile f(dir_ / "model.safetensors.index.json", overwrite_);
-    f.write(text.data(), text.size());
-    f.commit();
+    write_text_file(dir_ / "model.safetensors.index.json", index.dump(2) + "\n", overwrite_);
   }
   for (const auto& f : files_) f->commit();
 }

@@ -92,4 +92,14 @@ std::string gguf_weight_name(std::string_view name) {
   }
 }
 
+bool is_block_linear(TensorRole role) {
+  switch (role) {
+    case TensorRole::AttnQ: case TensorRole::AttnK: case TensorRole::AttnV: case TensorRole::AttnQkv:
+    case TensorRole::AttnOutput: case TensorRole::FfnGate: case TensorRole::FfnUp: case TensorRole::FfnDown:
+      return true;
+    default:
+      return false;
+  }
+}
+
 }  // namespace qz

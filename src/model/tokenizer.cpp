@@ -396,4 +396,12 @@ void write_vocabulary_metadata(GgufWriter& w, const Vocabulary& v) {
   if (!v.chat_template.empty()) w.set("tokenizer.chat_template", v.chat_template);
 }
 
+void copy_tokenizer_files(const std::filesystem::path& from, const std::filesystem::path& to) {
+  namespace fs = std::filesystem;
+  if (fs::absolute(from) == fs::absolute(to)) return;
+  for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                        "generation_config.json"})
+    if (fs::exists(from / f)) fs::copy_file(from / f, to / f, fs::copy_options::overwrite_existing);
+}
+
 }  // namespace qz

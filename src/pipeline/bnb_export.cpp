@@ -10,6 +10,7 @@
 #include "qz/core/error.hpp"
 #include "qz/formats/nf4.hpp"
 #include "qz/model/tensor_roles.hpp"
+#include "qz/model/tokenizer.hpp"
 
 namespace qz {
 
@@ -20,14 +21,7 @@ namespace {
 constexpr size_t kQuantStateBytes = 256;
 
 bool is_linear_weight(const SafetensorsTensor& t) {
-  if (t.shape.size() != 2 || !t.name.ends_with(".weight")) return false;
-  switch (classify_tensor(t.name).role) {
-    case TensorRole::AttnQ: case TensorRole::AttnK: case TensorRole::AttnV: case TensorRole::AttnQkv:
-    case TensorRole::AttnOutput: case TensorRole::FfnGate: case TensorRole::FfnUp: case TensorRole::FfnDown:
-      return true;
-    default:
-      return false;
-  }
+  return t.shape.size() == 2 && t.name.ends_with(".weight") && is_block_linear(classify_tensor(t.name).role);
 }
 
 std::string torch_dtype(DType t) {
@@ -36,13 +30,6 @@ std::string torch_dtype(DType t) {
     case DType::F16: return "float16";
     default: return "float32";
   }
-}
-
-
-void write_text(const fs::path& p, const std::string& text, bool overwrite) {
-  OutputFile f(p, overwrite);
-  f.write(text.data(), text.size());
-  f.commit();
 }
 
 }  // namespace
@@ -157,13 +144,8 @@ Report export_bnb(const Checkpoint& ckpt, const QuantizeConfig& cfg, const fs::p
       {"bnb_4bit_quant_storage", "uint8"},   {"llm_int8_threshold", 6.0},
       {"llm_int8_has_fp16_weight", false},   {"llm_int8_skip_modules", nullptr},
   };
-  write_text(out_dir / "config.json", config.dump(2) + "\n", true);
-  const fs::path src_dir = fs::is_directory(ckpt.source()) ? ckpt.source() : ckpt.source().parent_path();
-  for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                        "generation_config.json"}) {
-    if (fs::exists(src_dir / f) && fs::absolute(src_dir) != fs::absolute(out_dir))
-      fs::copy_file(src_dir / f, out_dir / f, fs::copy_options::overwrite_existing);
-  }
+  write_text_file(out_dir / "config.json", config.dump(2) + "\n", true);
+  copy_tokenizer_files(fs::is_directory(ckpt.source()) ? ckpt.source() : ckpt.source().parent_path(), out_dir);
   report.output_bytes = fs::file_size(out_dir / "model.safetensors");
   report.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   report.peak_memory_bytes = peak_memory_bytes();

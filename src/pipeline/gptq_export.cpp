@@ -8,6 +8,7 @@
 #include "qz/core/error.hpp"
 #include "qz/formats/int_grid.hpp"
 #include "qz/model/tensor_roles.hpp"
+#include "qz/model/tokenizer.hpp"
 
 namespace qz {
 
@@ -15,15 +16,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-bool is_block_linear(const std::string& gguf_name) {
-  switch (classify_tensor(gguf_name).role) {
-    case TensorRole::AttnQ: case TensorRole::AttnK: case TensorRole::AttnV: case TensorRole::AttnOutput:
-    case TensorRole::FfnGate: case TensorRole::FfnUp: case TensorRole::FfnDown:
-      return true;
-    default:
-      return false;
-  }
-}
+bool is_block_linear(const std::string& gguf_name) { return qz::is_block_linear(classify_tensor(gguf_name).role); }
 
 // The grid of a planned tensor when the GPTQ layout can hold it.
 std::optional<IntGridSpec> packable(const TensorPlan& t) {
@@ -44,12 +37,6 @@ void put_bits(std::vector<uint32_t>& w, size_t first, size_t stride, size_t bit,
   const uint64_t x = static_cast<uint64_t>(v) << (bit % 32);
   w[first + (bit / 32) * stride] |= static_cast<uint32_t>(x);
   if (bit % 32 + static_cast<size_t>(bits) > 32) w[first + (bit / 32 + 1) * stride] |= static_cast<uint32_t>(x >> 32);
-}
-
-void write_text(const fs::path& p, const std::string& text, bool overwrite) {
-  OutputFile f(p, overwrite);
-  f.write(text.data(), text.size());
-  f.commit();
 }
 
 // The qzeros of every packed linear are kept (packed, with the zeros as they are) and written last, at commit():
@@ -161,13 +148,9 @@ class GptqCheckpointSink final : public TensorSink {
     if (plan_.config.gptq) q["damp_percent"] = plan_.config.gptq->config.damp;
     nlohmann::ordered_json config = *ckpt_.config();
     config["quantization_config"] = q;
-    write_text(dir_ / "config.json", config.dump(2) + "\n", true);
-    write_text(dir_ / "quantize_config.json", q.dump(2) + "\n", true);
-    const fs::path src = fs::is_directory(ckpt_.source()) ? ckpt_.source() : ckpt_.source().parent_path();
-    for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                          "generation_config.json"})
-      if (fs::exists(src / f) && fs::absolute(src) != fs::absolute(dir_))
-        fs::copy_file(src / f, dir_ / f, fs::copy_options::overwrite_existing);
+    write_text_file(dir_ / "config.json", config.dump(2) + "\n", true);
+    write_text_file(dir_ / "quantize_config.json", q.dump(2) + "\n", true);
+    copy_tokenizer_files(fs::is_directory(ckpt_.source()) ? ckpt_.source() : ckpt_.source().parent_path(), dir_);
   }
   uint64_t bytes() const override { return writer_->bytes(); }
   std::vector<std::string> paths() const override { return {dir_.string()}; }

@@ -247,6 +247,22 @@ std::optional<TensorPlan> packed_source(const PackedLinear& linear, const Plan& 
   return p;
 }
 
+// A bitsandbytes 4-bit linear as the tensor it stands for (its values decoded from its blocks).
+std::optional<TensorPlan> bnb4_source(const Checkpoint::Entry& e, std::shared_ptr<const Bnb4Linear> linear, const Plan& plan) {
+  const auto gguf = gguf_tensor_name(*plan.model, e.tensor->name);
+  if (!gguf) return std::nullopt;
+  TensorPlan p;
+  p.source = &e;
+  p.name = *gguf;
+  p.shape = {linear->out_features, linear->in_features};
+  p.rows = linear->out_features;
+  p.cols = linear->in_features;
+  p.row_order = gguf_row_order(*plan.model, e.tensor->name, linear->out_features);
+  for (const Checkpoint::Entry* x : linear->parts()) p.input_bytes += x->tensor->end - x->tensor->begin;
+  p.bnb4 = std::move(linear);
+  return p;
+}
+
 void choose_packed_format(TensorPlan& p, const QuantizeConfig& cfg, const MixContext& ctx, std::vector<std::string>& warnings) {
   std::string why_not;
   if (const auto native = packed_native_type(*p.packed, &why_not)) {
@@ -488,26 +504,16 @@ Plan make_plan(const Checkpoint& ckpt, const QuantizeOptions& opts, const Imatri
     if (!bnb4.empty()) {
       if (is_bnb4_side_part(e.tensor->name)) continue;
       if (const auto it = bnb4.find(e.tensor->name); it != bnb4.end()) {
-        const Bnb4Linear& l = *it->second;
-        const auto gguf = gguf_tensor_name(*plan.model, e.tensor->name);
-        if (!gguf) continue;
-        TensorPlan p;
-        p.source = &e;
-        p.bnb4 = it->second;
-        p.name = *gguf;
-        p.shape = {l.out_features, l.in_features};
-        p.rows = l.out_features;
-        p.cols = l.in_features;
-        p.row_order = gguf_row_order(*plan.model, e.tensor->name, l.out_features);
-        for (const Checkpoint::Entry* x : l.parts()) p.input_bytes += x->tensor->end - x->tensor->begin;
-        choose_format(p, cfg, ctx);
-        apply_fallback(p, cfg.rules.no_fallback);
-        p.reason = fmt::format("bitsandbytes {}: decoded, then {}", l.quant_type, p.reason);
-        plan.tensors.push_back(std::move(p));
+        if (auto p = bnb4_source(e, it->second, plan)) {
+          choose_format(*p, cfg, ctx);
+          apply_fallback(*p, cfg.rules.no_fallback);
+          p->reason = fmt::format("bitsandbytes {}: decoded, then {}", it->second->quant_type, p->reason);
+          plan.tensors.push_back(std::move(*p));
+        }
         continue;
       }
     }
-    if (plan.packed && is_packed_part(e.tensor->name)) {
+    if (plan.packed && plan.packed->kind != PackedKind::Bnb4 && is_packed_part(e.tensor->name)) {
       const auto it = packed.find(e.tensor->name);
       if (it == packed.end()) continue;  // (qzeros, scales, g_idx: read through their qweight)
       std::optional<TensorPlan> p = packed_source(it->second, plan, plan.skipped);

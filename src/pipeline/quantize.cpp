@@ -304,9 +304,7 @@ Report quantize_into(const Checkpoint& ckpt, const Plan& plan, TensorSink& sink,
 Report quantize_to_gguf(const Checkpoint& ckpt, const Plan& plan, const std::filesystem::path& output, bool overwrite,
                         ProgressSink* progress, TensorProducer* producer) {
   GgufSink sink(ckpt, plan, output, overwrite);
-  Report r = quantize_into(ckpt, plan, sink, progress, producer);
-  if (r.output_parts.empty()) r.output = output.string();
-  return r;
+  return quantize_into(ckpt, plan, sink, progress, producer);
 }
 
 }  // namespace qz

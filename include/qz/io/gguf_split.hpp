@@ -33,6 +33,10 @@ std::filesystem::path gguf_split_path(const std::filesystem::path& output, uint3
 // The files of a split GGUF in order, given its first part (a file that is not split is returned alone).
 // Throws InputError naming the missing or inconsistent part, or the part given when it is not the first.
 std::vector<std::filesystem::path> gguf_split_parts(const std::filesystem::path& path);
+// The same from the first part's own metadata and name, without opening the other parts (GgufFile opens them and
+// checks each with check_gguf_split_part).
+std::vector<std::filesystem::path> gguf_split_part_paths(const GgufFile& first);
+void check_gguf_split_part(const GgufFile& part, uint32_t i, uint32_t count);
 
 // Writes a GGUF layout (metadata and tensor declarations) as one file or, with limits, as the parts of a split set;
 // tensor data is streamed in declaration order as with GgufWriter. Every part is a temporary file until commit().

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <string_view>
 #include <span>
 #include <vector>
 
@@ -51,5 +52,8 @@ class OutputFile {
   bool committed_ = false;
   int slot_ = -1;  // fault_cleanup.hpp
 };
+
+// Writes a small text file (a config.json, an index) through a temporary file.
+void write_text_file(const std::filesystem::path& path, std::string_view text, bool overwrite);
 
 }  // namespace qz

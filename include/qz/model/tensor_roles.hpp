@@ -29,6 +29,8 @@ struct TensorRoleInfo {
 };
 
 TensorRoleInfo classify_tensor(std::string_view name);
+// The linears of a decoder block (q, k, v, fused qkv, attention output, gate, up, down).
+bool is_block_linear(TensorRole role);
 std::string_view role_name(TensorRole role);  // "attn_v", "ffn_down", ... (llama.cpp's spelling)
 
 // llama.cpp's name of a weight ("blk.3.attn_v.weight", "output.weight", "token_embd.weight") for a Hugging Face or

@@ -51,4 +51,9 @@ std::optional<Vocabulary> read_vocabulary(const std::filesystem::path& dir, cons
 
 void write_vocabulary_metadata(GgufWriter& w, const Vocabulary& v);
 
+// Copies a Hugging Face checkpoint's tokenizer and generation files (tokenizer.model, tokenizer.json,
+// tokenizer_config.json, special_tokens_map.json, generation_config.json) that `from` has into `to` (a checkpoint
+// written beside it: --output-format gptq / bnb). Nothing when the two are the same directory.
+void copy_tokenizer_files(const std::filesystem::path& from, const std::filesystem::path& to);
+
 }  // namespace qz
