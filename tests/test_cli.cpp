@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "qz/io/gguf.hpp"
+#include "cli_runner.hpp"
 #include "test_util.hpp"
 
 namespace qz {
@@ -21,20 +22,9 @@ namespace fs = std::filesystem;
 
 using test::TempDir;
 
-struct Result {
-  int code;
-  std::string output;  // stdout and stderr
-};
+using Result = test::CliResult;
 
-Result quantize(const std::string& args) {
-  const std::string cmd = std::string(QZ_QUANTIZE_BIN) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf{};
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  const int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
+Result quantize(const std::string& args) { return test::run_quantize(args); }
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
@@ -70,18 +60,6 @@ TEST(Cli, BadUsageExitsWithTwoAndSaysWhy) {
   EXPECT_FALSE(fs::exists(out));
 }
 
-TEST(Cli, MalformedInputExitsWithTwoNamingTheFile) {
-  TempDir dir;
-  test::write_bytes(dir / "broken.safetensors", {0xFF, 0xFF, 0, 0, 0, 0, 0, 0, '{'});
-  const Result r = quantize((dir / "broken.safetensors").string() + " -o " + (dir / "o.gguf").string());
-  EXPECT_EQ(r.code, 2);
-  EXPECT_TRUE(contains(r.output, "broken.safetensors")) << r.output;
-  EXPECT_FALSE(fs::exists(dir / "o.gguf"));
-  const Result i = quantize("inspect " + (dir / "broken.safetensors").string());
-  EXPECT_EQ(i.code, 2);
-  EXPECT_TRUE(contains(i.output, "not a GGUF file")) << i.output;
-}
-
 TEST(Cli, QuantizeInspectDequantizeAndJsonReport) {
   TempDir dir;
   const std::string demo = (dir / "demo").string();
@@ -113,6 +91,21 @@ TEST(Cli, QuantizeInspectDequantizeAndJsonReport) {
   r = quantize("dequantize " + out + " -o " + (dir / "back.safetensors").string());
   EXPECT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(fs::exists(dir / "back.safetensors"));
+}
+
+// A checkpoint without its config.json still converts (tensors keep their names), with a warning that llama.cpp will
+// not run the result.
+TEST(Cli, ACheckpointWithoutConfigWarnsThatLlamaCppWillNotRunIt) {
+  TempDir dir;
+  const std::string demo = (dir / "demo").string();
+  ASSERT_EQ(quantize("make-demo " + demo).code, 0);
+  fs::remove(dir / "demo" / "config.json");
+  const Result r = quantize(demo + " -o " + (dir / "o.gguf").string() + " --type Q8_0");
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "no config.json")) << r.output;
+  EXPECT_TRUE(contains(r.output, "llama.cpp will not run it")) << r.output;
+  const GgufFile g(dir / "o.gguf");
+  EXPECT_EQ(g.find("general.architecture"), nullptr);
 }
 
 TEST(Cli, DryRunPrintsThePlanAndWritesNothing) {
@@ -450,7 +443,7 @@ TEST(CliEval, PerplexityOfACheckpointAndItsQuantizedFileWithClearErrors) {
   std::ofstream(dir / "oov.json") << "[1, 99999]";
   bad = quantize("eval " + demo + " --tokens " + (dir / "oov.json").string());
   EXPECT_EQ(bad.code, 2);
-  EXPECT_TRUE(contains(bad.output, "token id 99999")) << bad.output;
+  EXPECT_TRUE(contains(bad.output, "oov.json: token 1: id 99999")) << bad.output;
   bad = quantize("eval " + demo + " --tokens " + (dir / "t.json").string() + " --ctx 100000");
   EXPECT_EQ(bad.code, 2);
   EXPECT_TRUE(contains(bad.output, "longer than the model's context")) << bad.output;

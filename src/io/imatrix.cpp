@@ -96,8 +96,10 @@ Imatrix read_legacy_imatrix(const std::filesystem::path& path) {
     std::string name = r.get_string(static_cast<size_t>(len), "name");
     const int32_t ncall = r.get<int32_t>("call count");
     const int32_t nval = r.get<int32_t>("value count");
-    if (nval <= 0 || static_cast<size_t>(nval) > r.remaining() / 4)
-      throw InputError(fmt::format("{}: entry '{}': bad value count {}", file, name, nval));
+    if (nval <= 0) throw InputError(fmt::format("{}: entry '{}': bad value count {}", file, name, nval));
+    if (static_cast<size_t>(nval) > r.remaining() / 4)
+      throw InputError(fmt::format("{}: truncated: entry '{}' has {} values ({} bytes) but only {} bytes are left",
+                                   file, name, nval, 4 * static_cast<size_t>(nval), r.remaining()));
     ImatrixTensor e;
     e.sum2.resize(static_cast<size_t>(nval));
     for (auto& v : e.sum2) v = r.get<float>("values");

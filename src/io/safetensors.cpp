@@ -122,7 +122,8 @@ SafetensorsFile::SafetensorsFile(const fs::path& path) : map_(path) {
       throw InputError(fmt::format("{}: tensor '{}': data_offsets [{}, {}] end before they begin", file, name,
                                    t.begin, t.end));
     if (t.end > data_size)
-      throw InputError(fmt::format("{}: tensor '{}': data_offsets [{}, {}] out of bounds (data section is {} bytes)",
+      throw InputError(fmt::format("{}: tensor '{}': data_offsets [{}, {}] out of bounds (data section is {} bytes): "
+                                   "the file is truncated or its header is wrong",
                                    file, name, t.begin, t.end, data_size));
     if (t.end - t.begin != numel * esize)
       throw InputError(fmt::format("{}: tensor '{}': shape {} of {} needs {} bytes but data_offsets span {}", file,

@@ -391,7 +391,13 @@ std::vector<int32_t> read_token_file(const fs::path& f) {
     return ids;
   }
   try {
-    for (const auto& v : nlohmann::json::parse(bytes)) ids.push_back(v.get<int32_t>());
+    const auto list = nlohmann::json::parse(bytes);
+    if (!list.is_array()) throw InputError(fmt::format("{}: expected a JSON list of token ids, not {}", f.string(), list.type_name()));
+    for (size_t i = 0; i < list.size(); ++i) {
+      if (!list[i].is_number_integer() || list[i].get<int64_t>() < 0 || list[i].get<int64_t>() > INT32_MAX)
+        throw InputError(fmt::format("{}: element {} ({}) is not a token id", f.string(), i, list[i].dump()));
+      ids.push_back(list[i].get<int32_t>());
+    }
   } catch (const nlohmann::json::exception& e) {
     throw InputError(fmt::format("{}: expected a JSON list of token ids: {}", f.string(), e.what()));
   }
@@ -419,9 +425,10 @@ EvalResult run_eval(const EvalJob& job, const std::function<void(size_t, size_t,
     if (!text.empty() && text.back() == '\n') text.pop_back();  // as llama-perplexity reads -f
     tokens = model_tokenizer(job.model, job.tokenizer)->encode_for_model(text);
   }
-  for (const int32_t t : tokens)
-    if (t < 0 || static_cast<uint32_t>(t) >= m.vocab_size)
-      throw InputError(fmt::format("token id {} is outside the model's vocabulary of {}", t, m.vocab_size));
+  for (size_t i = 0; i < tokens.size(); ++i)
+    if (tokens[i] < 0 || static_cast<uint32_t>(tokens[i]) >= m.vocab_size)
+      throw InputError(fmt::format("{}: token {}: id {} is outside the model's vocabulary of {}",
+                                   job.tokens.empty() ? job.text.string() : job.tokens.string(), i, tokens[i], m.vocab_size));
   const Transformer model(*weights, threads);
   std::optional<Transformer> base;
   if (base_weights) base.emplace(*base_weights, threads);

@@ -73,7 +73,19 @@ void read_model(const Checkpoint& ckpt, Plan& plan) {
   std::string name = ckpt.source().filename().string();
   if (name.empty()) name = ckpt.source().parent_path().filename().string();
   plan.source_name = name;
-  if (!ckpt.config()) return;
+  if (!ckpt.config()) {
+    // Without config.json the tensors keep their names and the file has no architecture: a GGUF of tensors that
+    // GGUF readers parse but llama.cpp cannot run. Say so when the names are a transformer's.
+    for (const auto& e : ckpt.tensors())
+      if (e.tensor->name.find(".layers.") != std::string::npos) {
+        plan.config.warnings.push_back(fmt::format(
+            "{}: no config.json beside the weights: the output keeps the tensors' own names and has no architecture "
+            "metadata, so llama.cpp will not run it (put the model's config.json beside the weights)",
+            ckpt.source().string()));
+        break;
+      }
+    return;
+  }
   const fs::path dir = fs::is_directory(ckpt.source()) ? ckpt.source() : ckpt.source().parent_path();
   plan.model = parse_model_config(*ckpt.config(), (dir / "config.json").string(), dir.filename().string());
   plan.packed = read_packed_scheme(dir, ckpt.config());
