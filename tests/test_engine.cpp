@@ -128,6 +128,7 @@ TEST(EnginePerplexity, ScoresTheSecondHalfOfEachChunkWithBosFirst) {
   ASSERT_TRUE(self.kl);
   EXPECT_NEAR(self.kl->mean, 0.0, 1e-9);
   EXPECT_DOUBLE_EQ(self.kl->top1_agreement, 1.0);
+  EXPECT_NEAR(self.kl->base_ppl, std::exp(nll / 28.0), 1e-4 * r.ppl);  // the base's own perplexity, from the reference
   // Too short a text, and token ids outside the vocabulary, are errors.
   EXPECT_THROW(perplexity(model, test::some_tokens(31, 1, 512), o), InputError);
   EXPECT_THROW(model.logits({{1, 512}}), InputError);

@@ -41,6 +41,7 @@ PerplexityResult perplexity(const Transformer& model, const std::vector<int32_t>
   double nll = 0, nll2 = 0;
   std::vector<double> kls;
   size_t agree = 0;
+  double base_nll = 0;
   const size_t per_pass = std::max<size_t>(1, o.sequences_per_pass);
   for (size_t c0 = 0; c0 < chunks; c0 += per_pass) {
     const size_t nc = std::min(per_pass, chunks - c0);
@@ -70,6 +71,7 @@ PerplexityResult perplexity(const Transformer& model, const std::vector<int32_t>
           double kl = 0;
           for (size_t i = 0; i < vocab; ++i) kl += std::exp(lb[i]) * (lb[i] - lp[i]);
           kls.push_back(std::max(0.0, kl));
+          base_nll -= lb[static_cast<size_t>(next)];
           agree += argmax(l, vocab) == argmax(b, vocab);
         }
       }
@@ -90,6 +92,7 @@ PerplexityResult perplexity(const Transformer& model, const std::vector<int32_t>
     s.p99 = sorted[std::min(sorted.size() - 1, static_cast<size_t>(0.99 * static_cast<double>(sorted.size())))];
     s.max = sorted.back();
     s.top1_agreement = static_cast<double>(agree) / n;
+    s.base_ppl = std::exp(base_nll / n);
     r.kl = s;
   }
   return r;

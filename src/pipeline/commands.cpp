@@ -455,7 +455,8 @@ nlohmann::json to_json(const EvalJob& job, const EvalResult& r) {
                {"mean", r.ppl.kl->mean},
                {"p99", r.ppl.kl->p99},
                {"max", r.ppl.kl->max},
-               {"top1_agreement", r.ppl.kl->top1_agreement}};
+               {"top1_agreement", r.ppl.kl->top1_agreement},
+               {"base_ppl", r.ppl.kl->base_ppl}};
   return j;
 }
 

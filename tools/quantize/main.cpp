@@ -1,6 +1,6 @@
 // `quantize`: the command-line front end. A thin shell: each subcommand's options are parsed into one pipeline
 // request (qz/pipeline/commands.hpp), one pipeline function runs it, and the handler prints what it returns.
-// Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad input.
+// Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad input, 3 a quality gate failed (the output is kept).
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -14,6 +14,8 @@
 #include "progress.hpp"
 #include "qz/core/error.hpp"
 #include "qz/pipeline/commands.hpp"
+#include "qz/pipeline/quality_gates.hpp"
+#include "batch.hpp"
 
 namespace {
 
@@ -22,6 +24,7 @@ namespace fs = std::filesystem;
 
 constexpr int kExitRuntime = 1;
 constexpr int kExitUsage = 2;
+constexpr int kExitGate = 3;
 
 struct Verbosity {
   bool quiet = false;
@@ -58,8 +61,19 @@ int handle_quantize(cli::QuantizeArgs& a, const Verbosity& v) {
   ev.progress = &progress;
   const Report r = run_quantize(a.job, ev);
   if (!v.quiet) cli::print_summary(human, r, a.job.output_format);
-  if (!a.json.empty()) cli::write_json(a.json, r);
-  return 0;
+  nlohmann::json report = to_json(r);
+  int code = 0;
+  if (a.gates.any() && !a.job.dry_run) {
+    const GateResult g = check_quality_gates(a.job.inputs.front(), a.job.output, a.gates, a.job.options.threads);
+    report["quality"] = to_json(a.gates, g);
+    if (!v.quiet)
+      fmt::print(human, "quality: ppl {:.4f} vs float {:.4f} ({:+.2f}%), mean KL {:.6f}, top-1 agreement {:.2f}%\n",
+                 g.ppl, g.base_ppl, 100 * g.ppl_increase, g.kl_mean, 100 * g.top1);
+    for (const auto& f : g.failures) spdlog::error("quality gate failed: {} ({} kept)", f, a.job.output.string());
+    if (!g.passed()) code = kExitGate;
+  }
+  if (!a.json.empty()) cli::write_text(a.json, report.dump(2) + "\n");
+  return code;
 }
 
 // ---- the other subcommands ---------------------------------------------------------------------------------------
@@ -175,6 +189,7 @@ int main(int argc, char** argv) {
                "  quantize inspect FILE.gguf | dequantize FILE.gguf -o OUT.safetensors | imatrix MODEL --calib F -o I.gguf\n"
                "  quantize tokenize MODEL --text FILE [--json FILE|-]\n"
                "  quantize eval MODEL (--text FILE | --tokens FILE) [--ctx 512] [--base FLOAT_MODEL] [--json FILE|-]\n"
+               "  quantize batch RECIPE.json [--shard I/N] [--dry-run] [--json FILE|-] [--junit FILE] [--merge]\n"
                "  quantize make-demo DIR",
                "quantize"};
   app.set_version_flag("--version", std::string("quantize ") + QUANTIZE_VERSION);
@@ -234,7 +249,11 @@ int main(int argc, char** argv) {
   demo->add_option("--layers", ma.cfg.layers, "Decoder layers")->capture_default_str();
   demo->add_option("--seed", ma.cfg.seed, "Random seed")->capture_default_str();
 
-  for (auto* sub : {inspect, deq, imx, tok, ev, demo}) {
+  cli::BatchArgs ba;
+  auto* batch = app.add_subcommand("batch", "Make a recipe's outputs (models x types), resumable and shardable, with quality gates");
+  cli::add_batch_options(*batch, ba);
+
+  for (auto* sub : {inspect, deq, imx, tok, ev, demo, batch}) {
     sub->footer("");  // the type list is the main command's
     add_verbosity(*sub, verbosity);
   }
@@ -267,6 +286,7 @@ int main(int argc, char** argv) {
       return handle_eval(ej, ej_json, verbosity);
     }
     if (*demo) return handle_make_demo(ma, verbosity);
+    if (*batch) return cli::handle_batch(ba, verbosity.quiet);
     return handle_quantize(qa, verbosity);
   } catch (const InputError& e) {
     spdlog::error("{}", e.what());

@@ -87,7 +87,6 @@ AwqProgress awq_progress(std::FILE* out, bool quiet, bool verbose) {
   return ap;
 }
 
-void write_json(const std::string& path, const Report& r) { write_text(path, to_json(r).dump(2) + "\n"); }
 
 void write_text(const std::string& path, const std::string& text) {
   if (path == "-") {

@@ -11,7 +11,6 @@ namespace qz::cli {
 void print_plan(std::FILE* out, const Plan& plan);
 void print_summary(std::FILE* out, const Report& r, const std::string& output_format);
 AwqProgress awq_progress(std::FILE* out, bool quiet, bool verbose);
-void write_json(const std::string& path, const Report& r);  // "-": stdout
 void write_text(const std::string& path, const std::string& text);  // "-": stdout
 
 }  // namespace qz::cli

@@ -123,6 +123,16 @@ void add_quantize_options(CLI::App& app, QuantizeArgs& a) {
                  "--output-format gptq: safetensors shards of at most this much data, with their index (as "
                  "save_pretrained)")
       ->capture_default_str();
+  const std::string gates = "Quality gates (exit 3 when one fails; the output is kept)";
+  add(app, a.max_ppl_increase, "--max-ppl-increase", "Largest relative perplexity increase over the float model (0.05: 5%)", "none");
+  a.max_ppl_increase.opt->group(gates);
+  add(app, a.max_kl, "--max-kl", "Largest mean KL divergence from the float model's next-token distribution (nats)", "none");
+  a.max_kl.opt->group(gates);
+  add(app, a.min_top1, "--min-top1", "Smallest fraction of positions where the output's top token is the float model's", "none");
+  a.min_top1.opt->group(gates);
+  app.add_option("--eval-text", a.gates.eval_text, "The evaluation text the gates measure on (as quantize eval --text)")->group(gates);
+  app.add_option("--eval-ctx", a.gates.ctx, "Gates: tokens per chunk")->capture_default_str()->group(gates);
+  app.add_option("--eval-chunks", a.gates.chunks, "Gates: at most this many chunks (0: all)")->capture_default_str()->group(gates);
   app.add_option("-t,--threads", o.threads, "Worker threads (default: all cores)");
   app.add_option("--json", a.json, "Write the machine-readable report to FILE ('-': stdout, the human lines then go to stderr)");
   app.add_flag("--dry-run", a.job.dry_run, "Print the per-tensor plan and the output size; write nothing (no --calib needed)");
@@ -150,6 +160,12 @@ void finish_quantize_args(QuantizeArgs& a) {
   a.job.output = a.output;
   a.job.calib.assign(a.calib.begin(), a.calib.end());
   a.job.imatrix = a.imatrix;
+  a.gates.max_ppl_increase = a.max_ppl_increase.get();
+  a.gates.max_kl = a.max_kl.get();
+  a.gates.min_top1 = a.min_top1.get();
+  validate_quality_gates(a.gates, "quality gates");
+  if (a.gates.any() && a.job.output_format != "gguf")
+    throw UsageError("quality gates evaluate a GGUF output; --output-format " + a.job.output_format + " has none");
 }
 
 }  // namespace qz::cli

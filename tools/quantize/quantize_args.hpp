@@ -10,6 +10,7 @@
 
 #include "qz/core/error.hpp"
 #include "qz/pipeline/commands.hpp"
+#include "qz/pipeline/quality_gates.hpp"
 
 namespace qz::cli {
 
@@ -40,6 +41,8 @@ struct QuantizeArgs {
   Optional<int> bits, group_size, block_size;
   Optional<double> damp;
   Optional<size_t> awq_tokens;
+  Optional<double> max_ppl_increase, max_kl, min_top1;
+  QualityGates gates;
   Switch symmetric, double_quant, awq_clip, weighted_fit, awq_duo;
   QuantizeJob job;
 };

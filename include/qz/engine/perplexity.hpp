@@ -25,6 +25,7 @@ struct PerplexityOptions {
 struct KlStats {
   double mean = 0.0, p99 = 0.0, max = 0.0;
   double top1_agreement = 0.0;  // fraction of scored positions where both models' top tokens agree
+  double base_ppl = 0.0;        // the base model's own perplexity on the same positions
 };
 
 struct PerplexityResult {
