@@ -285,7 +285,8 @@ TEST_F(LlamaCpp, TextEncodingMatchesLlamaCppsTokenizerOnOurGguf) {
     EXPECT_GT(ours.size(), 40u);
     EXPECT_EQ(ours, theirs);
     // The GGUF's own vocabulary, as the file stores it (SentencePiece kinds: "llama"), encodes the same.
-    const GgufValue* kind = GgufFile(out).find("tokenizer.ggml.model");
+    const GgufFile written(out);
+    const GgufValue* kind = written.find("tokenizer.ggml.model");
     ASSERT_NE(kind, nullptr);
     if (*kind->get_if<std::string>() == "llama") {
       const auto tok = open_gguf_tokenizer(out);

@@ -57,7 +57,7 @@ inline std::vector<uint8_t> read_bytes(const fs::path& p) {
 template <typename T>
 std::vector<uint8_t> to_bytes(const std::vector<T>& v) {
   std::vector<uint8_t> b(v.size() * sizeof(T));
-  std::memcpy(b.data(), v.data(), b.size());
+  if (!b.empty()) std::memcpy(b.data(), v.data(), b.size());
   return b;
 }
 
