@@ -54,12 +54,11 @@ void edit_header_text(const fs::path& p, const std::function<void(std::string&)>
   std::string text = h.header.dump();
   edit(text);
   text.append((8 - text.size() % 8) % 8, ' ');
-  std::vector<uint8_t> out(8);
   const uint64_t n = text.size();
-  std::memcpy(out.data(), &n, 8);
-  out.insert(out.end(), text.begin(), text.end());
-  out.insert(out.end(), b.begin() + static_cast<std::ptrdiff_t>(h.data_start), b.end());
-  test::write_bytes(p, out);
+  std::string out(reinterpret_cast<const char*>(&n), 8);
+  out += text;
+  out.append(b.begin() + static_cast<std::ptrdiff_t>(h.data_start), b.end());
+  write_text(p, out);
 }
 void edit_header(const fs::path& p, const std::function<void(json&)>& edit) {
   edit_header_text(p, [&](std::string& text) {

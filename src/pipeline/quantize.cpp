@@ -285,6 +285,7 @@ Report quantize_into(const Checkpoint& ckpt, const Plan& plan, TensorSink& sink,
       if (progress) progress->advance(frac);
     });
     sink.write(t, q);
+    release_source_pages(t);
     TensorReport& tr = report.tensors[i];
     tr.error = q.error;
     tr.gptq = q.gptq;

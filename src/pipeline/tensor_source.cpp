@@ -8,6 +8,7 @@
 
 #include "qz/core/error.hpp"
 #include "qz/formats/format_table.hpp"
+#include "qz/io/mapped_file.hpp"
 
 namespace qz {
 
@@ -104,6 +105,17 @@ void throw_non_finite(const TensorSource& t, size_t out_index, float value) {
   throw InputError(fmt::format("{}: tensor '{}': element {} (row {}, column {}) is {}; weights must be finite",
                                t.source ? t.source->file->path().string() : std::string("(generated)"), t.name, index, index / t.cols, index % t.cols,
                                std::isnan(value) ? "NaN" : (value > 0 ? "+Inf" : "-Inf")));
+}
+
+void release_source_pages(const TensorSource& t) noexcept {
+  if (t.packed) {
+    for (const Checkpoint::Entry* e : {t.packed->qweight, t.packed->qzeros, t.packed->scales, t.packed->g_idx})
+      if (e) release_mapped_pages(e->bytes());
+  } else if (t.bnb4) {
+    for (const Checkpoint::Entry* e : t.bnb4->parts()) release_mapped_pages(e->bytes());
+  } else if (t.source) {
+    release_mapped_pages(t.source->bytes());
+  }
 }
 
 }  // namespace qz

@@ -4,6 +4,9 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "qz/io/imatrix.hpp"
 #include "qz/model/demo_checkpoint.hpp"
@@ -65,6 +68,25 @@ int main(int argc, char** argv) {
   m.chunk_size = 64;
   qz::write_imatrix_gguf(work / "imatrix.gguf", m, true);
   copy(work / "imatrix.gguf", out / "imatrix", "imatrix.gguf");
+  {
+    // The legacy .dat form (the tool reads it, never writes it), laid out as io/imatrix.hpp documents: two entries,
+    // then the last chunk and the dataset name.
+    std::string dat;
+    auto i32 = [&](int32_t v) { dat.append(reinterpret_cast<const char*>(&v), 4); };
+    auto f32 = [&](float v) { dat.append(reinterpret_cast<const char*>(&v), 4); };
+    i32(2);
+    for (const auto& [name, n] : std::vector<std::pair<std::string, int32_t>>{{"blk.0.attn_q.weight", 64}, {"blk.0.ffn_down.weight", 128}}) {
+      i32(static_cast<int32_t>(name.size()));
+      dat += name;
+      i32(4);
+      i32(n);
+      for (int32_t k = 0; k < n; ++k) f32(0.5f + 0.01f * static_cast<float>(k));
+    }
+    i32(4);
+    i32(9);
+    dat += "calib.txt";
+    text(out / "imatrix", "imatrix.dat", dat);
+  }
 
   copy(work / "demo" / "config.json", out / "config_json", "llama.json");
   copy(work / "qwen" / "config.json", out / "config_json", "qwen2.json");

@@ -248,6 +248,11 @@ int main(int argc, char** argv) {
   demo->add_option("dir", ma.dir, "Directory to write")->required();
   demo->add_option("--layers", ma.cfg.layers, "Decoder layers")->capture_default_str();
   demo->add_option("--seed", ma.cfg.seed, "Random seed")->capture_default_str();
+  demo->add_option("--hidden", ma.cfg.hidden, "Hidden size (a synthetic model of any size, e.g. for benchmarks)")->capture_default_str();
+  demo->add_option("--intermediate", ma.cfg.intermediate, "MLP width")->capture_default_str();
+  demo->add_option("--heads", ma.cfg.heads, "Attention heads")->capture_default_str();
+  demo->add_option("--kv-heads", ma.cfg.kv_heads, "Key/value heads")->capture_default_str();
+  demo->add_option("--vocab", ma.cfg.vocab, "Vocabulary size")->capture_default_str();
 
   cli::BatchArgs ba;
   auto* batch = app.add_subcommand("batch", "Make a recipe's outputs (models x types), resumable and shardable, with quality gates");

@@ -32,4 +32,9 @@ class MappedFile {
   int slot_ = -1;  // fault_cleanup.hpp
 };
 
+// Done with these bytes of a read-only mapping: their pages leave the process's resident set (MADV_DONTNEED; the
+// page cache keeps them), so that streaming a model tensor by tensor stays flat in memory whatever its size. A later
+// read faults them back in; the bytes are unchanged. The range is widened to whole pages.
+void release_mapped_pages(std::span<const uint8_t> bytes) noexcept;
+
 }  // namespace qz

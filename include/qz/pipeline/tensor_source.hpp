@@ -51,6 +51,9 @@ struct TensorSource {
 
 // Rows [r0, r0 + nr) as the output stores them: converted to float, in output row order, transform applied.
 void read_rows(const TensorSource& t, size_t r0, size_t nr, float* out);
+// Done reading the tensor: the pages of its bytes in the input mappings (the entry, or a packed linear's parts)
+// leave the resident set, so that memory stays flat over a whole model (io/mapped_file.hpp).
+void release_source_pages(const TensorSource& t) noexcept;
 // The whole tensor; throws InputError naming the file, tensor and element of a NaN/Inf value.
 std::vector<float> read_finite_tensor(const TensorSource& t);
 
