@@ -469,8 +469,16 @@ TEST(CliCalibText, GptqAwqAndImatrixFromTextWithTheKindInTheReportAndClearErrors
   EXPECT_EQ(j["calibration"]["tokens"], 4 * 64);
   EXPECT_TRUE(j["calibration"]["block_by_block"].get<bool>());
   size_t gptq = 0;
-  for (const auto& t : j["tensors"]) gptq += t["method"] == "gptq";
+  double gptq_seconds = 0;
+  for (const auto& t : j["tensors"]) {
+    if (t["method"] != "gptq") continue;
+    ++gptq;
+    // Each tensor's own time in the block pass (not 0 for all but a block's first, which waited for the pass).
+    EXPECT_GT(t["seconds"].get<double>(), 1e-4) << t["name"];
+    gptq_seconds += t["seconds"].get<double>();
+  }
   EXPECT_EQ(gptq, 14u);
+  EXPECT_LT(gptq_seconds, j["wall_seconds"].get<double>());
   // Fewer tokens than asked: a warning with the count used.
   r = quantize(demo + " -o " + (dir / "g2.gguf").string() + " --method gptq --calib " + (dir / "c.txt").string() +
                " --calib-samples 1000 --calib-float-inputs --json " + json);

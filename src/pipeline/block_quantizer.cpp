@@ -62,6 +62,7 @@ std::vector<std::pair<std::string, FloatTensor>> BlockQuantizer::finish(const Li
     const auto it = index_.find(name);
     if (it == index_.end()) continue;
     const TensorPlan& t = plan_.tensors[it->second];
+    const auto t0 = std::chrono::steady_clock::now();
     QuantizedTensor q;
     if (t.gptq) {
       if (tokens == 0) throw std::logic_error("BlockQuantizer: a group without inputs");
@@ -70,6 +71,7 @@ std::vector<std::pair<std::string, FloatTensor>> BlockQuantizer::finish(const Li
     } else {
       q = quantize_tensor(t, plan_.config);
     }
+    q.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     stored.emplace_back(name, FloatTensor{stored_values(t, q), t.rows, t.cols});
     done_[it->second] = std::move(q);
   }

@@ -289,7 +289,7 @@ Report quantize_into(const Checkpoint& ckpt, const Plan& plan, TensorSink& sink,
     TensorReport& tr = report.tensors[i];
     tr.error = q.error;
     tr.gptq = q.gptq;
-    tr.seconds = std::chrono::duration<double>(Clock::now() - ts).count();
+    tr.seconds = q.seconds ? *q.seconds : std::chrono::duration<double>(Clock::now() - ts).count();
     if (progress) progress->end_tensor(tr);
   }
   sink.commit();

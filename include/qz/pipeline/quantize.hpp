@@ -28,6 +28,9 @@ struct QuantizedTensor {
   std::vector<std::vector<uint8_t>> parts;  // the format's stored parts, in order (format.hpp)
   ErrorStats error;
   std::optional<GptqReport> gptq;
+  // Set when the tensor was made ahead of the writer (a block pass on calibration text): the seconds its own
+  // quantization took there (with its group's Hessian for the group's first tensor), not the wait for the pass.
+  std::optional<double> seconds;
 };
 
 // Hessians of recent calibration inputs (q/k/v, and gate/up, share theirs), so each is accumulated once.
