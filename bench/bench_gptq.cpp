@@ -2,6 +2,7 @@
 // and GFLOP/s of the update products, beside a plain Eigen GEMM of the same size on the same machine.
 //   ./build/bench/bench_gptq
 #include <benchmark/benchmark.h>
+#include <cblas.h>
 
 #include <Eigen/Dense>
 #include <random>
@@ -10,6 +11,7 @@
 #include "qz/core/parallel.hpp"
 #include "qz/formats/format_table.hpp"
 #include "qz/methods/gptq.hpp"
+#include "qz/methods/hessian.hpp"
 
 namespace {
 
@@ -72,6 +74,45 @@ void BM_GptqLayer(benchmark::State& state) {
   state.SetLabel(std::string(name) + ", " + std::to_string(threads) + " threads");
 }
 
+// The Hessian of 4096 tokens of 4096 columns, as the pipeline accumulates it, beside OpenBLAS's own ssyrk of the
+// same rank-k update on all cores (the reference rate; ours keeps OpenBLAS single-threaded for fixed results).
+const std::vector<float>& activations() {
+  static const std::vector<float> x = [] {
+    std::mt19937 rng(5);
+    std::normal_distribution<float> d(0.0f, 1.0f);
+    std::vector<float> v(kN * kN);
+    for (auto& e : v) e = d(rng);
+    return v;
+  }();
+  return x;
+}
+const double kSyrkFlops = static_cast<double>(kN) * (kN + 1) * kN;  // n(n+1)/2 entries, 2 flops per token
+
+void BM_HessianAccumulate(benchmark::State& state) {
+  const auto& x = activations();
+  const unsigned threads = qz::hardware_threads();
+  for (auto _ : state) {
+    qz::HessianAccumulator acc(kN);
+    acc.add_rows(x.data(), kN, threads);
+    benchmark::DoNotOptimize(acc.tokens());
+  }
+  state.counters["GFLOPs"] = benchmark::Counter(kSyrkFlops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel("4096 tokens x 4096 columns, " + std::to_string(threads) + " threads");
+}
+
+void BM_OpenBlasSsyrk(benchmark::State& state) {
+  const auto& x = activations();
+  std::vector<float> c(kN * kN);
+  openblas_set_num_threads(static_cast<int>(qz::hardware_threads()));
+  for (auto _ : state) {
+    cblas_ssyrk(CblasColMajor, CblasLower, CblasNoTrans, kN, kN, 1.0f, x.data(), kN, 0.0f, c.data(), kN);
+    benchmark::DoNotOptimize(c.data());
+  }
+  openblas_set_num_threads(1);
+  state.counters["GFLOPs"] = benchmark::Counter(kSyrkFlops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel("OpenBLAS's own threads");
+}
+
 void BM_EigenGemm(benchmark::State& state) {
   // The same product size as the updates (rows x cols times cols x cols), split over threads by rows as GPTQ is.
   Eigen::MatrixXf A = Eigen::MatrixXf::Random(kN, 128), B = Eigen::MatrixXf::Random(128, kN), C(kN, kN);
@@ -93,5 +134,7 @@ void BM_EigenGemm(benchmark::State& state) {
 }  // namespace
 
 BENCHMARK(BM_GptqLayer)->Arg(0)->Arg(1)->Iterations(1)->Unit(benchmark::kSecond)->UseRealTime();
+BENCHMARK(BM_HessianAccumulate)->Iterations(2)->Unit(benchmark::kSecond)->UseRealTime();
+BENCHMARK(BM_OpenBlasSsyrk)->Iterations(2)->Unit(benchmark::kSecond)->UseRealTime();
 BENCHMARK(BM_EigenGemm)->Iterations(2)->Unit(benchmark::kSecond)->UseRealTime();
 BENCHMARK_MAIN();

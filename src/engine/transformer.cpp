@@ -1,6 +1,8 @@
 #include "qz/engine/transformer.hpp"
 
 #include <cblas.h>
+
+#include "qz/core/blas.hpp"
 #include <fmt/format.h>
 
 #include <Eigen/Dense>
@@ -62,7 +64,7 @@ Transformer::Transformer(const ModelWeights& weights, unsigned threads) : w_(wei
     throw InputError(fmt::format("{}: {} attention heads cannot share {} KV heads", m.name, m.head_count, m.head_count_kv));
   dim_ = m.embedding_length;
   vocab_ = m.vocab_size;
-  openblas_set_num_threads(1);  // threads are ours (linear())
+  use_single_threaded_blas();  // threads are ours (linear())
 }
 
 HiddenStates Transformer::embed(const std::vector<std::vector<int32_t>>& seqs) const {

@@ -1,14 +1,18 @@
 #include "qz/methods/gptq.hpp"
 
+#include <cblas.h>
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <chrono>
+#include <memory>
 #include <cmath>
 #include <numeric>
 #include <stdexcept>
 #include <vector>
 
+#include "qz/core/blas.hpp"
+#include "qz/core/huge_pages.hpp"
 #include "qz/core/parallel.hpp"
 
 namespace qz {
@@ -18,41 +22,38 @@ namespace {
 using MatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 constexpr size_t kRowsPerTask = 32;  // fixed, so results do not depend on the thread count
 
-// Inverse of a lower-triangular matrix (in float: U is used in float), by independent blocks of columns (column
-// block [j0, j1) of the inverse is zero above row j0 and solves the trailing triangle), spread over threads; the
-// same result for any count.
-Eigen::MatrixXf lower_inverse(const Eigen::MatrixXf& L, unsigned threads) {
-  const auto n = L.rows();
-  constexpr Eigen::Index kBlock = 128;
-  Eigen::MatrixXf inv = Eigen::MatrixXf::Zero(n, n);
-  const auto blocks = static_cast<size_t>((n + kBlock - 1) / kBlock);
-  parallel_for(blocks, threads, [&](size_t b, unsigned) {
-    const Eigen::Index j0 = static_cast<Eigen::Index>(b) * kBlock, w = std::min(kBlock, n - j0), m = n - j0;
-    Eigen::MatrixXf rhs = Eigen::MatrixXf::Zero(m, w);
-    rhs.topRows(w).setIdentity();
-    L.bottomRightCorner(m, m).triangularView<Eigen::Lower>().solveInPlace(rhs);
-    inv.block(j0, j0, m, w) = rhs;
-  });
-  return inv;
-}
-
 // U, the upper Cholesky factor of (H + lambda I)^-1, raising lambda until the factorization succeeds.
 // With R the reversal permutation and R (H + lambda I) R = L L^T, the inverse is (R L^-T R)(R L^-1 R), a lower
-// times an upper triangle, so U = R L^-1 R: one Cholesky and one triangular inverse.
-Eigen::MatrixXf inverse_cholesky_upper(const Eigen::MatrixXd& H, double damp, unsigned threads, GptqStats& stats) {
+// times an upper triangle, so U = R L^-1 R: one Cholesky and one triangular inverse (LAPACK, single-threaded calls).
+// No transposes: R A R of a symmetric A is A's buffer reversed; LAPACK's upper factor V (A = V^T V, column-major)
+// read row-major is L, and its inverse read row-major is L^-1; U in row-major order is that buffer reversed again.
+MatF inverse_cholesky_upper(const Eigen::MatrixXd& H, double damp, GptqStats& stats) {
   const auto n = H.rows();
+  const size_t nn = static_cast<size_t>(n) * static_cast<size_t>(n);
   const double mean_diag = H.diagonal().mean();
-  const Eigen::MatrixXd Hrev = H.reverse();  // both rows and columns reversed
+  std::unique_ptr<double[]> a(new double[nn]);
+  std::unique_ptr<float[]> l(new float[nn]);
+  advise_huge_pages(a.get(), nn * sizeof(double));
+  advise_huge_pages(l.get(), nn * sizeof(float));
   double frac = damp;
   for (int attempt = 1; attempt <= 200; ++attempt) {
     stats.damp_attempts = attempt;
-    Eigen::MatrixXd Hd = Hrev;
-    Hd.diagonal().array() += frac * mean_diag;
-    Eigen::LLT<Eigen::MatrixXd> llt(Hd);
-    if (llt.info() == Eigen::Success) {
-      const Eigen::MatrixXd L = llt.matrixL();
-      if (L.allFinite() && (L.diagonal().array() > 0.0).all()) {
-        Eigen::MatrixXf U = lower_inverse(L.cast<float>(), threads).reverse();
+    std::reverse_copy(H.data(), H.data() + nn, a.get());  // R H R
+    for (Eigen::Index i = 0; i < n; ++i) a[static_cast<size_t>(i * n + i)] += frac * mean_diag;
+    if (lapack_dpotrf_upper(static_cast<int>(n), a.get(), static_cast<int>(n)) == 0) {
+      // L (row-major lower) in float, the rest zero; check it is usable.
+      bool ok = true;
+      for (Eigen::Index i = 0; i < n; ++i) {
+        const size_t row = static_cast<size_t>(i * n);
+        for (Eigen::Index j = 0; j <= i; ++j) l[row + static_cast<size_t>(j)] = static_cast<float>(a[row + static_cast<size_t>(j)]);
+        std::fill(l.get() + row + static_cast<size_t>(i) + 1, l.get() + row + static_cast<size_t>(n), 0.0f);
+        const double d = a[row + static_cast<size_t>(i)];
+        ok = ok && d > 0.0 && std::isfinite(d);
+      }
+      if (ok && lapack_strtri_upper(static_cast<int>(n), l.get(), static_cast<int>(n)) == 0) {
+        MatF U(n, n);
+        advise_huge_pages(U.data(), nn * sizeof(float));
+        std::reverse_copy(l.get(), l.get() + nn, U.data());
         if (U.allFinite()) {
           stats.damp = frac;
           return U;
@@ -61,7 +62,6 @@ Eigen::MatrixXf inverse_cholesky_upper(const Eigen::MatrixXd& H, double damp, un
     }
     frac = frac < 1.0 ? std::min(1.0, frac + 0.01) : frac * 2.0;  // +0.01 steps up to 1, then doubling
   }
-  (void)n;
   throw std::runtime_error("GPTQ: the Hessian is not positive definite even with damping");
 }
 
@@ -76,7 +76,9 @@ GptqStats gptq_quantize(const Format& f, const float* w, size_t rows, size_t col
   const auto n = static_cast<Eigen::Index>(cols);
 
   // Dead columns and the column order.
-  Eigen::MatrixXd H = H_in;
+  Eigen::MatrixXd H(n, n);
+  advise_huge_pages(H.data(), static_cast<size_t>(H.size()) * sizeof(double));
+  H = H_in;
   std::vector<bool> dead(cols, false);
   for (size_t i = 0; i < cols; ++i) {
     if (H(static_cast<Eigen::Index>(i), static_cast<Eigen::Index>(i)) == 0.0) {
@@ -92,11 +94,17 @@ GptqStats gptq_quantize(const Format& f, const float* w, size_t rows, size_t col
       return H(static_cast<Eigen::Index>(a), static_cast<Eigen::Index>(a)) >
              H(static_cast<Eigen::Index>(b), static_cast<Eigen::Index>(b));
     });
-  Eigen::MatrixXd Hp(n, n);
-  for (Eigen::Index a = 0; a < n; ++a)
-    for (Eigen::Index b = 0; b < n; ++b) Hp(a, b) = H(static_cast<Eigen::Index>(perm[a]), static_cast<Eigen::Index>(perm[b]));
   const auto t0 = std::chrono::steady_clock::now();
-  const MatF U = inverse_cholesky_upper(Hp, cfg.damp, threads, stats);
+  Eigen::MatrixXd Hp;
+  if (cfg.act_order) {
+    Hp.resize(n, n);
+    advise_huge_pages(Hp.data(), static_cast<size_t>(Hp.size()) * sizeof(double));
+    for (Eigen::Index b = 0; b < n; ++b)
+      for (Eigen::Index a = 0; a < n; ++a) Hp(a, b) = H(static_cast<Eigen::Index>(perm[a]), static_cast<Eigen::Index>(perm[b]));
+  } else {
+    Hp = std::move(H);
+  }
+  const MatF U = inverse_cholesky_upper(Hp, cfg.damp, stats);
   const auto t1 = std::chrono::steady_clock::now();
   stats.factor_seconds = std::chrono::duration<double>(t1 - t0).count();
 
@@ -126,6 +134,7 @@ GptqStats gptq_quantize(const Format& f, const float* w, size_t rows, size_t col
     f.fit(all.data(), all.size(), nullptr, tensor_grid);
   }
 
+  use_single_threaded_blas();
   const size_t tasks = (rows + kRowsPerTask - 1) / kRowsPerTask;
   std::vector<double> task_loss(tasks, 0.0);
   parallel_for(tasks, threads, [&](size_t task, unsigned) {
@@ -178,9 +187,11 @@ GptqStats gptq_quantize(const Format& f, const float* w, size_t rows, size_t col
               Err.col(ei) * U.row(static_cast<Eigen::Index>(col)).segment(static_cast<Eigen::Index>(col) + 1, rest);
       }
       const auto after = n - static_cast<Eigen::Index>(i1 + count);
-      if (after > 0)
-        W.rightCols(after).noalias() -=
-            Err * U.block(static_cast<Eigen::Index>(i1), static_cast<Eigen::Index>(i1 + count), ec, after);
+      if (after > 0)  // W[:, i1 + count:] -= Err * U[i1 : i1 + count, i1 + count:], one single-threaded sgemm
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(nr), static_cast<int>(after),
+                    static_cast<int>(count), -1.0f, Err.data(), static_cast<int>(count),
+                    U.data() + i1 * cols + i1 + count, static_cast<int>(cols), 1.0f, W.data() + i1 + count,
+                    static_cast<int>(cols));
     }
     for (size_t r = 0; r < nr; ++r)
       for (size_t g = 0; g < groups; ++g)

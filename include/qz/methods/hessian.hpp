@@ -1,6 +1,7 @@
 // The GPTQ Hessian of a linear layer, H = (2/N) sum over tokens of x x^T, accumulated from streamed activation
 // chunks (never all activations in memory): each chunk's x^T x is formed in float by fixed column panels spread over
-// threads, and added into a double accumulator, so the result does not depend on the thread count.
+// threads (the lower triangle only, one single-threaded OpenBLAS sgemm per panel), and added into a double
+// accumulator, so the result does not depend on the thread count.
 #pragma once
 
 #include <Eigen/Dense>
