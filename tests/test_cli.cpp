@@ -309,7 +309,8 @@ TEST_F(CliConventions, LlamaQuantizeFlagsAndItsPositionalForm) {
                " --exclude-weights attn --json " + json);
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_EQ(GgufFile(out("e.gguf")).find_tensor("output.weight")->type, GgmlType::BF16);  // the demo stores BF16
-  for (const auto& t : nlohmann::json::parse(std::ifstream(json))["tensors"])
+  const auto report = nlohmann::json::parse(std::ifstream(json));  // (kept alive: the loop runs over a part of it)
+  for (const auto& t : report["tensors"])
     if (contains(t["name"].get<std::string>(), "attn")) EXPECT_EQ(t["imatrix"], false) << t["name"];
   // llama-quantize's positional form: a pointer to -o and --type.
   r = quantize(demo_ + " " + out("p.gguf") + " Q4_K_M 4");
