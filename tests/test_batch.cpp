@@ -146,7 +146,7 @@ TEST_F(Batch, AnInterruptedBatchRerunFinishesTheJob) {
     _exit(127);
   }
   const fs::path manifest = out() / "quantize-manifest.json";
-  for (int i = 0; i < 600 && !fs::exists(manifest); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  for (int i = 0; i < 4800 && !fs::exists(manifest); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));  // up to 4 min (sanitizer builds are slow)
   kill(pid, SIGTERM);
   int status = 0;
   waitpid(pid, &status, 0);
