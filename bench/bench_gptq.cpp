@@ -30,14 +30,16 @@ const Eigen::MatrixXd& hessian() {
   return H;
 }
 
+std::vector<float> gaussian(size_t n, uint32_t seed, float std) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, std);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
 const std::vector<float>& weights() {
-  static const std::vector<float> w = [] {
-    std::mt19937 rng(4);
-    std::normal_distribution<float> d(0.0f, 0.02f);
-    std::vector<float> v(kN * kN);
-    for (auto& x : v) x = d(rng);
-    return v;
-  }();
+  static const std::vector<float> w = gaussian(kN * kN, 4, 0.02f);
   return w;
 }
 
@@ -77,13 +79,7 @@ void BM_GptqLayer(benchmark::State& state) {
 // The Hessian of 4096 tokens of 4096 columns, as the pipeline accumulates it, beside OpenBLAS's own ssyrk of the
 // same rank-k update on all cores (the reference rate; ours keeps OpenBLAS single-threaded for fixed results).
 const std::vector<float>& activations() {
-  static const std::vector<float> x = [] {
-    std::mt19937 rng(5);
-    std::normal_distribution<float> d(0.0f, 1.0f);
-    std::vector<float> v(kN * kN);
-    for (auto& e : v) e = d(rng);
-    return v;
-  }();
+  static const std::vector<float> x = gaussian(kN * kN, 5, 1.0f);
   return x;
 }
 const double kSyrkFlops = static_cast<double>(kN) * (kN + 1) * kN;  // n(n+1)/2 entries, 2 flops per token

@@ -86,19 +86,20 @@ std::string default_output_name(const std::string& model, const json& s) {
   return model + "-" + what + (format == "gguf" ? ".gguf" : "");
 }
 
-// Sizes and modification times of everything an output is made from.
-json fingerprint(const BatchOutput& out) {
+int64_t mtime_of(const fs::path& p) { return static_cast<int64_t>(fs::last_write_time(p).time_since_epoch().count()); }
+
+// Sizes and modification times of everything made from `model` with `settings` (its files named by path settings).
+json fingerprint(const fs::path& model, const json& settings) {
   std::vector<fs::path> files;
-  const fs::path& m = out.recipe.model;
-  if (fs::is_directory(m)) {
-    for (const auto& e : fs::directory_iterator(m))
+  if (fs::is_directory(model)) {
+    for (const auto& e : fs::directory_iterator(model))
       if (e.is_regular_file()) files.push_back(e.path());
   } else {
-    files.push_back(m);
+    files.push_back(model);
   }
   for (const auto& key : kPathSettings) {
-    if (!out.recipe.settings.contains(key)) continue;
-    const json& v = out.recipe.settings[key];
+    if (!settings.contains(key)) continue;
+    const json& v = settings[key];
     if (v.is_array())
       for (const auto& s : v) files.emplace_back(s.get<std::string>());
     else
@@ -109,12 +110,10 @@ json fingerprint(const BatchOutput& out) {
   for (const auto& f : files) {
     std::error_code ec;
     const auto size = fs::file_size(f, ec);
-    if (ec) {
+    if (ec)
       j.push_back({{"path", f.string()}, {"missing", true}});
-      continue;
-    }
-    const auto mtime = fs::last_write_time(f, ec).time_since_epoch().count();
-    j.push_back({{"path", f.string()}, {"size", size}, {"mtime", static_cast<int64_t>(mtime)}});
+    else
+      j.push_back({{"path", f.string()}, {"size", size}, {"mtime", mtime_of(f)}});
   }
   return j;
 }
@@ -122,7 +121,7 @@ json fingerprint(const BatchOutput& out) {
 json file_state(const fs::path& p) {
   std::error_code ec;
   if (!fs::is_regular_file(p, ec)) return nullptr;
-  return {{"bytes", fs::file_size(p)}, {"mtime", static_cast<int64_t>(fs::last_write_time(p).time_since_epoch().count())}};
+  return {{"bytes", fs::file_size(p)}, {"mtime", mtime_of(p)}};
 }
 
 json read_manifest(const fs::path& p) {
@@ -285,7 +284,7 @@ std::vector<BatchResult> run_batch(const Recipe& recipe, const std::vector<Batch
     BatchResult r;
     r.id = out.recipe.id;
     r.model_name = out.recipe.model_name;
-    const json inputs = fingerprint(out);
+    const json inputs = fingerprint(out.recipe.model, out.recipe.settings);
     const json* record = find_record(r.id);
     const std::string why = stale_reason(record, out.recipe.settings, inputs, out.job.output);
     if (why.empty()) {
@@ -318,9 +317,7 @@ std::vector<BatchResult> run_batch(const Recipe& recipe, const std::vector<Batch
         const std::string key = "imatrix:" + out.recipe.model_name + ":" + out.recipe.imatrix_calib->filename().string();
         const fs::path im = recipe.output_dir / (out.recipe.model_name + "." + out.recipe.imatrix_calib->stem().string() + ".imatrix.gguf");
         const json im_settings = {{"model", out.recipe.model.string()}, {"calib", out.recipe.imatrix_calib->string()}};
-        BatchOutput probe = out;
-        probe.recipe.settings = {{"imatrix_calib", out.recipe.imatrix_calib->string()}};
-        const json im_inputs = fingerprint(probe);
+        const json im_inputs = fingerprint(out.recipe.model, {{"imatrix_calib", out.recipe.imatrix_calib->string()}});
         if (!stale_reason(find_record(key), im_settings, im_inputs, im).empty()) {
           ImatrixJob ij;
           ij.model = out.recipe.model;

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <memory>
+
 #include "print.hpp"
 #include "quantize_args.hpp"
 #include "qz/core/error.hpp"
@@ -21,10 +23,14 @@ std::string option_name(const std::string& key) {
 }
 
 bool is_setting(const std::string& key) {
-  CLI::App app;
-  QuantizeArgs a;
-  add_quantize_options(app, a);
-  return key != "input" && app.get_option_no_throw(option_name(key)) != nullptr;
+  // The main command's option table, built once.
+  static QuantizeArgs args;
+  static const auto app = [] {
+    auto a = std::make_unique<CLI::App>();
+    add_quantize_options(*a, args);
+    return a;
+  }();
+  return key != "input" && app->get_option_no_throw(option_name(key)) != nullptr;
 }
 
 // One output's settings as the main command's arguments, parsed by its own options.
