@@ -71,12 +71,12 @@ int main(int argc, char** argv) {
     for (const bool weighted : {false, true}) {
       const float* w = weighted ? imp.data() : nullptr;
       std::vector<uint8_t> ref(kRows * f->row_bytes(kCols)), ours(ref.size());
-      const double t_ref = seconds([&] { quantize_chunk(type, x.data(), ref.data(), 0, kRows, kCols, w); }, 3);
+      const double t_ref = seconds([&] { quantize_chunk(type, x.data(), ref.data(), 0, kRows, kCols, w); }, 10);
       const double t_ours = seconds(
           [&] {
             for (size_t r = 0; r < kRows; ++r) f->quantize_row(x.data() + r * kCols, ours.data() + r * f->row_bytes(kCols), kCols, w);
           },
-          3);
+          10);
       fmt::print("{:<6} {:>8}  {:>9.1f} MB/s {:>9.1f} MB/s {:>7.2f}x  {}\n", name, weighted ? "yes" : "no", mb / t_ref,
                  mb / t_ours, t_ref / t_ours, ref == ours ? "identical" : "DIFFERENT");
     }

@@ -37,6 +37,109 @@ void pack_block(uint16_t d, uint16_t m, const int32_t* codes, uint8_t* dst) {
   std::memcpy(dst, &b, sizeof(b));
 }
 
+// max |x[j]| over a block of 32 finite values, in 8 lanes (order-free: no -0 among |x|, no NaN).
+inline float abs_max_32(const float* x) {
+  float lane[8] = {};
+  for (int j = 0; j < 32; j += 8)
+    for (int l = 0; l < 8; ++l) {
+      const float a = std::fabs(x[j + l]);
+      lane[l] = lane[l] > a ? lane[l] : a;
+    }
+  float m = lane[0];
+  for (int l = 1; l < 8; ++l) m = m > lane[l] ? m : lane[l];
+  return m;
+}
+
+// roundf(v) (halves away from zero) for |v| < 2^31: v - trunc(v) is exact, so comparing it with one half decides.
+inline int32_t round_half_away(float v) {
+  const int32_t t = static_cast<int32_t>(v);
+  const float r = v - static_cast<float>(t);
+  return t + static_cast<int32_t>(r >= 0.5f) - static_cast<int32_t>(r <= -0.5f);
+}
+
+// min and max of a block of 32 finite values as ggml's sequential scan finds them (the first of equal values
+// wins, which matters only for the sign of a zero): 8 lanes, and the sequential scan again when a result is zero.
+inline void min_max_32(const float* x, float& min, float& max) {
+  float lo[8], hi[8];
+  for (int l = 0; l < 8; ++l) lo[l] = hi[l] = x[l];
+  for (int j = 8; j < 32; j += 8)
+    for (int l = 0; l < 8; ++l) {
+      lo[l] = x[j + l] < lo[l] ? x[j + l] : lo[l];
+      hi[l] = x[j + l] > hi[l] ? x[j + l] : hi[l];
+    }
+  min = lo[0];
+  max = hi[0];
+  for (int l = 1; l < 8; ++l) {
+    min = lo[l] < min ? lo[l] : min;
+    max = hi[l] > max ? hi[l] : max;
+  }
+  if (min == 0.0f || max == 0.0f) {
+    min = FLT_MAX;
+    max = -FLT_MAX;
+    for (int j = 0; j < 32; ++j) {
+      min = x[j] < min ? x[j] : min;
+      max = x[j] > max ? x[j] : max;
+    }
+  }
+}
+
+// ggml's reference quantizers of Q4_0, Q4_1, Q5_0 and Q5_1 (the same arithmetic as fit + quantize_value in mode 0,
+// which the format tests check byte for byte), as tight loops. Each block type gets a baseline and an AVX2 clone
+// chosen at run time: the operations are the same IEEE ones (no contraction in this file), so both give the same
+// bytes, and the wider one runs faster.
+template <typename Block>
+[[gnu::always_inline]] inline void reference_rows_impl(const float* x, uint8_t* dst, size_t n) {
+  constexpr bool with_min = requires(Block blk) { blk.m; };
+  constexpr int bits = requires(Block blk) { blk.qh; } ? 5 : 4;
+  constexpr int top = (1 << bits) - 1;
+  const float offset = with_min ? 0.5f : static_cast<float>(1 << (bits - 1)) + 0.5f;
+  int32_t codes[32];
+  for (size_t b = 0; b < n / 32; ++b) {
+    const float* xb = x + b * 32;
+    float d, m = 0.0f;
+    if constexpr (!with_min) {
+      float amax = 0.0f, max = 0.0f;
+      for (int j = 0; j < 32; ++j) {
+        const float a = std::fabs(xb[j]);
+        if (amax < a) {
+          amax = a;
+          max = xb[j];
+        }
+      }
+      d = max / static_cast<float>(-(1 << (bits - 1)));
+    } else {
+      float min, max;
+      min_max_32(xb, min, max);
+      d = (max - min) / static_cast<float>(top);
+      m = min;
+    }
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    for (int j = 0; j < 32; ++j) {
+      const float v = (with_min ? (xb[j] - m) * id : xb[j] * id) + offset;
+      const int q = static_cast<int>(v);  // truncation, as ggml's (int8_t) cast; v >= 0 for in-block values
+      codes[j] = q < top ? q : top;
+    }
+    pack_block<Block>(fp32_to_fp16(d), fp32_to_fp16(m), codes, dst + b * sizeof(Block));
+  }
+}
+
+[[gnu::target_clones("avx2", "default")]] void legacy_reference_rows(const float* x, uint8_t* dst, size_t n,
+                                                                   const BlockQ4_0*) {
+  reference_rows_impl<BlockQ4_0>(x, dst, n);
+}
+[[gnu::target_clones("avx2", "default")]] void legacy_reference_rows(const float* x, uint8_t* dst, size_t n,
+                                                                   const BlockQ4_1*) {
+  reference_rows_impl<BlockQ4_1>(x, dst, n);
+}
+[[gnu::target_clones("avx2", "default")]] void legacy_reference_rows(const float* x, uint8_t* dst, size_t n,
+                                                                   const BlockQ5_0*) {
+  reference_rows_impl<BlockQ5_0>(x, dst, n);
+}
+[[gnu::target_clones("avx2", "default")]] void legacy_reference_rows(const float* x, uint8_t* dst, size_t n,
+                                                                   const BlockQ5_1*) {
+  reference_rows_impl<BlockQ5_1>(x, dst, n);
+}
+
 class Q8_0Format final : public Format {
  public:
   const std::string& name() const override { return name_; }
@@ -45,19 +148,18 @@ class Q8_0Format final : public Format {
   size_t block_size() const override { return kQK8_0; }
   size_t block_bytes() const override { return sizeof(BlockQ8_0); }
 
+  // ggml's reference: d = amax / 127, codes roundf(x * (1/d)). Written so that GCC vectorizes both loops at the
+  // baseline ISA: the maximum over 8 lanes (|x| is never -0 and inputs are finite, so any order gives the same
+  // maximum), and roundf as truncation plus a step where the exact fraction v - trunc(v) reaches one half.
   void quantize_row(const float* x, uint8_t* dst, size_t n, const float*) const override {
     for (size_t b = 0; b < n / kQK8_0; ++b) {
       const float* xb = x + b * kQK8_0;
-      float amax = 0.0f;
-      for (int j = 0; j < kQK8_0; ++j) {
-        const float a = std::fabs(xb[j]);
-        amax = amax > a ? amax : a;  // ggml's MAX (inputs are finite)
-      }
+      const float amax = abs_max_32(xb);
       const float d = amax / 127.0f;
       const float id = d != 0.0f ? 1.0f / d : 0.0f;
       BlockQ8_0 blk;
       blk.d = fp32_to_fp16(d);
-      for (int j = 0; j < kQK8_0; ++j) blk.qs[j] = static_cast<int8_t>(std::lround(xb[j] * id));
+      for (int j = 0; j < kQK8_0; ++j) blk.qs[j] = static_cast<int8_t>(round_half_away(xb[j] * id));
       std::memcpy(dst + b * sizeof(BlockQ8_0), &blk, sizeof(blk));
     }
   }
@@ -208,45 +310,8 @@ class LegacyFormat final : public Format {
     pack_block<Block>(static_cast<uint16_t>(g.i[1]), static_cast<uint16_t>(g.i[2]), codes, dst);
   }
 
-  // ggml's reference quantizers written out as tight loops (the same arithmetic as fit + quantize_value in mode 0,
-  // which the format tests check byte for byte).
   void quantize_row_reference(const float* x, uint8_t* dst, size_t n) const {
-    const int top = (1 << bits_) - 1;
-    const float offset = with_min_ ? 0.5f : static_cast<float>(1 << (bits_ - 1)) + 0.5f;
-    int32_t codes[32];
-    for (size_t b = 0; b < n / 32; ++b) {
-      const float* xb = x + b * 32;
-      float d, m = 0.0f, id;
-      if (!with_min_) {
-        float amax = 0.0f, max = 0.0f;
-        for (int j = 0; j < 32; ++j) {
-          const float a = std::fabs(xb[j]);
-          if (amax < a) {
-            amax = a;
-            max = xb[j];
-          }
-        }
-        d = max / static_cast<float>(-(1 << (bits_ - 1)));
-      } else {
-        float min = FLT_MAX, max = -FLT_MAX;
-        for (int j = 0; j < 32; ++j) {
-          min = xb[j] < min ? xb[j] : min;
-          max = xb[j] > max ? xb[j] : max;
-        }
-        d = (max - min) / static_cast<float>(top);
-        m = min;
-      }
-      id = d != 0.0f ? 1.0f / d : 0.0f;
-      for (int j = 0; j < 32; ++j) {
-        const float v = (with_min_ ? (xb[j] - m) * id : xb[j] * id) + offset;
-        const int q = static_cast<int>(v);  // truncation, as ggml's (int8_t) cast; v >= 0 for in-block values
-        codes[j] = q < top ? q : top;
-      }
-      BlockGrid g;
-      g.i[1] = fp32_to_fp16(d);
-      g.i[2] = fp32_to_fp16(m);
-      LegacyFormat::encode(g, codes, dst + b * bytes_);
-    }
+    legacy_reference_rows(x, dst, n, static_cast<const Block*>(nullptr));
   }
 
   void dequantize_row(const uint8_t* src, float* y, size_t n) const override {
