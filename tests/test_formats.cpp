@@ -76,29 +76,63 @@ TEST(FormatTable, FamiliesResolveTheirNames) {
 
 // For every format: quantize_row equals fit + quantize_value + encode, and dequantize_value equals
 // dequantize_row. This is what lets a method with error feedback (GPTQ) target any format.
+// quantize_row(x) against fit + quantize_value + encode of each block, and the decoded values against
+// dequantize_value.
+void expect_fast_path_equals_grid_path(const Format& f, const std::vector<float>& x) {
+  const size_t n = x.size();
+  std::vector<uint8_t> fast(f.row_bytes(n)), slow(f.row_bytes(n));
+  f.quantize_row(x.data(), fast.data(), n, nullptr);
+  std::vector<float> y(n);
+  f.dequantize_row(fast.data(), y.data(), n);
+  const size_t bs = f.block_size();
+  std::vector<int32_t> codes(bs);
+  for (size_t b = 0; b < n / bs; ++b) {
+    BlockGrid g;
+    f.fit(x.data() + b * bs, bs, nullptr, g);
+    for (size_t j = 0; j < bs; ++j) {
+      codes[j] = f.quantize_value(g, j, x[b * bs + j]);
+      ASSERT_EQ(f.dequantize_value(g, j, codes[j]), y[b * bs + j]) << "value " << b * bs + j;
+    }
+    f.encode(g, codes.data(), slow.data() + b * f.block_bytes());
+  }
+  EXPECT_EQ(fast, slow);
+}
+
 TEST(FormatInterface, FastPathEqualsGridPath) {
   for (const auto& f : all_formats()) {
     SCOPED_TRACE(f->name());
-    const size_t n = 256;
-    std::vector<float> x = test::gaussian(n, 11, 0.05f);
+    std::vector<float> x = test::gaussian(256, 11, 0.05f);
     x[7] = 0.9f;
     x[200] = -1.3f;
-    std::vector<uint8_t> fast(f->row_bytes(n)), slow(f->row_bytes(n));
-    f->quantize_row(x.data(), fast.data(), n, nullptr);
-    std::vector<float> y(n);
-    f->dequantize_row(fast.data(), y.data(), n);
-    const size_t bs = f->block_size();
-    std::vector<int32_t> codes(bs);
-    for (size_t b = 0; b < n / bs; ++b) {
-      BlockGrid g;
-      f->fit(x.data() + b * bs, bs, nullptr, g);
-      for (size_t j = 0; j < bs; ++j) {
-        codes[j] = f->quantize_value(g, j, x[b * bs + j]);
-        ASSERT_EQ(f->dequantize_value(g, j, codes[j]), y[b * bs + j]) << "value " << b * bs + j;
-      }
-      f->encode(g, codes.data(), slow.data() + b * f->block_bytes());
-    }
-    EXPECT_EQ(fast, slow);
+    expect_fast_path_equals_grid_path(*f, x);
+  }
+}
+
+// Inputs where a vectorized fast path could part from the sequential reference: signed zeros as a block's minimum
+// or maximum (which zero comes first decides the stored sign bit), equal magnitudes of both signs (the first one
+// sets Q4_0's scale), values that land exactly on a half after scaling (roundf rounds them away from zero), and an
+// all-zero block.
+TEST(FormatInterface, FastPathEqualsGridPathOnSignedZerosAndHalves) {
+  std::vector<float> x(256, 0.0f);
+  for (int j = 0; j < 32; ++j) x[j] = j % 2 ? 0.0f : -0.0f;  // block 0: -0 first, all zeros
+  for (int j = 32; j < 64; ++j) x[j] = static_cast<float>(j - 32) * 0.25f;
+  x[32] = 0.5f;
+  x[33] = -0.0f;
+  x[40] = 0.0f;  // block 1: minimum -0 first, +0 later in another lane
+  for (int j = 64; j < 96; ++j) x[j] = -static_cast<float>(j - 64) * 0.125f;
+  x[64] = -0.5f;
+  x[65] = -0.0f;
+  x[72] = 0.0f;  // block 2: maximum -0 first, +0 later in another lane
+  for (int j = 96; j < 128; ++j) x[j] = static_cast<float>(j - 96) - 15.5f;  // halves; Q8_0: d = 127/127
+  x[96] = 127.0f;
+  x[127] = -127.0f;
+  for (int j = 128; j < 160; ++j) x[j] = (j % 3 ? 1.0f : -1.0f) * static_cast<float>(j % 7) * 0.5f;
+  x[130] = -3.0f;
+  x[131] = 3.0f;  // equal magnitudes of both signs, negative first
+  // block 5..7: all +0 (the all-zero block)
+  for (const auto& f : all_formats()) {
+    SCOPED_TRACE(f->name());
+    expect_fast_path_equals_grid_path(*f, x);
   }
 }
 
