@@ -310,10 +310,6 @@ class LegacyFormat final : public Format {
     pack_block<Block>(static_cast<uint16_t>(g.i[1]), static_cast<uint16_t>(g.i[2]), codes, dst);
   }
 
-  void quantize_row_reference(const float* x, uint8_t* dst, size_t n) const {
-    legacy_reference_rows(x, dst, n, static_cast<const Block*>(nullptr));
-  }
-
   void dequantize_row(const uint8_t* src, float* y, size_t n) const override {
     // The layout as run-time values (GCC vectorizes this loop better than its compile-time specializations: Q4_0
     // decodes 2.6x faster so), taken from the block struct.
@@ -356,7 +352,7 @@ class LegacyFormat final : public Format {
   }
 
   void quantize_row(const float* x, uint8_t* dst, size_t n, const float* importance) const override {
-    if (importance == nullptr) return quantize_row_reference(x, dst, n);
+    if (importance == nullptr) return legacy_reference_rows(x, dst, n, static_cast<const Block*>(nullptr));
     std::vector<float> weights;
     if (importance != nullptr) {
       weights.resize(n);
