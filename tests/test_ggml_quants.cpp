@@ -232,5 +232,41 @@ TEST(KQuantSearch, SymmetricLanesAreBitIdenticalToTheScalarSearch) {
   EXPECT_EQ(compared, 4 * 100 * (8 + 16));
 }
 
+TEST(KQuantSearch, Q3LanesAreBitIdenticalToTheScalarSearch) {
+  // Ordinary, all-zero, tiny, one-signed and outlier sub-blocks side by side; the refinement passes stop in different
+  // lanes at different passes.
+  std::mt19937 rng(13);
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  int compared = 0;
+  for (int nmax : {4, 8}) {
+    for (int trial = 0; trial < 300; ++trial) {
+      const int lanes = trial % 2 ? 16 : 8, n = trial % 3 ? 16 : 32;
+      const size_t total = static_cast<size_t>(lanes * n);
+      std::vector<float> x(total);
+      for (int k = 0; k < lanes; ++k)
+        for (int i = 0; i < n; ++i) {
+          const int kind = (trial + k) % 6;
+          float v = g(rng);
+          if (kind == 0) v = 0.0f;
+          if (kind == 1) v = 1e-17f * v;
+          if (kind == 2) v = std::fabs(v);
+          if (kind == 3 && i % 7 == 0) v *= 30.0f;
+          x[static_cast<size_t>(k * n + i)] = v;
+        }
+      std::vector<int8_t> L(total), Ls(total);
+      float scale[16];
+      ggml::make_q3_quants_lanes(lanes, n, nmax, x.data(), L.data(), scale);
+      for (int k = 0; k < lanes; ++k) {
+        const size_t o = static_cast<size_t>(k * n);
+        const float sscale = ggml::make_q3_quants(n, nmax, x.data() + o, Ls.data() + o);
+        ASSERT_EQ(std::bit_cast<uint32_t>(scale[k]), std::bit_cast<uint32_t>(sscale)) << trial << " lane " << k;
+        ++compared;
+      }
+      ASSERT_EQ(L, Ls) << trial;
+    }
+  }
+  EXPECT_EQ(compared, 2 * 150 * (8 + 16));
+}
+
 }  // namespace
 }  // namespace qz

@@ -330,6 +330,72 @@ template <typename VF, typename VI, int W>
   }
 }
 
+// make_q3_quants on W lanes (one sub-block of n <= 32 values each): the refinement passes run in every lane while it
+// still changed a code in its previous pass, exactly as the scalar loop stops once a pass changes nothing.
+template <typename VF, typename VI, int W>
+[[gnu::always_inline]] inline void q3_w(int n, int nmax, const float* x, int8_t* L, float* scale_out) {
+  using Ops = LaneOps<VF, VI>;
+  constexpr int kMaxN = 32;
+  VF xt[kMaxN] = {};
+  VI Lt[kMaxN];
+  for (int i = 0; i < n; ++i)
+    for (int k = 0; k < W; ++k) xt[i][k] = x[k * n + i];
+  const VF zero = VF{} + 0.0f, one = zero + 1.0f, fnmax = zero + static_cast<float>(nmax);
+  const VI izero = VI{} + 0, lo = VI{} - nmax, hi = VI{} + (nmax - 1);
+  VF mx = zero, amax = zero;
+  for (int i = 0; i < n; ++i) {
+    const VF ax = Ops::abs(xt[i]);
+    const VI bigger = ax > amax;
+    amax = Ops::select(bigger, ax, amax);
+    mx = Ops::select(bigger, xt[i], mx);
+  }
+  const VI all_zero = amax < (zero + kGroupMaxEps);
+  mx = Ops::select(all_zero, one, mx);  // all-zero lanes compute harmless values, reset at the end
+  const VF iscale = (zero - fnmax) / mx;
+  VF sumlx = zero, suml2 = zero;
+  for (int i = 0; i < n; ++i) {
+    VI l = Ops::nearest(iscale * xt[i]);
+    l = Ops::select(l < lo, lo, l);
+    l = Ops::select(l > hi, hi, l);
+    Lt[i] = l;
+    const VF w = xt[i] * xt[i];
+    const VF fl = Ops::to_float(l);
+    sumlx += w * xt[i] * fl;
+    suml2 += w * fl * fl;
+  }
+  VI active = ~all_zero;
+  for (int itry = 0; itry < 5; ++itry) {
+    VI changed = izero;
+    for (int i = 0; i < n; ++i) {
+      const VF w = xt[i] * xt[i];
+      const VF li = Ops::to_float(Lt[i]);
+      VF slx = sumlx - w * xt[i] * li;
+      const VI pos = active & (slx > zero);
+      VF sl2 = suml2 - w * li * li;
+      VI nl = Ops::nearest(xt[i] * sl2 / Ops::select(pos, slx, one));
+      nl = Ops::select(nl < lo, lo, nl);
+      nl = Ops::select(nl > hi, hi, nl);
+      const VF fn = Ops::to_float(nl);
+      slx += w * xt[i] * fn;
+      sl2 += w * fn * fn;
+      const VI accept = pos & (nl != Lt[i]) & (sl2 > zero) & (slx * slx * suml2 > sumlx * sumlx * sl2);
+      Lt[i] = Ops::select(accept, nl, Lt[i]);
+      sumlx = Ops::select(accept, slx, sumlx);
+      suml2 = Ops::select(accept, sl2, suml2);
+      changed |= accept;
+    }
+    active &= changed;
+    bool any = false;
+    for (int k = 0; k < W; ++k) any |= active[k] != 0;
+    if (!any) break;
+  }
+  for (int k = 0; k < W; ++k) {
+    const bool z = all_zero[k] != 0;
+    scale_out[k] = z || !(suml2[k] > 0.0f) ? 0.0f : sumlx[k] / suml2[k];
+    for (int i = 0; i < n; ++i) L[k * n + i] = z ? int8_t{0} : static_cast<int8_t>(Lt[i][k] + nmax);
+  }
+}
+
 using VF8 = float __attribute__((vector_size(32)));
 using VI8 = int32_t __attribute__((vector_size(32)));
 
@@ -349,6 +415,10 @@ __attribute__((target("avx2"))) void search_qkx_8_avx2(int n, int nmax, const fl
 __attribute__((target("avx2"))) void qx_8_avx2(int n, int nmax, const float* x, int8_t* L, const float* weights,
                                                float* scale, float* iscale, bool* all_zero) {
   qx_w<VF8, VI8, 8>(n, nmax, x, L, weights, scale, iscale, all_zero);
+}
+
+__attribute__((target("avx2"))) void q3_8_avx2(int n, int nmax, const float* x, int8_t* L, float* scale) {
+  q3_w<VF8, VI8, 8>(n, nmax, x, L, scale);
 }
 
 bool cpu_has_avx2() {
@@ -398,6 +468,18 @@ void make_qx_quants_lanes(int lanes, int n, int nmax, const float* x, int8_t* L,
 #endif
   for (int k = 0; k < lanes; ++k)
     scale[k] = make_qx_quants(n, nmax, x + k * n, L + k * n, weights ? weights + k * n : nullptr, &iscale[k], &all_zero[k]);
+}
+
+void make_q3_quants_lanes(int lanes, int n, int nmax, const float* x, int8_t* L, float* scale) {
+  if (n < 1 || n > 32) throw std::invalid_argument("make_q3_quants_lanes: n must be in [1, 32]");
+  if (lanes != 8 && lanes != 16) throw std::invalid_argument("make_q3_quants_lanes: lanes must be 8 or 16");
+#ifdef QZ_HAVE_AVX2_LANES
+  if (cpu_has_avx2()) {
+    for (int h = 0; h < lanes / 8; ++h) q3_8_avx2(n, nmax, x + 8 * h * n, L + 8 * h * n, scale + 8 * h);
+    return;
+  }
+#endif
+  for (int k = 0; k < lanes; ++k) scale[k] = make_q3_quants(n, nmax, x + k * n, L + k * n);
 }
 
 float make_q3_quants(int n, int nmax, const float* x, int8_t* L) {

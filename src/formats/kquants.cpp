@@ -75,7 +75,10 @@ void unpack_scales_q3(const uint8_t* q, int32_t* biased) {
 }
 
 // Shared behaviour: one super-block per block; quantize_row = weights + fit + quantize_value + encode;
-// dequantize_row = decode + dequantize_value (the decoder's own arithmetic).
+// dequantize_row = decode + dequantize_value (the decoder's own arithmetic). Self is the final format class: the
+// per-block and per-value steps are called on it directly (no virtual call per value), the rest of the world sees
+// the virtual Format interface.
+template <typename Self>
 class KQuantFormat : public Format {
  public:
   KQuantFormat(std::string name, GgmlType type, size_t bytes) : name_(std::move(name)), type_(type), bytes_(bytes) {}
@@ -85,31 +88,30 @@ class KQuantFormat : public Format {
   size_t block_size() const override { return kQK_K; }
   size_t block_bytes() const override { return bytes_; }
 
-  // Reads a block back into its grid and codes.
-  virtual void decode(const uint8_t* src, BlockGrid& g, int32_t* codes) const = 0;
-
   void quantize_row(const float* x, uint8_t* dst, size_t n, const float* importance) const override {
+    const Self& self = static_cast<const Self&>(*this);
     std::vector<float> weights;
     if (importance != nullptr) {
       weights.resize(n);
-      search_weights(x, n, importance, weights.data());
+      self.Self::search_weights(x, n, importance, weights.data());
     }
     int32_t codes[kQK_K];
     BlockGrid g;
     for (size_t b = 0; b < n / kQK_K; ++b) {
       const float* xb = x + b * kQK_K;
-      fit(xb, kQK_K, importance ? weights.data() + b * kQK_K : nullptr, g);
-      for (size_t j = 0; j < kQK_K; ++j) codes[j] = quantize_value(g, j, xb[j]);
-      encode(g, codes, dst + b * bytes_);
+      self.Self::fit(xb, kQK_K, importance ? weights.data() + b * kQK_K : nullptr, g);
+      for (size_t j = 0; j < kQK_K; ++j) codes[j] = self.Self::quantize_value(g, j, xb[j]);
+      self.Self::encode(g, codes, dst + b * bytes_);
     }
   }
 
   void dequantize_row(const uint8_t* src, float* y, size_t n) const override {
+    const Self& self = static_cast<const Self&>(*this);
     int32_t codes[kQK_K];
     BlockGrid g;
     for (size_t b = 0; b < n / kQK_K; ++b) {
-      decode(src + b * bytes_, g, codes);
-      for (size_t j = 0; j < kQK_K; ++j) y[b * kQK_K + j] = dequantize_value(g, j, codes[j]);
+      self.Self::decode(src + b * bytes_, g, codes);
+      for (size_t j = 0; j < kQK_K; ++j) y[b * kQK_K + j] = self.Self::dequantize_value(g, j, codes[j]);
     }
   }
 
@@ -132,7 +134,7 @@ class KQuantFormat : public Format {
 };
 
 // ---- Q2_K: grid i[0..15] scale bytes, i[16] d bits, i[17] dmin bits; f[0..15] d*sc, f[16..31] dmin*m.
-class Q2KFormat final : public KQuantFormat {
+class Q2KFormat final : public KQuantFormat<Q2KFormat> {
  public:
   Q2KFormat() : KQuantFormat("Q2_K", GgmlType::Q2_K, sizeof(BlockQ2_K)) {}
 
@@ -203,7 +205,8 @@ class Q2KFormat final : public KQuantFormat {
     b.dmin = static_cast<uint16_t>(g.i[17]);
     std::memcpy(dst, &b, sizeof(b));
   }
-  void decode(const uint8_t* src, BlockGrid& g, int32_t* codes) const override {
+  // Reads a block back into its grid and codes.
+  void decode(const uint8_t* src, BlockGrid& g, int32_t* codes) const {
     BlockQ2_K b;
     std::memcpy(&b, src, sizeof(b));
     for (int j = 0; j < 16; ++j) g.i[j] = b.scales[j];
@@ -224,7 +227,7 @@ class Q2KFormat final : public KQuantFormat {
 };
 
 // ---- Q3_K: grid i[0..15] biased 6-bit scales, i[16] d bits; f[0..15] d*(s-32).
-class Q3KFormat final : public KQuantFormat {
+class Q3KFormat final : public KQuantFormat<Q3KFormat> {
  public:
   Q3KFormat() : KQuantFormat("Q3_K", GgmlType::Q3_K, sizeof(BlockQ3_K)) {}
 
@@ -237,8 +240,8 @@ class Q3KFormat final : public KQuantFormat {
     int8_t L[kQK_K];
     if (weights == nullptr) {
       float max_scale = 0, amax = 0;
+      ggml::make_q3_quants_lanes(16, 16, 4, x, L, scales);  // make_q3_quants(16, 4, ...) on each sub-block
       for (int j = 0; j < 16; ++j) {
-        scales[j] = ggml::make_q3_quants(16, 4, x + 16 * j, L + 16 * j);
         const float scale = std::fabs(scales[j]);
         if (scale > amax) {
           amax = scale;
@@ -290,13 +293,13 @@ class Q3KFormat final : public KQuantFormat {
     BlockQ3_K b;
     int32_t low[kQK_K];
     std::memset(b.hmask, 0, sizeof(b.hmask));
-    for (int j = 0; j < kQK_K; ++j) {
-      low[j] = codes[j];
-      if (low[j] > 3) {
-        b.hmask[j % 32] = static_cast<uint8_t>(b.hmask[j % 32] | (1 << (j / 32)));
-        low[j] -= 4;
+    // Codes 0..7: bit 2 goes to hmask (bit j / 32 of byte j % 32), bits 0-1 to qs.
+    for (int m = 0; m < kQK_K / 32; ++m)
+      for (int l = 0; l < 32; ++l) {
+        const int32_t c = codes[32 * m + l];
+        b.hmask[l] = static_cast<uint8_t>(b.hmask[l] | (((c >> 2) & 1) << m));
+        low[32 * m + l] = c & 3;
       }
-    }
     pack_2bit(low, b.qs);
     int32_t biased[16];
     for (int j = 0; j < 16; ++j) biased[j] = g.i[j];
@@ -304,7 +307,8 @@ class Q3KFormat final : public KQuantFormat {
     b.d = static_cast<uint16_t>(g.i[16]);
     std::memcpy(dst, &b, sizeof(b));
   }
-  void decode(const uint8_t* src, BlockGrid& g, int32_t* codes) const override {
+  // Reads a block back into its grid and codes.
+  void decode(const uint8_t* src, BlockGrid& g, int32_t* codes) const {
     BlockQ3_K b;
     std::memcpy(&b, src, sizeof(b));
     unpack_2bit(b.qs, codes);
@@ -324,7 +328,7 @@ class Q3KFormat final : public KQuantFormat {
 };
 
 // ---- Q4_K / Q5_K: grid i[0..7] scales, i[8..15] mins, i[16] d bits, i[17] dmin bits; f[0..7] d*sc, f[8..15] dmin*m.
-class Q45KFormat final : public KQuantFormat {
+class Q45KFormat final : public KQuantFormat<Q45KFormat> {
  public:
   explicit Q45KFormat(int bits)
       : KQuantFormat(bits == 4 ? "Q4_K" : "Q5_K", bits == 4 ? GgmlType::Q4_K : GgmlType::Q5_K, bits == 4 ? sizeof(BlockQ4_K) : sizeof(BlockQ5_K)),
@@ -399,7 +403,8 @@ class Q45KFormat final : public KQuantFormat {
     if (bits_ == 4) encode_block<BlockQ4_K>(g, codes, dst);
     else encode_block<BlockQ5_K>(g, codes, dst);
   }
-  void decode(const uint8_t* src, BlockGrid& g, int32_t* codes) const override {
+  // Reads a block back into its grid and codes.
+  void decode(const uint8_t* src, BlockGrid& g, int32_t* codes) const {
     if (bits_ == 4) decode_block<BlockQ4_K>(src, g, codes);
     else decode_block<BlockQ5_K>(src, g, codes);
   }
@@ -472,7 +477,7 @@ class Q45KFormat final : public KQuantFormat {
 };
 
 // ---- Q6_K: grid i[0..15] int8 scales, i[16] d bits, i[17] all-zero block; f[0..15] d*sc.
-class Q6KFormat final : public KQuantFormat {
+class Q6KFormat final : public KQuantFormat<Q6KFormat> {
  public:
   Q6KFormat() : KQuantFormat("Q6_K", GgmlType::Q6_K, sizeof(BlockQ6_K)) {}
 
@@ -533,7 +538,8 @@ class Q6KFormat final : public KQuantFormat {
     b.d = static_cast<uint16_t>(g.i[16]);
     std::memcpy(dst, &b, sizeof(b));
   }
-  void decode(const uint8_t* src, BlockGrid& g, int32_t* codes) const override {
+  // Reads a block back into its grid and codes.
+  void decode(const uint8_t* src, BlockGrid& g, int32_t* codes) const {
     BlockQ6_K b;
     std::memcpy(&b, src, sizeof(b));
     const uint8_t* ql = b.ql;

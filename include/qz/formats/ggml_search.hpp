@@ -36,6 +36,9 @@ float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, ui
 
 // Symmetric search of Q3_K's reference path (make_q3_quants with do_rmse): L in [0, 2*nmax).
 float make_q3_quants(int n, int nmax, const float* x, int8_t* L);
+// make_q3_quants on `lanes` (8 or 16) sub-blocks of n <= 32 values at once, bit-identical, dispatched like
+// search_qkx_lanes: x and L hold lane k's values at [k * n, (k + 1) * n), scale[k] receives lane k's scale.
+void make_q3_quants_lanes(int lanes, int n, int nmax, const float* x, int8_t* L, float* scale);
 
 // The same search (make_qkx2_quants when `use_mad` or without iscale/min_used needs, make_qkx3_quants otherwise) on
 // `lanes` independent sub-blocks at once: x, weights and L hold lane k's n values at [k * n, (k + 1) * n); the_min,
