@@ -1,6 +1,8 @@
 // Compiled with -ffp-contract=off: the float operations and their order follow ggml-quants.c exactly.
 #include "qz/formats/ggml_search.hpp"
 
+#include "qz/core/cpu_features.hpp"
+
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -421,10 +423,6 @@ __attribute__((target("avx2"))) void q3_8_avx2(int n, int nmax, const float* x, 
   q3_w<VF8, VI8, 8>(n, nmax, x, L, scale);
 }
 
-bool cpu_has_avx2() {
-  static const bool has = __builtin_cpu_supports("avx2");
-  return has;
-}
 #endif
 
 }  // namespace

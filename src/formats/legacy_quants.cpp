@@ -3,6 +3,7 @@
 #include "qz/formats/legacy_quants.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cfloat>
 #include <cmath>
 #include <cstddef>
@@ -11,6 +12,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "qz/core/cpu_features.hpp"
 #include "qz/core/half.hpp"
 #include "qz/formats/ggml_search.hpp"
 
@@ -83,61 +85,132 @@ inline void min_max_32(const float* x, float& min, float& max) {
   }
 }
 
+using VF8 = float __attribute__((vector_size(32)));
+using VI8 = int32_t __attribute__((vector_size(32)));
+using VF8u = float __attribute__((vector_size(32), aligned(4), may_alias));  // for unaligned loads
+using VU8x16 = uint8_t __attribute__((vector_size(16)));
+using VU8x32 = uint8_t __attribute__((vector_size(32)));
+
+// m ? a : b per lane by bit operations (SSE2 has no blend; GCC splits a vector ?: on it into scalar moves).
+// (Templates, so that only the clones that inline them compile them: no ABI warning for 32-byte vectors.)
+template <typename V>
+[[gnu::always_inline]] inline V select(VI8 m, V a, V b) {
+  return std::bit_cast<V>((std::bit_cast<VI8>(a) & m) | (std::bit_cast<VI8>(b) & ~m));
+}
+
+// float -> fp16 bits, round to nearest even: the F16C instruction where the caller is compiled for it (GCC's
+// _Float16 conversion), the bit-exact software conversion otherwise. The same bits either way.
+template <bool kF16C>
+[[gnu::always_inline]] inline uint16_t to_half(float f) {
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+  if constexpr (kF16C) return std::bit_cast<uint16_t>(static_cast<_Float16>(f));
+#endif
+  return fp32_to_fp16(f);
+}
+
 // ggml's reference quantizers of Q4_0, Q4_1, Q5_0 and Q5_1 (the same arithmetic as fit + quantize_value in mode 0,
-// which the format tests check byte for byte), as tight loops. Each block type gets a baseline and an AVX2 clone
-// chosen at run time: the operations are the same IEEE ones (no contraction in this file), so both give the same
-// bytes, and the wider one runs faster.
-template <typename Block>
+// which the format tests check byte for byte), on 8-float vectors: the block's 32 values are four vectors, the
+// minimum, maximum or largest magnitude is found lane-wise (order-free for finite values; the sign of a zero is
+// settled by a sequential scan), and the codes are packed from the vectors straight into dst. Compiled twice, for
+// the baseline and for AVX2 + F16C (chosen at run time): the operations are the same IEEE ones (no contraction in
+// this file), so both give the same bytes.
+template <typename Block, bool kF16C>
 [[gnu::always_inline]] inline void reference_rows_impl(const float* x, uint8_t* dst, size_t n) {
   constexpr bool with_min = requires(Block blk) { blk.m; };
-  constexpr int bits = requires(Block blk) { blk.qh; } ? 5 : 4;
-  constexpr int top = (1 << bits) - 1;
-  const float offset = with_min ? 0.5f : static_cast<float>(1 << (bits - 1)) + 0.5f;
-  int32_t codes[32];
+  constexpr bool five_bits = requires(Block blk) { blk.qh; };
+  constexpr int top = five_bits ? 31 : 15;
+  constexpr float offset = with_min ? 0.5f : (five_bits ? 16.5f : 8.5f);
+  const VI8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
   for (size_t b = 0; b < n / 32; ++b) {
     const float* xb = x + b * 32;
+    uint8_t* out = dst + b * sizeof(Block);
+    VF8 v[4];
+    for (int k = 0; k < 4; ++k) v[k] = *reinterpret_cast<const VF8u*>(xb + 8 * k);
     float d, m = 0.0f;
     if constexpr (!with_min) {
-      float amax = 0.0f, max = 0.0f;
-      for (int j = 0; j < 32; ++j) {
-        const float a = std::fabs(xb[j]);
-        if (amax < a) {
-          amax = a;
-          max = xb[j];
+      // ggml keeps the first value of largest magnitude (and +0 when all are zero).
+      VF8 a = std::bit_cast<VF8>(std::bit_cast<VI8>(v[0]) & 0x7fffffff);
+      for (int k = 1; k < 4; ++k) {
+        const VF8 ak = std::bit_cast<VF8>(std::bit_cast<VI8>(v[k]) & 0x7fffffff);
+        a = select(ak > a, ak, a);
+      }
+      float amax = a[0];
+      for (int l = 1; l < 8; ++l) amax = a[l] > amax ? a[l] : amax;
+      float max = 0.0f;
+      if (amax > 0.0f) {  // the lowest index whose magnitude is amax, without a branch per value
+        VI8 first = VI8{} + 32;
+        for (int k = 3; k >= 0; --k) {
+          const VF8 ak = std::bit_cast<VF8>(std::bit_cast<VI8>(v[k]) & 0x7fffffff);
+          first = select<VI8>(ak == amax, lane + 8 * k, first);
+        }
+        int j = first[0];
+        for (int l = 1; l < 8; ++l) j = first[l] < j ? first[l] : j;
+        max = xb[j];
+      }
+      d = max / (five_bits ? -16.0f : -8.0f);
+    } else {
+      VF8 lo = v[0], hi = v[0];
+      for (int k = 1; k < 4; ++k) {
+        lo = select(v[k] < lo, v[k], lo);
+        hi = select(v[k] > hi, v[k], hi);
+      }
+      float min = lo[0], max = hi[0];
+      for (int l = 1; l < 8; ++l) {
+        min = lo[l] < min ? lo[l] : min;
+        max = hi[l] > max ? hi[l] : max;
+      }
+      if (min == 0.0f || max == 0.0f) {  // which zero comes first decides its sign: ggml's sequential scan
+        min = FLT_MAX;
+        max = -FLT_MAX;
+        for (int j = 0; j < 32; ++j) {
+          min = xb[j] < min ? xb[j] : min;
+          max = xb[j] > max ? xb[j] : max;
         }
       }
-      d = max / static_cast<float>(-(1 << (bits - 1)));
-    } else {
-      float min, max;
-      min_max_32(xb, min, max);
       d = (max - min) / static_cast<float>(top);
       m = min;
     }
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    for (int j = 0; j < 32; ++j) {
-      const float v = (with_min ? (xb[j] - m) * id : xb[j] * id) + offset;
-      const int q = static_cast<int>(v);  // truncation, as ggml's (int8_t) cast; v >= 0 for in-block values
-      codes[j] = q < top ? q : top;
+    VI8 q[4];
+    for (int k = 0; k < 4; ++k) {
+      const VF8 t = (with_min ? (v[k] - m) * id : v[k] * id) + offset;
+      const VI8 c = __builtin_convertvector(t, VI8);  // truncation, as ggml's (int8_t) cast; t >= 0 in the block
+      q[k] = select<VI8>(c < top, c, VI8{} + top);
     }
-    pack_block<Block>(fp32_to_fp16(d), fp32_to_fp16(m), codes, dst + b * sizeof(Block));
+    const uint16_t dh = to_half<kF16C>(d);
+    std::memcpy(out + offsetof(Block, d), &dh, 2);
+    if constexpr (with_min) {
+      const uint16_t mh = to_half<kF16C>(m);
+      std::memcpy(out + offsetof(Block, m), &mh, 2);
+    }
+    if constexpr (five_bits) {  // bit j of qh is the fifth bit of element j = 8 k + lane
+      VI8 bits = VI8{};
+      for (int k = 0; k < 4; ++k) bits |= ((q[k] >> 4) & 1) << (lane + 8 * k);
+      uint32_t qh = 0;
+      for (int l = 0; l < 8; ++l) qh |= static_cast<uint32_t>(bits[l]);
+      std::memcpy(out + offsetof(Block, qh), &qh, 4);
+    }
+    // Byte j holds element j in its low nibble and element j + 16 in its high one.
+    const VU8x32 first = std::bit_cast<VU8x32>((q[0] & 15) | ((q[2] & 15) << 4));
+    const VU8x32 second = std::bit_cast<VU8x32>((q[1] & 15) | ((q[3] & 15) << 4));
+    const VU8x16 qs = __builtin_shufflevector(first, second, 0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60);
+    std::memcpy(out + offsetof(Block, qs), &qs, 16);
   }
 }
 
-[[gnu::target_clones("avx2", "default")]] void legacy_reference_rows(const float* x, uint8_t* dst, size_t n,
-                                                                   const BlockQ4_0*) {
-  reference_rows_impl<BlockQ4_0>(x, dst, n);
+template <typename Block>
+[[gnu::target("avx2,f16c")]] void reference_rows_avx2(const float* x, uint8_t* dst, size_t n) {
+  reference_rows_impl<Block, true>(x, dst, n);
 }
-[[gnu::target_clones("avx2", "default")]] void legacy_reference_rows(const float* x, uint8_t* dst, size_t n,
-                                                                   const BlockQ4_1*) {
-  reference_rows_impl<BlockQ4_1>(x, dst, n);
+template <typename Block>
+void reference_rows_baseline(const float* x, uint8_t* dst, size_t n) {
+  reference_rows_impl<Block, false>(x, dst, n);
 }
-[[gnu::target_clones("avx2", "default")]] void legacy_reference_rows(const float* x, uint8_t* dst, size_t n,
-                                                                   const BlockQ5_0*) {
-  reference_rows_impl<BlockQ5_0>(x, dst, n);
-}
-[[gnu::target_clones("avx2", "default")]] void legacy_reference_rows(const float* x, uint8_t* dst, size_t n,
-                                                                   const BlockQ5_1*) {
-  reference_rows_impl<BlockQ5_1>(x, dst, n);
+
+template <typename Block>
+void legacy_reference_rows(const float* x, uint8_t* dst, size_t n) {
+  if (cpu_has_avx2_f16c()) return reference_rows_avx2<Block>(x, dst, n);
+  reference_rows_baseline<Block>(x, dst, n);
 }
 
 class Q8_0Format final : public Format {
@@ -352,7 +425,7 @@ class LegacyFormat final : public Format {
   }
 
   void quantize_row(const float* x, uint8_t* dst, size_t n, const float* importance) const override {
-    if (importance == nullptr) return legacy_reference_rows(x, dst, n, static_cast<const Block*>(nullptr));
+    if (importance == nullptr) return legacy_reference_rows<Block>(x, dst, n);
     std::vector<float> weights;
     if (importance != nullptr) {
       weights.resize(n);
