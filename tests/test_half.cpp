@@ -6,6 +6,10 @@
 #include <cmath>
 #include <limits>
 #include <random>
+#include <cstring>
+#include <vector>
+
+#include "qz/core/dtype.hpp"
 
 namespace qz {
 namespace {
@@ -96,6 +100,24 @@ TEST(BFloat16, RoundsToNearestEven) {
     const float f = bf16_to_fp32(static_cast<uint16_t>(h));
     if (!std::isnan(f)) ASSERT_EQ(fp32_to_bf16(f), h);
   }
+}
+
+TEST(Half, F16InputConvertsEveryCodeExactlyAtAnyLength) {
+  // convert_to_f32 (the F16C path where the CPU has it, 8 at a time, and the table for the tail) against the exact
+  // arithmetic conversion, on every non-NaN code, from lengths that end inside and on a group of 8.
+  std::vector<uint16_t> codes;
+  for (uint32_t h = 0; h < 0x10000; ++h)
+    if ((h & 0x7C00u) != 0x7C00u || (h & 0x3FFu) == 0) codes.push_back(static_cast<uint16_t>(h));
+  for (size_t n : {codes.size(), codes.size() - 3, size_t{5}}) {
+    std::vector<float> out(n);
+    convert_to_f32(codes.data(), DType::F16, out.data(), n);
+    for (size_t i = 0; i < n; ++i)
+      ASSERT_EQ(std::bit_cast<uint32_t>(out[i]), std::bit_cast<uint32_t>(fp16_to_fp32_compute(codes[i]))) << codes[i];
+  }
+  uint16_t nan = 0x7E00;
+  float f = 0;
+  convert_to_f32(&nan, DType::F16, &f, 1);
+  EXPECT_TRUE(std::isnan(f));
 }
 
 }  // namespace

@@ -13,6 +13,8 @@
 #include "qz/pipeline/gguf_layout.hpp"
 #include "qz/pipeline/plan.hpp"
 #include "qz/pipeline/quantize.hpp"
+#include "qz/pipeline/report.hpp"
+#include "qz/pipeline/tensor_source.hpp"
 #include "test_util.hpp"
 
 namespace qz {
@@ -146,6 +148,45 @@ TEST(Pipeline, ReportedErrorMatchesTheStoredValues) {
 
 std::string int_format_name_for_test(const QuantizeOptions& o) {
   return std::to_string(*o.bits) + "_" + std::to_string(*o.group_size) + "_t";
+}
+
+TEST(Report, ErrorStatsOverAnyLengthMatchTheDirectSums) {
+  // The 8-lane sums (and the tail) against one plain loop in long double; the maximum is exact.
+  for (size_t n : {0u, 1u, 5u, 8u, 13u, 1031u}) {
+    const std::vector<float> x = test::gaussian(n, 3), y = test::gaussian(n, 4);
+    ErrorStats s;
+    s.add(x.data(), y.data(), n);
+    long double sx = 0, se = 0;
+    double mx = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const long double e = static_cast<long double>(x[i]) - y[i];
+      sx += static_cast<long double>(x[i]) * x[i];
+      se += e * e;
+      mx = std::max(mx, std::fabs(static_cast<double>(x[i]) - static_cast<double>(y[i])));
+    }
+    EXPECT_EQ(s.count, n);
+    EXPECT_NEAR(s.sum_sq_input, static_cast<double>(sx), 1e-12 * static_cast<double>(sx) + 1e-300) << n;
+    EXPECT_NEAR(s.sum_sq_error, static_cast<double>(se), 1e-12 * static_cast<double>(se) + 1e-300) << n;
+    EXPECT_EQ(s.max_abs_error, mx) << n;
+  }
+}
+
+TEST(TensorSource, FirstNonFiniteFindsTheFirstAtEveryPosition) {
+  const float bad[] = {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                       -std::numeric_limits<float>::infinity()};
+  for (size_t n : {1u, 7u, 8u, 9u, 33u, 100u}) {
+    std::vector<float> x = test::gaussian(n, 5);
+    x[0] = std::numeric_limits<float>::max();  // the largest finite value, and a subnormal, are finite
+    if (n > 1) x[1] = std::numeric_limits<float>::denorm_min();
+    EXPECT_EQ(first_non_finite(x.data(), n), SIZE_MAX) << n;
+    for (size_t p = 0; p < n; ++p)
+      for (float b : bad) {
+        std::vector<float> v = x;
+        v[p] = b;
+        if (p + 3 < n) v[p + 3] = bad[0];  // a later one does not count
+        EXPECT_EQ(first_non_finite(v.data(), n), p) << n << " " << p;
+      }
+  }
 }
 
 TEST(Pipeline, OutputIsIdenticalForAnyThreadCount) {

@@ -3,7 +3,13 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "qz/core/cpu_features.hpp"
 #include "qz/core/half.hpp"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define QZ_HAVE_F16C 1
+#endif
 
 namespace qz {
 
@@ -28,6 +34,25 @@ void convert_plain(const void* src, float* dst, size_t n) {
     dst[i] = static_cast<float>(v);
   }
 }
+
+void f16_to_f32_table(const unsigned char* p, float* dst, size_t n) {
+  const float* table = fp16_table();
+  for (size_t i = 0; i < n; ++i) {
+    uint16_t h;
+    std::memcpy(&h, p + 2 * i, 2);
+    dst[i] = table[h];
+  }
+}
+
+#ifdef QZ_HAVE_F16C
+// fp16 -> float by the F16C instruction, 8 values at a time (exact, the same floats as the table).
+[[gnu::target("avx2,f16c")]] void f16_to_f32_f16c(const unsigned char* p, float* dst, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * i))));
+  f16_to_f32_table(p + 2 * i, dst + i, n - i);
+}
+#endif
 }  // namespace
 
 size_t dtype_size(DType t) {
@@ -69,13 +94,10 @@ void convert_to_f32(const void* src, DType t, float* dst, size_t n) {
       return;
     case DType::F16: {
       const auto* p = static_cast<const unsigned char*>(src);
-      const float* table = fp16_table();
-      for (size_t i = 0; i < n; ++i) {
-        uint16_t h;
-        std::memcpy(&h, p + 2 * i, 2);
-        dst[i] = table[h];
-      }
-      return;
+#ifdef QZ_HAVE_F16C
+      if (cpu_has_avx2_f16c()) return f16_to_f32_f16c(p, dst, n);
+#endif
+      return f16_to_f32_table(p, dst, n);
     }
     case DType::BF16: {
       const auto* p = static_cast<const unsigned char*>(src);

@@ -12,6 +12,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "core/vec8.hpp"
 #include "qz/core/cpu_features.hpp"
 #include "qz/core/half.hpp"
 #include "qz/formats/ggml_search.hpp"
@@ -39,74 +40,10 @@ void pack_block(uint16_t d, uint16_t m, const int32_t* codes, uint8_t* dst) {
   std::memcpy(dst, &b, sizeof(b));
 }
 
-// max |x[j]| over a block of 32 finite values, in 8 lanes (order-free: no -0 among |x|, no NaN).
-inline float abs_max_32(const float* x) {
-  float lane[8] = {};
-  for (int j = 0; j < 32; j += 8)
-    for (int l = 0; l < 8; ++l) {
-      const float a = std::fabs(x[j + l]);
-      lane[l] = lane[l] > a ? lane[l] : a;
-    }
-  float m = lane[0];
-  for (int l = 1; l < 8; ++l) m = m > lane[l] ? m : lane[l];
-  return m;
-}
-
-// roundf(v) (halves away from zero) for |v| < 2^31: v - trunc(v) is exact, so comparing it with one half decides.
-inline int32_t round_half_away(float v) {
-  const int32_t t = static_cast<int32_t>(v);
-  const float r = v - static_cast<float>(t);
-  return t + static_cast<int32_t>(r >= 0.5f) - static_cast<int32_t>(r <= -0.5f);
-}
-
-// min and max of a block of 32 finite values as ggml's sequential scan finds them (the first of equal values
-// wins, which matters only for the sign of a zero): 8 lanes, and the sequential scan again when a result is zero.
-inline void min_max_32(const float* x, float& min, float& max) {
-  float lo[8], hi[8];
-  for (int l = 0; l < 8; ++l) lo[l] = hi[l] = x[l];
-  for (int j = 8; j < 32; j += 8)
-    for (int l = 0; l < 8; ++l) {
-      lo[l] = x[j + l] < lo[l] ? x[j + l] : lo[l];
-      hi[l] = x[j + l] > hi[l] ? x[j + l] : hi[l];
-    }
-  min = lo[0];
-  max = hi[0];
-  for (int l = 1; l < 8; ++l) {
-    min = lo[l] < min ? lo[l] : min;
-    max = hi[l] > max ? hi[l] : max;
-  }
-  if (min == 0.0f || max == 0.0f) {
-    min = FLT_MAX;
-    max = -FLT_MAX;
-    for (int j = 0; j < 32; ++j) {
-      min = x[j] < min ? x[j] : min;
-      max = x[j] > max ? x[j] : max;
-    }
-  }
-}
-
-using VF8 = float __attribute__((vector_size(32)));
-using VI8 = int32_t __attribute__((vector_size(32)));
-using VF8u = float __attribute__((vector_size(32), aligned(4), may_alias));  // for unaligned loads
-using VU8x16 = uint8_t __attribute__((vector_size(16)));
-using VU8x32 = uint8_t __attribute__((vector_size(32)));
-
-// m ? a : b per lane by bit operations (SSE2 has no blend; GCC splits a vector ?: on it into scalar moves).
-// (Templates, so that only the clones that inline them compile them: no ABI warning for 32-byte vectors.)
-template <typename V>
-[[gnu::always_inline]] inline V select(VI8 m, V a, V b) {
-  return std::bit_cast<V>((std::bit_cast<VI8>(a) & m) | (std::bit_cast<VI8>(b) & ~m));
-}
-
-// float -> fp16 bits, round to nearest even: the F16C instruction where the caller is compiled for it (GCC's
-// _Float16 conversion), the bit-exact software conversion otherwise. The same bits either way.
-template <bool kF16C>
-[[gnu::always_inline]] inline uint16_t to_half(float f) {
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-  if constexpr (kF16C) return std::bit_cast<uint16_t>(static_cast<_Float16>(f));
-#endif
-  return fp32_to_fp16(f);
-}
+using vec8::VF8;
+using vec8::VI8;
+using vec8::select;
+using vec8::to_half;
 
 // ggml's reference quantizers of Q4_0, Q4_1, Q5_0 and Q5_1 (the same arithmetic as fit + quantize_value in mode 0,
 // which the format tests check byte for byte), on 8-float vectors: the block's 32 values are four vectors, the
@@ -125,13 +62,13 @@ template <typename Block, bool kF16C>
     const float* xb = x + b * 32;
     uint8_t* out = dst + b * sizeof(Block);
     VF8 v[4];
-    for (int k = 0; k < 4; ++k) v[k] = *reinterpret_cast<const VF8u*>(xb + 8 * k);
+    for (int k = 0; k < 4; ++k) v[k] = vec8::load(xb + 8 * k);
     float d, m = 0.0f;
     if constexpr (!with_min) {
       // ggml keeps the first value of largest magnitude (and +0 when all are zero).
-      VF8 a = std::bit_cast<VF8>(std::bit_cast<VI8>(v[0]) & 0x7fffffff);
+      VF8 a = vec8::abs(v[0]);
       for (int k = 1; k < 4; ++k) {
-        const VF8 ak = std::bit_cast<VF8>(std::bit_cast<VI8>(v[k]) & 0x7fffffff);
+        const VF8 ak = vec8::abs(v[k]);
         a = select(ak > a, ak, a);
       }
       float amax = a[0];
@@ -140,7 +77,7 @@ template <typename Block, bool kF16C>
       if (amax > 0.0f) {  // the lowest index whose magnitude is amax, without a branch per value
         VI8 first = VI8{} + 32;
         for (int k = 3; k >= 0; --k) {
-          const VF8 ak = std::bit_cast<VF8>(std::bit_cast<VI8>(v[k]) & 0x7fffffff);
+          const VF8 ak = vec8::abs(v[k]);
           first = select<VI8>(ak == amax, lane + 8 * k, first);
         }
         int j = first[0];
@@ -191,12 +128,49 @@ template <typename Block, bool kF16C>
       std::memcpy(out + offsetof(Block, qh), &qh, 4);
     }
     // Byte j holds element j in its low nibble and element j + 16 in its high one.
-    const VU8x32 first = std::bit_cast<VU8x32>((q[0] & 15) | ((q[2] & 15) << 4));
-    const VU8x32 second = std::bit_cast<VU8x32>((q[1] & 15) | ((q[3] & 15) << 4));
-    const VU8x16 qs = __builtin_shufflevector(first, second, 0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60);
+    const vec8::VU8x16 qs = vec8::low_bytes((q[0] & 15) | ((q[2] & 15) << 4), (q[1] & 15) | ((q[3] & 15) << 4));
     std::memcpy(out + offsetof(Block, qs), &qs, 16);
   }
 }
+
+// ggml's reference Q8_0 (d = amax / 127, codes roundf(x * (1/d))) on 8-float vectors: the largest magnitude lane-wise
+// (order-free: |x| is never -0 and inputs are finite), roundf as truncation plus an exact test of the fraction
+// v - trunc(v) against one half, and the codes stored by a byte shuffle.
+template <bool kF16C>
+[[gnu::always_inline]] inline void q8_0_rows_impl(const float* x, uint8_t* dst, size_t n) {
+  for (size_t b = 0; b < n / kQK8_0; ++b) {
+    const float* xb = x + b * kQK8_0;
+    uint8_t* out = dst + b * sizeof(BlockQ8_0);
+    VF8 v[4];
+    for (int k = 0; k < 4; ++k) v[k] = vec8::load(xb + 8 * k);
+    VF8 a = vec8::abs(v[0]);
+    for (int k = 1; k < 4; ++k) {
+      const VF8 ak = vec8::abs(v[k]);
+      a = select(ak > a, ak, a);
+    }
+    float amax = a[0];
+    for (int l = 1; l < 8; ++l) amax = a[l] > amax ? a[l] : amax;
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    VI8 q[4];
+    for (int k = 0; k < 4; ++k) {
+      const VF8 t = v[k] * id;
+      const VI8 i = __builtin_convertvector(t, VI8);
+      const VF8 r = t - __builtin_convertvector(i, VF8);
+      q[k] = i - (r >= 0.5f) + (r <= -0.5f);  // a true lane compare is -1
+    }
+    const uint16_t dh = to_half<kF16C>(d);
+    std::memcpy(out + offsetof(BlockQ8_0, d), &dh, 2);
+    const vec8::VU8x16 lo = vec8::low_bytes(q[0], q[1]), hi = vec8::low_bytes(q[2], q[3]);
+    std::memcpy(out + offsetof(BlockQ8_0, qs), &lo, 16);
+    std::memcpy(out + offsetof(BlockQ8_0, qs) + 16, &hi, 16);
+  }
+}
+
+[[gnu::target("avx2,f16c")]] void q8_0_rows_avx2(const float* x, uint8_t* dst, size_t n) {
+  q8_0_rows_impl<true>(x, dst, n);
+}
+void q8_0_rows_baseline(const float* x, uint8_t* dst, size_t n) { q8_0_rows_impl<false>(x, dst, n); }
 
 template <typename Block>
 [[gnu::target("avx2,f16c")]] void reference_rows_avx2(const float* x, uint8_t* dst, size_t n) {
@@ -221,20 +195,10 @@ class Q8_0Format final : public Format {
   size_t block_size() const override { return kQK8_0; }
   size_t block_bytes() const override { return sizeof(BlockQ8_0); }
 
-  // ggml's reference: d = amax / 127, codes roundf(x * (1/d)). Written so that GCC vectorizes both loops at the
-  // baseline ISA: the maximum over 8 lanes (|x| is never -0 and inputs are finite, so any order gives the same
-  // maximum), and roundf as truncation plus a step where the exact fraction v - trunc(v) reaches one half.
+  // ggml's reference (q8_0_rows_impl).
   void quantize_row(const float* x, uint8_t* dst, size_t n, const float*) const override {
-    for (size_t b = 0; b < n / kQK8_0; ++b) {
-      const float* xb = x + b * kQK8_0;
-      const float amax = abs_max_32(xb);
-      const float d = amax / 127.0f;
-      const float id = d != 0.0f ? 1.0f / d : 0.0f;
-      BlockQ8_0 blk;
-      blk.d = fp32_to_fp16(d);
-      for (int j = 0; j < kQK8_0; ++j) blk.qs[j] = static_cast<int8_t>(round_half_away(xb[j] * id));
-      std::memcpy(dst + b * sizeof(BlockQ8_0), &blk, sizeof(blk));
-    }
+    if (cpu_has_avx2_f16c()) return q8_0_rows_avx2(x, dst, n);
+    q8_0_rows_baseline(x, dst, n);
   }
 
   void dequantize_row(const uint8_t* src, float* y, size_t n) const override {
