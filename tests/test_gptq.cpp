@@ -291,6 +291,9 @@ TEST(Hessian, EqualsTwoOverNSumOfOuterProducts) {
   c.add_rows(x.data(), tokens, 2);
   EXPECT_LT((c.hessian() - direct).cwiseAbs().maxCoeff(), 1e-4);  // same data twice: same average
   EXPECT_EQ(c.tokens(), 2 * tokens);
+  const Eigen::MatrixXd made = c.hessian();
+  EXPECT_EQ(c.take_hessian(), made);  // in place, the same values
+  EXPECT_EQ(c.tokens(), 0u);
 }
 
 }  // namespace

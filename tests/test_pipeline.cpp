@@ -1,6 +1,8 @@
 // End to end through the library: safetensors -> plan -> quantize -> GGUF -> dequantize.
 #include <gtest/gtest.h>
 
+#include <Eigen/Dense>
+
 #include <cmath>
 #include <limits>
 
@@ -349,6 +351,36 @@ class GptqPipeline : public ::testing::Test {
   }
   test::TempDir dir_;
 };
+
+TEST_F(GptqPipeline, OutputErrorOfATallWeightIsMeasuredOnEvenlySpacedRows) {
+  // A 1100 x 64 weight: the output error is measured on rows k * 1100 / 512 (k < 512); checked against
+  // ||X (W - Q)^T||^2 / ||X W^T||^2 on those rows, in double, from the calibration activations themselves.
+  const size_t rows = 1100, cols = 64, tokens = 300;
+  const std::vector<float> w = test::gaussian(rows * cols, 21), x = test::gaussian(tokens * cols, 22, 1.0f);
+  write_safetensors(dir_ / "tall.safetensors", {blob("model.layers.0.mlp.up_proj.weight", {rows, cols}, w, DType::F32)});
+  write_safetensors(dir_ / "tall_calib.safetensors", {blob("model.layers.0.mlp.up_proj", {tokens, cols}, x, DType::F32)});
+  const Checkpoint ck = Checkpoint::open(dir_ / "tall.safetensors");
+  const CalibrationSet calib({dir_ / "tall_calib.safetensors"});
+  const Plan plan = make_plan(ck, gptq_options(), nullptr, {}, &calib);
+  const Report r = quantize_to_gguf(ck, plan, dir_ / "tall.gguf", true);
+  ASSERT_EQ(r.tensors.size(), 1u);
+  ASSERT_TRUE(r.tensors[0].gptq);
+  EXPECT_EQ(r.tensors[0].gptq->output_error_rows, 512u);
+  const GgufFile g(dir_ / "tall.gguf");
+  const auto q = dequantize_tensor(g, g.tensors().front());
+  const Eigen::MatrixXd X = Eigen::Map<const Eigen::Matrix<float, -1, -1, Eigen::RowMajor>>(x.data(), tokens, cols).cast<double>();
+  Eigen::MatrixXd Ws(512, cols), Es(512, cols);
+  for (size_t k = 0; k < 512; ++k)
+    for (size_t c = 0; c < cols; ++c) {
+      const size_t i = (k * rows / 512) * cols + c;
+      Ws(static_cast<Eigen::Index>(k), static_cast<Eigen::Index>(c)) = w[i];
+      Es(static_cast<Eigen::Index>(k), static_cast<Eigen::Index>(c)) = static_cast<double>(w[i]) - q[i];
+    }
+  const double truth = (X * Es.transpose()).squaredNorm() / (X * Ws.transpose()).squaredNorm();
+  EXPECT_NEAR(r.tensors[0].gptq->output_rel_error, truth, 1e-4 * truth);
+  ASSERT_TRUE(r.tensors[0].gptq->rtn_output_rel_error);
+  EXPECT_LT(r.tensors[0].gptq->output_rel_error, *r.tensors[0].gptq->rtn_output_rel_error);
+}
 
 TEST_F(GptqPipeline, LowersOutputErrorBelowRoundToNearestForEveryLayer) {
   const Checkpoint ck = Checkpoint::open(dir_ / "demo");

@@ -1,5 +1,7 @@
 #include "qz/calibration/statistics.hpp"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include <cmath>
@@ -13,6 +15,11 @@ namespace qz {
 namespace {
 
 constexpr size_t kChunkTokens = 2048;
+// The Hessian's activation chunks: up to 4096 tokens (longer float products run nearer sgemm's peak), at most
+// 64 MiB of floats at a time.
+size_t hessian_chunk_tokens(size_t columns) {
+  return std::clamp<size_t>((size_t{64} << 20) / (4 * std::max<size_t>(1, columns)), 256, 4096);
+}
 
 uint64_t token_count(const CalibInput& in) {
   float v = 0;
@@ -47,10 +54,11 @@ Eigen::MatrixXd hessian_of(const std::vector<CalibInput>& inputs, size_t columns
       acc.add_hessian(read_hessian(in, columns), token_count(in));
       continue;
     }
-    stream_activations(in, columns, kChunkTokens, [&](const float* x, size_t, size_t nt) { acc.add_rows(x, nt, threads); });
+    stream_activations(in, columns, hessian_chunk_tokens(columns),
+                       [&](const float* x, size_t, size_t nt) { acc.add_rows(x, nt, threads); });
   }
   if (tokens) *tokens = acc.tokens();
-  return acc.hessian();
+  return acc.take_hessian();
 }
 
 AwqActivations awq_activations_of(const std::vector<CalibInput>& inputs, size_t columns, size_t max_tokens,

@@ -23,14 +23,14 @@ using VU8x32 = uint8_t __attribute__((vector_size(32)));
 // it into scalar moves.
 template <typename V>
 [[gnu::always_inline]] inline V select(VI8 m, V a, V b) {
-  return std::bit_cast<V>((std::bit_cast<VI8>(a) & m) | (std::bit_cast<VI8>(b) & ~m));
+  return __builtin_bit_cast(V, (__builtin_bit_cast(VI8, a) & m) | (__builtin_bit_cast(VI8, b) & ~m));
 }
 
-[[gnu::always_inline]] inline VF8 abs(VF8 v) { return std::bit_cast<VF8>(std::bit_cast<VI8>(v) & 0x7fffffff); }
+[[gnu::always_inline]] inline VF8 abs(VF8 v) { return __builtin_bit_cast(VF8, __builtin_bit_cast(VI8, v) & 0x7fffffff); }
 
 // The lowest byte of each 32-bit lane of a and then of b (int32 -> int8/uint8 by truncation), in lane order.
 [[gnu::always_inline]] inline VU8x16 low_bytes(VI8 a, VI8 b) {
-  return __builtin_shufflevector(std::bit_cast<VU8x32>(a), std::bit_cast<VU8x32>(b), 0, 4, 8, 12, 16, 20, 24, 28, 32,
+  return __builtin_shufflevector(__builtin_bit_cast(VU8x32, a), __builtin_bit_cast(VU8x32, b), 0, 4, 8, 12, 16, 20, 24, 28, 32,
                                  36, 40, 44, 48, 52, 56, 60);
 }
 
@@ -39,7 +39,7 @@ template <typename V>
 template <bool kF16C>
 [[gnu::always_inline]] inline uint16_t to_half(float f) {
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-  if constexpr (kF16C) return std::bit_cast<uint16_t>(static_cast<_Float16>(f));
+  if constexpr (kF16C) return __builtin_bit_cast(uint16_t, static_cast<_Float16>(f));
 #endif
   return fp32_to_fp16(f);
 }

@@ -27,33 +27,39 @@ constexpr size_t kRowsPerTask = 32;  // fixed, so results do not depend on the t
 // times an upper triangle, so U = R L^-1 R: one Cholesky and one triangular inverse (LAPACK, single-threaded calls).
 // No transposes: R A R of a symmetric A is A's buffer reversed; LAPACK's upper factor V (A = V^T V, column-major)
 // read row-major is L, and its inverse read row-major is L^-1; U in row-major order is that buffer reversed again.
-MatF inverse_cholesky_upper(const Eigen::MatrixXd& H, double damp, GptqStats& stats) {
+MatF inverse_cholesky_upper(const Eigen::MatrixXd& H, const std::vector<bool>& dead, double damp, GptqStats& stats) {
   const auto n = H.rows();
   const size_t nn = static_cast<size_t>(n) * static_cast<size_t>(n);
-  const double mean_diag = H.diagonal().mean();
+  // A dead column's diagonal counts as 1 (its row and column are zero), as the reference sets it.
+  double diag_sum = 0.0;
+  for (Eigen::Index i = 0; i < n; ++i) diag_sum += dead[static_cast<size_t>(i)] ? 1.0 : H(i, i);
+  const double mean_diag = diag_sum / static_cast<double>(n);
   std::unique_ptr<double[]> a(new double[nn]);
-  std::unique_ptr<float[]> l(new float[nn]);
   advise_huge_pages(a.get(), nn * sizeof(double));
-  advise_huge_pages(l.get(), nn * sizeof(float));
+  MatF U(n, n);  // first L, then L^-1, then U: one float buffer
+  advise_huge_pages(U.data(), nn * sizeof(float));
+  float* l = U.data();
   double frac = damp;
   for (int attempt = 1; attempt <= 200; ++attempt) {
     stats.damp_attempts = attempt;
     std::reverse_copy(H.data(), H.data() + nn, a.get());  // R H R
-    for (Eigen::Index i = 0; i < n; ++i) a[static_cast<size_t>(i * n + i)] += frac * mean_diag;
+    for (Eigen::Index i = 0; i < n; ++i) {
+      double& d = a[static_cast<size_t>(i * n + i)];
+      if (dead[static_cast<size_t>(n - 1 - i)]) d = 1.0;
+      d += frac * mean_diag;
+    }
     if (lapack_dpotrf_upper(static_cast<int>(n), a.get(), static_cast<int>(n)) == 0) {
       // L (row-major lower) in float, the rest zero; check it is usable.
       bool ok = true;
       for (Eigen::Index i = 0; i < n; ++i) {
         const size_t row = static_cast<size_t>(i * n);
         for (Eigen::Index j = 0; j <= i; ++j) l[row + static_cast<size_t>(j)] = static_cast<float>(a[row + static_cast<size_t>(j)]);
-        std::fill(l.get() + row + static_cast<size_t>(i) + 1, l.get() + row + static_cast<size_t>(n), 0.0f);
+        std::fill(l + row + static_cast<size_t>(i) + 1, l + row + static_cast<size_t>(n), 0.0f);
         const double d = a[row + static_cast<size_t>(i)];
         ok = ok && d > 0.0 && std::isfinite(d);
       }
-      if (ok && lapack_strtri_upper(static_cast<int>(n), l.get(), static_cast<int>(n)) == 0) {
-        MatF U(n, n);
-        advise_huge_pages(U.data(), nn * sizeof(float));
-        std::reverse_copy(l.get(), l.get() + nn, U.data());
+      if (ok && lapack_strtri_upper(static_cast<int>(n), l, static_cast<int>(n)) == 0) {
+        std::reverse(l, l + nn);
         if (U.allFinite()) {
           stats.damp = frac;
           return U;
@@ -75,36 +81,33 @@ GptqStats gptq_quantize(const Format& f, const float* w, size_t rows, size_t col
   GptqStats stats;
   const auto n = static_cast<Eigen::Index>(cols);
 
-  // Dead columns and the column order.
-  Eigen::MatrixXd H(n, n);
-  advise_huge_pages(H.data(), static_cast<size_t>(H.size()) * sizeof(double));
-  H = H_in;
+  // Dead columns (their diagonal counts as 1) and the column order; H_in itself is read, not copied, unless
+  // act-order permutes it.
   std::vector<bool> dead(cols, false);
+  std::vector<double> diag(cols);
   for (size_t i = 0; i < cols; ++i) {
-    if (H(static_cast<Eigen::Index>(i), static_cast<Eigen::Index>(i)) == 0.0) {
+    diag[i] = H_in(static_cast<Eigen::Index>(i), static_cast<Eigen::Index>(i));
+    if (diag[i] == 0.0) {
       dead[i] = true;
-      H(static_cast<Eigen::Index>(i), static_cast<Eigen::Index>(i)) = 1.0;
+      diag[i] = 1.0;
       ++stats.dead_columns;
     }
   }
   std::vector<size_t> perm(cols);
   std::iota(perm.begin(), perm.end(), 0);
   if (cfg.act_order)
-    std::stable_sort(perm.begin(), perm.end(), [&](size_t a, size_t b) {
-      return H(static_cast<Eigen::Index>(a), static_cast<Eigen::Index>(a)) >
-             H(static_cast<Eigen::Index>(b), static_cast<Eigen::Index>(b));
-    });
+    std::stable_sort(perm.begin(), perm.end(), [&](size_t a, size_t b) { return diag[a] > diag[b]; });
   const auto t0 = std::chrono::steady_clock::now();
   Eigen::MatrixXd Hp;
+  std::vector<bool> dead_p = dead;
   if (cfg.act_order) {
     Hp.resize(n, n);
     advise_huge_pages(Hp.data(), static_cast<size_t>(Hp.size()) * sizeof(double));
     for (Eigen::Index b = 0; b < n; ++b)
-      for (Eigen::Index a = 0; a < n; ++a) Hp(a, b) = H(static_cast<Eigen::Index>(perm[a]), static_cast<Eigen::Index>(perm[b]));
-  } else {
-    Hp = std::move(H);
+      for (Eigen::Index a = 0; a < n; ++a) Hp(a, b) = H_in(static_cast<Eigen::Index>(perm[a]), static_cast<Eigen::Index>(perm[b]));
+    for (size_t c = 0; c < cols; ++c) dead_p[c] = dead[perm[c]];
   }
-  const MatF U = inverse_cholesky_upper(Hp, cfg.damp, stats);
+  const MatF U = inverse_cholesky_upper(cfg.act_order ? Hp : H_in, dead_p, cfg.damp, stats);
   const auto t1 = std::chrono::steady_clock::now();
   stats.factor_seconds = std::chrono::duration<double>(t1 - t0).count();
 

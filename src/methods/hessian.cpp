@@ -12,8 +12,8 @@
 namespace qz {
 
 namespace {
-constexpr size_t kChunkTokens = 1024;  // float products over at most this many tokens, then added in double
-constexpr size_t kPanel = 128;        // output columns per task
+constexpr size_t kChunkTokens = 4096;  // float products over at most this many tokens, then added in double
+constexpr size_t kPanel = 256;        // output columns per task
 }  // namespace
 
 HessianAccumulator::HessianAccumulator(size_t columns)
@@ -59,6 +59,15 @@ Eigen::MatrixXd HessianAccumulator::hessian() const {
   for (Eigen::Index j = 0; j < n; ++j)
     for (Eigen::Index i = j; i < n; ++i) h(i, j) = h(j, i) = sum_(i, j) * scale;
   return h;
+}
+
+Eigen::MatrixXd HessianAccumulator::take_hessian() {
+  const double scale = tokens_ == 0 ? 1.0 : 2.0 / static_cast<double>(tokens_);
+  const auto n = sum_.rows();
+  for (Eigen::Index j = 0; j < n; ++j)
+    for (Eigen::Index i = j; i < n; ++i) sum_(i, j) = sum_(j, i) = sum_(i, j) * scale;
+  tokens_ = 0;
+  return std::move(sum_);
 }
 
 }  // namespace qz

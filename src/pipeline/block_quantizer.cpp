@@ -66,7 +66,7 @@ std::vector<std::pair<std::string, FloatTensor>> BlockQuantizer::finish(const Li
     QuantizedTensor q;
     if (t.gptq) {
       if (tokens == 0) throw std::logic_error("BlockQuantizer: a group without inputs");
-      if (!H) H = acc->second.hessian();
+      if (!H) H = acc->second.take_hessian();  // the group's accumulator is dropped after its weights
       q = quantize_tensor_gptq(t, *plan_.config.gptq, *H, tokens, plan_.config.threads);
     } else {
       q = quantize_tensor(t, plan_.config);

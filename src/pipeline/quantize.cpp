@@ -1,15 +1,18 @@
 #include "qz/pipeline/quantize.hpp"
 
+#include <cblas.h>
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <future>
 #include <optional>
 #include <cmath>
 #include <limits>
 
+#include "qz/core/blas.hpp"
 #include "qz/core/error.hpp"
 #include "qz/core/half.hpp"
 #include "qz/formats/legacy_quants.hpp"
@@ -46,20 +49,46 @@ std::shared_ptr<const Eigen::MatrixXd> HessianCache::get(const TensorPlan& t, un
 
 namespace {
 
-// tr(E H E^T) for E = A - B (rows x cols, row-major).
-double h_norm(const float* a, const float* b, size_t rows, size_t cols, const Eigen::MatrixXf& Hf) {
-  using MatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  double total = 0.0;
-  const size_t chunk = 64;
-  MatF E;
-  for (size_t r0 = 0; r0 < rows; r0 += chunk) {
-    const auto nr = static_cast<Eigen::Index>(std::min(chunk, rows - r0));
-    const auto n = static_cast<Eigen::Index>(cols);
-    E = Eigen::Map<const MatF>(a + r0 * cols, nr, n);
-    if (b != nullptr) E -= Eigen::Map<const MatF>(b + r0 * cols, nr, n);
-    const MatF EH = E * Hf;
-    total += static_cast<double>(EH.cwiseProduct(E).sum());
-  }
+// The rows the output error is measured on: all of them up to kOutputErrorRows, else that many evenly spaced.
+constexpr size_t kOutputErrorRows = 512;
+std::vector<size_t> output_error_rows(size_t rows) {
+  const size_t n = std::min(rows, kOutputErrorRows);
+  std::vector<size_t> r(n);
+  for (size_t k = 0; k < n; ++k) r[k] = k * rows / n;
+  return r;
+}
+
+// tr(E H E^T) over the rows `used` of E = A - B (rows x cols, row-major; B null for E = A), for each (A, B) given:
+// chunks of 128 rows (each sgemm packs H once: larger chunks pay that less often), each one single-threaded sgemm
+// against H (symmetric, cols x cols), spread over threads; the
+// chunks' sums are added in order, so the figure is the same for any thread count.
+std::vector<double> h_norms(const std::vector<std::pair<const float*, const float*>>& mats, const std::vector<size_t>& used,
+                            size_t cols, const float* H, unsigned threads) {
+  constexpr size_t kChunk = 128;
+  const size_t chunks = (used.size() + kChunk - 1) / kChunk;
+  std::vector<double> part(chunks * mats.size(), 0.0);
+  use_single_threaded_blas();
+  parallel_for(chunks, threads, [&](size_t c, unsigned) {
+    const size_t k0 = c * kChunk, nk = std::min(kChunk, used.size() - k0);
+    std::vector<float> E(nk * cols), EH(nk * cols);
+    for (size_t m = 0; m < mats.size(); ++m) {
+      const auto [a, b] = mats[m];
+      for (size_t k = 0; k < nk; ++k) {
+        const float* ar = a + used[k0 + k] * cols;
+        const float* br = b ? b + used[k0 + k] * cols : nullptr;
+        for (size_t j = 0; j < cols; ++j) E[k * cols + j] = br ? ar[j] - br[j] : ar[j];
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(nk), static_cast<int>(cols),
+                  static_cast<int>(cols), 1.0f, E.data(), static_cast<int>(cols), H, static_cast<int>(cols), 0.0f,
+                  EH.data(), static_cast<int>(cols));
+      double sum = 0.0;
+      for (size_t i = 0; i < nk * cols; ++i) sum += static_cast<double>(EH[i]) * E[i];
+      part[c * mats.size() + m] = sum;
+    }
+  });
+  std::vector<double> total(mats.size(), 0.0);
+  for (size_t c = 0; c < chunks; ++c)
+    for (size_t m = 0; m < mats.size(); ++m) total[m] += part[c * mats.size() + m];
   return total;
 }
 
@@ -94,20 +123,31 @@ QuantizedTensor quantize_tensor_gptq(const TensorPlan& t, const GptqSettings& se
   if (progress) progress(0.9);
   rep.loss = stats.loss;
   rep.damp = stats.damp;
+  rep.factor_seconds = stats.factor_seconds;
+  rep.update_seconds = stats.update_seconds;
   rep.dead_columns = stats.dead_columns;
   std::vector<float> q(w.size());
   const size_t rb = f.row_bytes(t.cols);
   for (size_t r = 0; r < t.rows; ++r) f.dequantize_row(bytes.data() + r * rb, q.data() + r * t.cols, t.cols);
   out.error.add(w.data(), q.data(), w.size());
-  const Eigen::MatrixXf Hf = H->cast<float>();
-  const double signal = h_norm(w.data(), nullptr, t.rows, t.cols, Hf);
-  rep.output_rel_error = signal > 0 ? h_norm(w.data(), q.data(), t.rows, t.cols, Hf) / signal : 0.0;
+  const auto te = Clock::now();
+  const Eigen::MatrixXf Hf = H->cast<float>();  // symmetric: its column-major buffer is also row-major
+  const std::vector<size_t> used = output_error_rows(t.rows);
+  std::vector<std::pair<const float*, const float*>> mats = {{w.data(), nullptr}, {w.data(), q.data()}};
+  std::vector<float> rtn_values;
   if (settings.compare_rtn) {
     std::vector<uint8_t> rtn(bytes.size());
     rtn_quantize_rows(f, w.data(), t.rows, t.cols, nullptr, nullptr, rtn.data());
-    for (size_t r = 0; r < t.rows; ++r) f.dequantize_row(rtn.data() + r * rb, q.data() + r * t.cols, t.cols);
-    rep.rtn_output_rel_error = signal > 0 ? h_norm(w.data(), q.data(), t.rows, t.cols, Hf) / signal : 0.0;
+    rtn_values.resize(w.size());
+    for (size_t r = 0; r < t.rows; ++r) f.dequantize_row(rtn.data() + r * rb, rtn_values.data() + r * t.cols, t.cols);
+    mats.emplace_back(w.data(), rtn_values.data());
   }
+  const std::vector<double> norms = h_norms(mats, used, t.cols, Hf.data(), threads);
+  const double signal = norms[0];
+  rep.output_error_rows = used.size();
+  rep.output_rel_error = signal > 0 ? norms[1] / signal : 0.0;
+  if (settings.compare_rtn) rep.rtn_output_rel_error = signal > 0 ? norms[2] / signal : 0.0;
+  rep.output_error_seconds = std::chrono::duration<double>(Clock::now() - te).count();
   out.gptq = rep;
   return out;
 }
@@ -165,8 +205,12 @@ QuantizedTensor quantize_tensor(const TensorPlan& t, const QuantizeConfig& cfg, 
     if (!cfg.gptq) throw std::logic_error("quantize_tensor: a GPTQ tensor without GPTQ settings");
     HessianCache local;
     uint64_t tokens = 0;
+    const auto th = Clock::now();
     const auto H = (cache ? cache : &local)->get(t, threads, &tokens);
-    return quantize_tensor_gptq(t, *cfg.gptq, *H, tokens, threads, progress);
+    const double hessian_seconds = std::chrono::duration<double>(Clock::now() - th).count();
+    QuantizedTensor q = quantize_tensor_gptq(t, *cfg.gptq, *H, tokens, threads, progress);
+    q.gptq->hessian_seconds = hessian_seconds;
+    return q;
   }
   if (t.format->whole_tensor()) return quantize_whole_tensor(t);
   if (t.carry_codes) return carry_packed_codes(t);
@@ -275,6 +319,9 @@ Report quantize_into(const Checkpoint& ckpt, const Plan& plan, TensorSink& sink,
   report.dry_run = false;
   report.input = ckpt.source().string();
   HessianCache hessians;
+  // Tensor i is written by a second thread while tensor i + 1 is quantized (one tensor in flight: the next write
+  // waits for the previous one, so the file's order and the memory bound hold, and a write error surfaces there).
+  std::future<void> writing;
   for (size_t i = 0; i < plan.tensors.size(); ++i) {
     const TensorPlan& t = plan.tensors[i];
     if (progress) progress->begin_tensor(i, plan.tensors.size(), t);
@@ -284,14 +331,16 @@ Report quantize_into(const Checkpoint& ckpt, const Plan& plan, TensorSink& sink,
     QuantizedTensor q = made ? std::move(*made) : quantize_tensor(t, plan.config, &hessians, [&](double frac) {
       if (progress) progress->advance(frac);
     });
-    sink.write(t, q);
     release_source_pages(t);
     TensorReport& tr = report.tensors[i];
     tr.error = q.error;
     tr.gptq = q.gptq;
     tr.seconds = q.seconds ? *q.seconds : std::chrono::duration<double>(Clock::now() - ts).count();
+    if (writing.valid()) writing.get();
+    writing = std::async(std::launch::async, [&sink, &t, q = std::move(q)] { sink.write(t, q); });
     if (progress) progress->end_tensor(tr);
   }
+  if (writing.valid()) writing.get();
   sink.commit();
   report.output_bytes = sink.bytes();
   const auto paths = sink.paths();

@@ -27,11 +27,11 @@ using VL4 = int64_t __attribute__((vector_size(32)));
     for (int h = 0; h < 2; ++h) {
       const VD4 xv = __builtin_convertvector(*reinterpret_cast<const VF4u*>(x + i + 4 * h), VD4);
       const VD4 e = xv - __builtin_convertvector(*reinterpret_cast<const VF4u*>(y + i + 4 * h), VD4);
-      const VD4 ae = std::bit_cast<VD4>(std::bit_cast<VL4>(e) & 0x7fffffffffffffffLL);
+      const VD4 ae = __builtin_bit_cast(VD4, __builtin_bit_cast(VL4, e) & 0x7fffffffffffffffLL);
       sx[h] += xv * xv;
       se[h] += e * e;
       const VL4 bigger = ae > mx[h];
-      mx[h] = std::bit_cast<VD4>((std::bit_cast<VL4>(ae) & bigger) | (std::bit_cast<VL4>(mx[h]) & ~bigger));
+      mx[h] = __builtin_bit_cast(VD4, (__builtin_bit_cast(VL4, ae) & bigger) | (__builtin_bit_cast(VL4, mx[h]) & ~bigger));
     }
   double lx[8], le[8], lm[8];
   for (int l = 0; l < 8; ++l) {
@@ -151,7 +151,12 @@ nlohmann::json to_json(const Report& rep) {
                    {"tokens", t.gptq->tokens},
                    {"dead_columns", t.gptq->dead_columns},
                    {"output_rel_error", t.gptq->output_rel_error},
-                   {"rtn_output_rel_error", number_or_null(t.gptq->rtn_output_rel_error)}};
+                   {"output_error_rows", t.gptq->output_error_rows},
+                   {"rtn_output_rel_error", number_or_null(t.gptq->rtn_output_rel_error)},
+                   {"seconds", {{"hessian", t.gptq->hessian_seconds},
+                                {"factor", t.gptq->factor_seconds},
+                                {"update", t.gptq->update_seconds},
+                                {"output_error", t.gptq->output_error_seconds}}}};
     }
     e["bits_per_weight"] = t.bits_per_weight;
     e["input_bytes"] = t.input_bytes;

@@ -21,6 +21,8 @@ class HessianAccumulator {
   size_t columns() const { return columns_; }
   // 2/N sum x x^T (zero if no token was added).
   Eigen::MatrixXd hessian() const;
+  // The same, made in place from the accumulator (no second n x n matrix), which is left empty.
+  Eigen::MatrixXd take_hessian();
 
  private:
   size_t columns_;

@@ -33,7 +33,11 @@ struct GptqReport {
   uint64_t tokens = 0;        // calibration tokens behind the Hessian
   size_t dead_columns = 0;
   double output_rel_error = 0.0;
+  size_t output_error_rows = 0;  // the output rows it was measured on: all, or 512 evenly spaced ones
   std::optional<double> rtn_output_rel_error;  // the same for round-to-nearest (--compare-rtn)
+  // Where the time went: accumulating the Hessian (0 when an earlier tensor's was reused), damping + Cholesky +
+  // inverse, the column loop with its lazy-batch products, and the output-error measurement.
+  double hessian_seconds = 0.0, factor_seconds = 0.0, update_seconds = 0.0, output_error_seconds = 0.0;
 };
 
 // What AWQ's searches found (pipeline/awq_pass.hpp).
