@@ -8,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include "qz/core/blas.hpp"
 #include "qz/core/parallel.hpp"
 #include "qz/formats/format_table.hpp"
 #include "qz/methods/gptq.hpp"
@@ -109,6 +110,66 @@ void BM_OpenBlasSsyrk(benchmark::State& state) {
   state.SetLabel("OpenBLAS's own threads");
 }
 
+// The factorization GPTQ runs (core/blas.hpp: blocked over our threads, each BLAS call single-threaded, the same
+// bits for any thread count) beside LAPACK's own dpotrf / strtri on OpenBLAS's threads, on the bench's Hessian.
+extern "C" {
+void dpotrf_(const char* uplo, const int* n, double* a, const int* lda, int* info);
+void strtri_(const char* uplo, const char* diag, const int* n, float* a, const int* lda, int* info);
+}
+const double kCholFlops = static_cast<double>(kN) * kN * kN / 3.0;
+
+void BM_Cholesky(benchmark::State& state) {
+  const bool ours = state.range(0) == 0;
+  const auto& H = hessian();
+  std::vector<double> a(kN * kN);
+  const int n = static_cast<int>(kN);
+  for (auto _ : state) {
+    state.PauseTiming();
+    std::copy(H.data(), H.data() + kN * kN, a.data());
+    state.ResumeTiming();
+    int info = 0;
+    if (ours) {
+      info = qz::parallel_dpotrf_upper(n, a.data(), n, qz::hardware_threads());
+    } else {
+      openblas_set_num_threads(static_cast<int>(qz::hardware_threads()));
+      const char u = 'U';
+      dpotrf_(&u, &n, a.data(), &n, &info);
+      openblas_set_num_threads(1);
+    }
+    if (info != 0) state.SkipWithError("not positive definite");
+  }
+  state.counters["GFLOPs"] = benchmark::Counter(kCholFlops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(ours ? "dpotrf, ours (blocked over our threads)" : "dpotrf, LAPACK on OpenBLAS's threads");
+}
+
+void BM_TriangularInverse(benchmark::State& state) {
+  const bool ours = state.range(0) == 0;
+  const auto& H = hessian();
+  std::vector<double> a(H.data(), H.data() + kN * kN);
+  const int n = static_cast<int>(kN);
+  int info = 0;
+  const char u = 'U', nd = 'N';
+  dpotrf_(&u, &n, a.data(), &n, &info);
+  std::vector<float> v(kN * kN, 0.0f), x(kN * kN);
+  for (size_t j = 0; j < kN; ++j)
+    for (size_t i = 0; i <= j; ++i) v[i + j * kN] = static_cast<float>(a[i + j * kN]);
+  for (auto _ : state) {
+    if (ours) {
+      qz::parallel_strtri_upper(n, v.data(), n, x.data(), n, qz::hardware_threads());
+    } else {
+      state.PauseTiming();
+      x = v;
+      state.ResumeTiming();
+      openblas_set_num_threads(static_cast<int>(qz::hardware_threads()));
+      strtri_(&u, &nd, &n, x.data(), &n, &info);
+      openblas_set_num_threads(1);
+    }
+    benchmark::DoNotOptimize(x.data());
+  }
+  state.counters["GFLOPs"] = benchmark::Counter(kCholFlops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(ours ? "strtri, ours (blocked over our threads)" : "strtri, LAPACK on OpenBLAS's threads");
+}
+
 void BM_EigenGemm(benchmark::State& state) {
   // The same product size as the updates (rows x cols times cols x cols), split over threads by rows as GPTQ is.
   Eigen::MatrixXf A = Eigen::MatrixXf::Random(kN, 128), B = Eigen::MatrixXf::Random(128, kN), C(kN, kN);
@@ -132,5 +193,7 @@ void BM_EigenGemm(benchmark::State& state) {
 BENCHMARK(BM_GptqLayer)->Arg(0)->Arg(1)->Iterations(1)->Unit(benchmark::kSecond)->UseRealTime();
 BENCHMARK(BM_HessianAccumulate)->Iterations(2)->Unit(benchmark::kSecond)->UseRealTime();
 BENCHMARK(BM_OpenBlasSsyrk)->Iterations(2)->Unit(benchmark::kSecond)->UseRealTime();
+BENCHMARK(BM_Cholesky)->Arg(0)->Arg(1)->Iterations(3)->Unit(benchmark::kSecond)->UseRealTime();
+BENCHMARK(BM_TriangularInverse)->Arg(0)->Arg(1)->Iterations(3)->Unit(benchmark::kSecond)->UseRealTime();
 BENCHMARK(BM_EigenGemm)->Iterations(2)->Unit(benchmark::kSecond)->UseRealTime();
 BENCHMARK_MAIN();

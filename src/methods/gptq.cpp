@@ -24,11 +24,14 @@ constexpr size_t kRowsPerTask = 32;  // fixed, so results do not depend on the t
 
 // U, the upper Cholesky factor of (H + lambda I)^-1, raising lambda until the factorization succeeds.
 // With R the reversal permutation and R (H + lambda I) R = L L^T, the inverse is (R L^-T R)(R L^-1 R), a lower
-// times an upper triangle, so U = R L^-1 R: one Cholesky and one triangular inverse (LAPACK, single-threaded calls).
-// No transposes: R A R of a symmetric A is A's buffer reversed; LAPACK's upper factor V (A = V^T V, column-major)
-// read row-major is L, and its inverse read row-major is L^-1; U in row-major order is that buffer reversed again.
-MatF inverse_cholesky_upper(const Eigen::MatrixXd& H, const std::vector<bool>& dead, double damp, GptqStats& stats) {
+// times an upper triangle, so U = R L^-1 R: one Cholesky and one triangular inverse (core/blas.hpp: blocked, over
+// our threads, the same bits for any thread count). No transposes: R A R of a symmetric A is A's buffer reversed;
+// LAPACK's upper factor V (A = V^T V, column-major) read row-major is L, and its inverse read row-major is L^-1;
+// U in row-major order is that buffer reversed again. The factor's double buffer holds the float inverse afterwards.
+MatF inverse_cholesky_upper(const Eigen::MatrixXd& H, const std::vector<bool>& dead, double damp, unsigned threads,
+                            GptqStats& stats) {
   const auto n = H.rows();
+  const int ni = static_cast<int>(n);
   const size_t nn = static_cast<size_t>(n) * static_cast<size_t>(n);
   // A dead column's diagonal counts as 1 (its row and column are zero), as the reference sets it.
   double diag_sum = 0.0;
@@ -36,7 +39,8 @@ MatF inverse_cholesky_upper(const Eigen::MatrixXd& H, const std::vector<bool>& d
   const double mean_diag = diag_sum / static_cast<double>(n);
   std::unique_ptr<double[]> a(new double[nn]);
   advise_huge_pages(a.get(), nn * sizeof(double));
-  MatF U(n, n);  // first L, then L^-1, then U: one float buffer
+  float* x = reinterpret_cast<float*>(a.get());  // L^-1, once the factor is read
+  MatF U(n, n);  // first L, then U
   advise_huge_pages(U.data(), nn * sizeof(float));
   float* l = U.data();
   double frac = damp;
@@ -48,7 +52,7 @@ MatF inverse_cholesky_upper(const Eigen::MatrixXd& H, const std::vector<bool>& d
       if (dead[static_cast<size_t>(n - 1 - i)]) d = 1.0;
       d += frac * mean_diag;
     }
-    if (lapack_dpotrf_upper(static_cast<int>(n), a.get(), static_cast<int>(n)) == 0) {
+    if (parallel_dpotrf_upper(ni, a.get(), ni, threads) == 0) {
       // L (row-major lower) in float, the rest zero; check it is usable.
       bool ok = true;
       for (Eigen::Index i = 0; i < n; ++i) {
@@ -58,8 +62,8 @@ MatF inverse_cholesky_upper(const Eigen::MatrixXd& H, const std::vector<bool>& d
         const double d = a[row + static_cast<size_t>(i)];
         ok = ok && d > 0.0 && std::isfinite(d);
       }
-      if (ok && lapack_strtri_upper(static_cast<int>(n), l, static_cast<int>(n)) == 0) {
-        std::reverse(l, l + nn);
+      if (ok && parallel_strtri_upper(ni, l, ni, x, ni, threads) == 0) {
+        std::reverse_copy(x, x + nn, l);
         if (U.allFinite()) {
           stats.damp = frac;
           return U;
@@ -107,7 +111,7 @@ GptqStats gptq_quantize(const Format& f, const float* w, size_t rows, size_t col
       for (Eigen::Index a = 0; a < n; ++a) Hp(a, b) = H_in(static_cast<Eigen::Index>(perm[a]), static_cast<Eigen::Index>(perm[b]));
     for (size_t c = 0; c < cols; ++c) dead_p[c] = dead[perm[c]];
   }
-  const MatF U = inverse_cholesky_upper(cfg.act_order ? Hp : H_in, dead_p, cfg.damp, stats);
+  const MatF U = inverse_cholesky_upper(cfg.act_order ? Hp : H_in, dead_p, cfg.damp, threads, stats);
   const auto t1 = std::chrono::steady_clock::now();
   stats.factor_seconds = std::chrono::duration<double>(t1 - t0).count();
 
