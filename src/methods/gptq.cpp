@@ -20,7 +20,8 @@ namespace qz {
 namespace {
 
 using MatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-constexpr size_t kRowsPerTask = 32;  // fixed, so results do not depend on the thread count
+constexpr size_t kRowsPerTask = 32;
+constexpr size_t kCopyPieces = 16;  // pieces of the factorization's copies and conversions, spread over threads  // fixed, so results do not depend on the thread count
 
 // U, the upper Cholesky factor of (H + lambda I)^-1, raising lambda until the factorization succeeds.
 // With R the reversal permutation and R (H + lambda I) R = L L^T, the inverse is (R L^-T R)(R L^-1 R), a lower
@@ -46,7 +47,11 @@ MatF inverse_cholesky_upper(const Eigen::MatrixXd& H, const std::vector<bool>& d
   double frac = damp;
   for (int attempt = 1; attempt <= 200; ++attempt) {
     stats.damp_attempts = attempt;
-    std::reverse_copy(H.data(), H.data() + nn, a.get());  // R H R
+    // R H R, damped (rows of the buffer in parallel pieces; plain copies, the same for any thread count).
+    parallel_for(kCopyPieces, threads, [&](size_t p, unsigned) {
+      const size_t b = nn * p / kCopyPieces, e = nn * (p + 1) / kCopyPieces;
+      std::reverse_copy(H.data() + (nn - e), H.data() + (nn - b), a.get() + b);
+    });
     for (Eigen::Index i = 0; i < n; ++i) {
       double& d = a[static_cast<size_t>(i * n + i)];
       if (dead[static_cast<size_t>(n - 1 - i)]) d = 1.0;
@@ -54,17 +59,26 @@ MatF inverse_cholesky_upper(const Eigen::MatrixXd& H, const std::vector<bool>& d
     }
     if (parallel_dpotrf_upper(ni, a.get(), ni, threads) == 0) {
       // L (row-major lower) in float, the rest zero; check it is usable.
-      bool ok = true;
-      for (Eigen::Index i = 0; i < n; ++i) {
-        const size_t row = static_cast<size_t>(i * n);
-        for (Eigen::Index j = 0; j <= i; ++j) l[row + static_cast<size_t>(j)] = static_cast<float>(a[row + static_cast<size_t>(j)]);
-        std::fill(l + row + static_cast<size_t>(i) + 1, l + row + static_cast<size_t>(n), 0.0f);
-        const double d = a[row + static_cast<size_t>(i)];
-        ok = ok && d > 0.0 && std::isfinite(d);
-      }
+      std::vector<char> usable(kCopyPieces, 1);
+      parallel_for(kCopyPieces, threads, [&](size_t p, unsigned) {
+        for (Eigen::Index i = n * static_cast<Eigen::Index>(p) / kCopyPieces;
+             i < n * static_cast<Eigen::Index>(p + 1) / kCopyPieces; ++i) {
+          const size_t row = static_cast<size_t>(i * n);
+          for (Eigen::Index j = 0; j <= i; ++j) l[row + static_cast<size_t>(j)] = static_cast<float>(a[row + static_cast<size_t>(j)]);
+          std::fill(l + row + static_cast<size_t>(i) + 1, l + row + static_cast<size_t>(n), 0.0f);
+          const double d = a[row + static_cast<size_t>(i)];
+          if (!(d > 0.0 && std::isfinite(d))) usable[p] = 0;
+        }
+      });
+      const bool ok = std::all_of(usable.begin(), usable.end(), [](char u) { return u != 0; });
       if (ok && parallel_strtri_upper(ni, l, ni, x, ni, threads) == 0) {
-        std::reverse_copy(x, x + nn, l);
-        if (U.allFinite()) {
+        std::vector<char> finite(kCopyPieces, 1);
+        parallel_for(kCopyPieces, threads, [&](size_t p, unsigned) {
+          const size_t b = nn * p / kCopyPieces, e = nn * (p + 1) / kCopyPieces;
+          std::reverse_copy(x + (nn - e), x + (nn - b), l + b);
+          finite[p] = Eigen::Map<const Eigen::ArrayXf>(l + b, static_cast<Eigen::Index>(e - b)).allFinite() ? 1 : 0;
+        });
+        if (std::all_of(finite.begin(), finite.end(), [](char f) { return f != 0; })) {
           stats.damp = frac;
           return U;
         }
