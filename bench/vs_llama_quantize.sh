@@ -21,7 +21,7 @@ start=$(date +%s.%N); cat "$DIR/f16.gguf" > /dev/null; end=$(date +%s.%N)
 echo "input: $((bytes / 1000000)) MB F16 GGUF; cat from the page cache: $(echo "$bytes / ($end - $start) / 1000000" | bc) MB/s"
 printf "%-8s %12s %12s %8s  %s\n" type llama.cpp quantize speedup tensors
 for type in Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K_M Q4_K_M Q5_K_M Q6_K; do
-  best_l=1e9; best_q=1e9
+  best_l=1000000; best_q=1000000
   for _ in $(seq "$REPEATS"); do
     rm -f "$OUT"/*.gguf
     l=$("$B/bench/bench_llama_quantize" quantize "$DIR/f16.gguf" "$OUT/llama.gguf" "$type" "$THREADS" 2>/dev/null | tail -1)

@@ -23,14 +23,17 @@ void HessianAccumulator::add_rows(const float* x, size_t tokens, unsigned thread
   use_single_threaded_blas();
   const size_t n = columns_;
   const size_t panels = (n + kPanel - 1) / kPanel;
+  // One product buffer per worker, reused (a fresh large allocation per panel costs page faults).
+  std::vector<std::vector<float>> blocks(std::max(1u, threads));
   for (size_t t0 = 0; t0 < tokens; t0 += kChunkTokens) {
     const size_t nt = std::min(kChunkTokens, tokens - t0);
     const float* X = x + t0 * n;  // row-major [nt, n]: column-major X^T with leading dimension n
-    parallel_for(panels, threads, [&](size_t p, unsigned) {
+    parallel_for(panels, threads, [&](size_t p, unsigned worker) {
       // The lower part of panel p: rows c0..n of columns c0..c0+w of X^T X, one single-threaded sgemm
       // (the upper triangle is the mirror, filled in by hessian()).
       const size_t c0 = p * kPanel, w = std::min(kPanel, n - c0), m = n - c0;
-      std::vector<float> block(m * w);
+      std::vector<float>& block = blocks[worker];
+      if (block.size() < n * kPanel) block.resize(n * kPanel);
       cblas_sgemm(CblasColMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(w),
                   static_cast<int>(nt), 1.0f, X + c0, static_cast<int>(n), X + c0, static_cast<int>(n), 0.0f,
                   block.data(), static_cast<int>(m));
