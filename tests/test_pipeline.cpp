@@ -402,6 +402,8 @@ TEST_F(GptqPipeline, LowersOutputErrorBelowRoundToNearestForEveryLayer) {
     const auto j = to_json(r);
     EXPECT_EQ(j["tensors"][2]["method"], "gptq");
     EXPECT_TRUE(j["tensors"][2]["gptq"].contains("damp"));
+    for (const char* k : {"hessian", "factor", "update", "output_error"})
+      EXPECT_TRUE(j["tensors"][2]["gptq"]["seconds"].contains(k)) << k;
   }
 }
 

@@ -263,6 +263,26 @@ template <typename VF, typename VI, int W>
   }
 }
 
+// The largest |x| per lane and the signed value that has it (the first, as ggml's strict > keeps it), and the lanes
+// whose largest |x| is below kGroupMaxEps, whose maximum is then set to 1 (they compute harmless values, reset at the
+// end): the start of the symmetric searches.
+template <typename VF, typename VI>
+[[gnu::always_inline]] inline VI signed_max(const VF* xt, int n, VF& mx) {
+  using Ops = LaneOps<VF, VI>;
+  const VF zero = VF{} + 0.0f;
+  VF amax = zero;
+  mx = zero;
+  for (int i = 0; i < n; ++i) {
+    const VF ax = Ops::abs(xt[i]);
+    const VI bigger = ax > amax;
+    amax = Ops::select(bigger, ax, amax);
+    mx = Ops::select(bigger, xt[i], mx);
+  }
+  const VI all_zero = amax < (zero + kGroupMaxEps);
+  mx = Ops::select(all_zero, zero + 1.0f, mx);
+  return all_zero;
+}
+
 // make_qx_quants on W lanes (one sub-block of n <= 32 values each), the same way.
 template <typename VF, typename VI, int W>
 [[gnu::always_inline]] inline void qx_w(int n, int nmax, const float* x, int8_t* L, const float* weights,
@@ -279,15 +299,8 @@ template <typename VF, typename VI, int W>
     }
   const VF zero = VF{} + 0.0f, one = zero + 1.0f, fnmax = zero + static_cast<float>(nmax);
   const VI lo = VI{} - nmax, hi = VI{} + (nmax - 1);
-  VF mx = zero, amax = zero;
-  for (int i = 0; i < n; ++i) {
-    const VF ax = Ops::abs(xt[i]);
-    const VI bigger = ax > amax;
-    amax = Ops::select(bigger, ax, amax);
-    mx = Ops::select(bigger, xt[i], mx);
-  }
-  const VI all_zero = amax < (zero + kGroupMaxEps);
-  mx = Ops::select(all_zero, one, mx);  // all-zero lanes compute harmless values, reset at the end
+  VF mx;
+  const VI all_zero = signed_max<VF, VI>(xt, n, mx);
   VF iscale = (zero - fnmax) / mx;
   VF sumlx = zero, suml2 = zero;
   for (int i = 0; i < n; ++i) {
@@ -344,15 +357,8 @@ template <typename VF, typename VI, int W>
     for (int k = 0; k < W; ++k) xt[i][k] = x[k * n + i];
   const VF zero = VF{} + 0.0f, one = zero + 1.0f, fnmax = zero + static_cast<float>(nmax);
   const VI izero = VI{} + 0, lo = VI{} - nmax, hi = VI{} + (nmax - 1);
-  VF mx = zero, amax = zero;
-  for (int i = 0; i < n; ++i) {
-    const VF ax = Ops::abs(xt[i]);
-    const VI bigger = ax > amax;
-    amax = Ops::select(bigger, ax, amax);
-    mx = Ops::select(bigger, xt[i], mx);
-  }
-  const VI all_zero = amax < (zero + kGroupMaxEps);
-  mx = Ops::select(all_zero, one, mx);  // all-zero lanes compute harmless values, reset at the end
+  VF mx;
+  const VI all_zero = signed_max<VF, VI>(xt, n, mx);
   const VF iscale = (zero - fnmax) / mx;
   VF sumlx = zero, suml2 = zero;
   for (int i = 0; i < n; ++i) {

@@ -45,6 +45,18 @@ using vec8::VI8;
 using vec8::select;
 using vec8::to_half;
 
+// max |x| over a block held in four vectors (order-free: |x| is never -0 and inputs are finite).
+[[gnu::always_inline]] inline float abs_max(const VF8* v) {
+  VF8 a = vec8::abs(v[0]);
+  for (int k = 1; k < 4; ++k) {
+    const VF8 ak = vec8::abs(v[k]);
+    a = select(ak > a, ak, a);
+  }
+  float amax = a[0];
+  for (int l = 1; l < 8; ++l) amax = a[l] > amax ? a[l] : amax;
+  return amax;
+}
+
 // ggml's reference quantizers of Q4_0, Q4_1, Q5_0 and Q5_1 (the same arithmetic as fit + quantize_value in mode 0,
 // which the format tests check byte for byte), on 8-float vectors: the block's 32 values are four vectors, the
 // minimum, maximum or largest magnitude is found lane-wise (order-free for finite values; the sign of a zero is
@@ -66,13 +78,7 @@ template <typename Block, bool kF16C>
     float d, m = 0.0f;
     if constexpr (!with_min) {
       // ggml keeps the first value of largest magnitude (and +0 when all are zero).
-      VF8 a = vec8::abs(v[0]);
-      for (int k = 1; k < 4; ++k) {
-        const VF8 ak = vec8::abs(v[k]);
-        a = select(ak > a, ak, a);
-      }
-      float amax = a[0];
-      for (int l = 1; l < 8; ++l) amax = a[l] > amax ? a[l] : amax;
+      const float amax = abs_max(v);
       float max = 0.0f;
       if (amax > 0.0f) {  // the lowest index whose magnitude is amax, without a branch per value
         VI8 first = VI8{} + 32;
@@ -133,8 +139,8 @@ template <typename Block, bool kF16C>
   }
 }
 
-// ggml's reference Q8_0 (d = amax / 127, codes roundf(x * (1/d))) on 8-float vectors: the largest magnitude lane-wise
-// (order-free: |x| is never -0 and inputs are finite), roundf as truncation plus an exact test of the fraction
+// ggml's reference Q8_0 (d = amax / 127, codes roundf(x * (1/d))) on 8-float vectors: the largest magnitude lane-wise,
+// roundf as truncation plus an exact test of the fraction
 // v - trunc(v) against one half, and the codes stored by a byte shuffle.
 template <bool kF16C>
 [[gnu::always_inline]] inline void q8_0_rows_impl(const float* x, uint8_t* dst, size_t n) {
@@ -143,14 +149,7 @@ template <bool kF16C>
     uint8_t* out = dst + b * sizeof(BlockQ8_0);
     VF8 v[4];
     for (int k = 0; k < 4; ++k) v[k] = vec8::load(xb + 8 * k);
-    VF8 a = vec8::abs(v[0]);
-    for (int k = 1; k < 4; ++k) {
-      const VF8 ak = vec8::abs(v[k]);
-      a = select(ak > a, ak, a);
-    }
-    float amax = a[0];
-    for (int l = 1; l < 8; ++l) amax = a[l] > amax ? a[l] : amax;
-    const float d = amax / 127.0f;
+    const float d = abs_max(v) / 127.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     VI8 q[4];
     for (int k = 0; k < 4; ++k) {

@@ -60,8 +60,8 @@ std::vector<size_t> output_error_rows(size_t rows) {
 
 // tr(E H E^T) over the rows `used` of E = A - B (rows x cols, row-major; B null for E = A), for each (A, B) given:
 // chunks of 128 rows (each sgemm packs H once: larger chunks pay that less often), each one single-threaded sgemm
-// against H (symmetric, cols x cols), spread over threads; the
-// chunks' sums are added in order, so the figure is the same for any thread count.
+// against H (symmetric, cols x cols), spread over threads; the chunks' sums are added in order, so the figure is the
+// same for any thread count.
 std::vector<double> h_norms(const std::vector<std::pair<const float*, const float*>>& mats, const std::vector<size_t>& used,
                             size_t cols, const float* H, unsigned threads) {
   constexpr size_t kChunk = 128;

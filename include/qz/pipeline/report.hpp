@@ -35,7 +35,8 @@ struct GptqReport {
   double output_rel_error = 0.0;
   size_t output_error_rows = 0;  // the output rows it was measured on: all, or 512 evenly spaced ones
   std::optional<double> rtn_output_rel_error;  // the same for round-to-nearest (--compare-rtn)
-  // Where the time went: accumulating the Hessian (0 when an earlier tensor's was reused), damping + Cholesky +
+  // Where the time went: accumulating the Hessian (0 when an earlier tensor's was reused, and for calibration text,
+  // whose Hessians are accumulated during the block-by-block pass), damping + Cholesky +
   // inverse, the column loop with its lazy-batch products, and the output-error measurement.
   double hessian_seconds = 0.0, factor_seconds = 0.0, update_seconds = 0.0, output_error_seconds = 0.0;
 };
