@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 
 #include <Eigen/Dense>
+#include <fmt/format.h>
 #include <array>
 #include <chrono>
 #include <cmath>
@@ -17,6 +18,7 @@
 #include "qz/formats/format_table.hpp"
 #include "qz/formats/stored_tensor.hpp"
 #include "qz/io/gguf.hpp"
+#include "qz/io/imatrix.hpp"
 #include "qz/model/architecture.hpp"
 #include "qz/model/demo_checkpoint.hpp"
 #include "qz/pipeline/awq_pass.hpp"
@@ -405,6 +407,72 @@ TEST_F(LlamaCpp, Stories260KModelLevelTableOfEveryMethodFromTheSameCalibrationTe
   EXPECT_LT(ppl["GPTQ Q4_0, float inputs"], ppl["Q4_0 (llama.cpp's)"]);
   EXPECT_LT(std::min(ppl["GPTQ Q4_K_M"], ppl["AWQ+GPTQ Q4_K_M"]), ppl["Q4_K_M imatrix (llama.cpp's)"]);
   EXPECT_LT(ppl["AWQ Q4_0"], ppl["Q4_0 (llama.cpp's)"]);
+}
+
+// `quantize imatrix` from text against llama.cpp's own run of llama-imatrix's protocol (tests/llama_imatrix_ref.cpp:
+// libllama tokenizes the text, runs the chunks and hands every matrix product's F32 input to the ggml evaluation
+// callback) on the F32 GGUF of the same model: the same weights, chunk count and token counts, and every column's
+// sum of squared inputs within 1e-3 relative (llama.cpp's kernels and ours sum in different orders).
+TEST_F(LlamaCpp, ImatrixFromTextMatchesLlamaCppsOwnStatisticOnStories260K) {
+  const fs::path model = test::shared_dir() / "models" / "stories260K";
+  if (!fs::exists(model / "model.safetensors")) GTEST_SKIP() << "../shared/models/stories260K is absent";
+  const std::string helper = QZ_LLAMA_IMATRIX_REF;
+  if (helper.empty()) GTEST_SKIP() << "llama_imatrix_ref was not built (node-llama-cpp's libllama, its source bundle or git absent)";
+  const fs::path calib = write_stories_calibration_text(model, dir_.path());
+  convert(model, dir_ / "f32.gguf", "F32");
+  // llama-imatrix as it runs by default (an F16 KV cache and, on the CPU, flash attention in F16: they round what the
+  // attention output is made of, by up to 1e-3 of attn_output's statistic), and with exact attention (an F32 cache,
+  // no flash attention), where the two agree to about 1e-6: only the order of summation differs.
+  struct Run {
+    size_t ctx;
+    bool exact_attention;
+    double bound;
+  };
+  for (const Run run : {Run{128, false, 1e-3}, Run{256, false, 1e-3}, Run{256, true, 1e-5}}) {
+    const size_t ctx = run.ctx;
+    SCOPED_TRACE(fmt::format("ctx {}, {}", ctx, run.exact_attention ? "exact attention" : "llama-imatrix's defaults"));
+    const fs::path ref_json = dir_ / "ref.json";
+    const std::string cmd = helper + " " + (dir_ / "f32.gguf").string() + " " + calib.string() + " " + std::to_string(ctx) +
+                            " -1 2 " + ref_json.string() + (run.exact_attention ? " --exact-attention" : "") + " 2>/dev/null";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    json ref;
+    std::ifstream(ref_json) >> ref;
+
+    ImatrixJob ij;
+    ij.model = model;
+    ij.calib = {calib};
+    ij.output = dir_ / ("ours" + std::to_string(ctx) + ".gguf");
+    ij.ctx = ctx;
+    ij.threads = 2;
+    ij.force = true;
+    const ImatrixResult ir = run_imatrix(ij);
+    const Imatrix ours = read_imatrix(ij.output);
+    EXPECT_EQ(ir.chunks, ref["chunk_count"].get<size_t>());
+    EXPECT_EQ(ours.chunk_count, ref["chunk_count"].get<uint32_t>());
+    EXPECT_EQ(ours.chunk_size, ctx);
+    ASSERT_EQ(ours.tensors.size(), ref["tensors"].size());
+    ASSERT_EQ(ours.tensors.size(), 35u);  // 7 linears x 5 blocks
+    double worst = 0;
+    std::string worst_at;
+    for (const auto& [name, r] : ref["tensors"].items()) {
+      SCOPED_TRACE(name);
+      ASSERT_TRUE(ours.tensors.count(name));
+      const ImatrixTensor& t = ours.tensors.at(name);
+      const auto sums = r["in_sum2"].get<std::vector<double>>();
+      ASSERT_EQ(t.counts.size(), 1u);
+      EXPECT_EQ(t.counts[0], r["count"].get<double>());
+      EXPECT_EQ(r["count"].get<double>(), static_cast<double>(ir.chunks * ctx));
+      ASSERT_EQ(t.sum2.size(), sums.size());
+      for (size_t j = 0; j < sums.size(); ++j) {
+        ASSERT_GT(sums[j], 0.0);
+        const double rel = std::abs(t.sum2[j] - sums[j]) / sums[j];
+        if (rel > worst) worst = rel, worst_at = fmt::format("{}[{}]: ours {} llama.cpp {}", name, j, t.sum2[j], sums[j]);
+      }
+    }
+    std::cout << "ctx " << ctx << ", " << ir.chunks << " chunks, " << (run.exact_attention ? "exact attention" : "llama-imatrix's defaults")
+              << ": largest relative difference from llama.cpp's imatrix " << worst << " (" << worst_at << ")\n";
+    EXPECT_LT(worst, run.bound) << worst_at;
+  }
 }
 
 // The mission's own command, `quantize --method gptq --bits 4 MODEL -o out.gguf --calib text`, with no --type: the
