@@ -402,7 +402,10 @@ TEST_F(LlamaCpp, Stories260KModelLevelTableOfEveryMethodFromTheSameCalibrationTe
   const double f32 = ppl["F32"];
   for (const auto& [name, p] : ppl) EXPECT_LT(p, 1.3 * f32) << name;
   // What the methods must show over llama.cpp's own files made from the same text.
-  EXPECT_LT(ppl["GPTQ Q4_0"] - f32, 0.75 * (ppl["Q4_0 (llama.cpp's)"] - f32));
+  // GPTQ into Q4_0 loses at most half of what llama.cpp's plain Q4_0 loses (issue 14; with the refinement, 0.49 of
+  // it block by block and 0.45 with float inputs on this model), and the default is within 0.6 of it.
+  EXPECT_LT(std::min(ppl["GPTQ Q4_0"], ppl["GPTQ Q4_0, float inputs"]) - f32, 0.5 * (ppl["Q4_0 (llama.cpp's)"] - f32));
+  EXPECT_LT(ppl["GPTQ Q4_0"] - f32, 0.6 * (ppl["Q4_0 (llama.cpp's)"] - f32));
   EXPECT_LT(ppl["GPTQ Q4_0"], ppl["Q4_0 imatrix (llama.cpp's)"]);
   EXPECT_LT(ppl["GPTQ Q4_0, float inputs"], ppl["Q4_0 (llama.cpp's)"]);
   EXPECT_LT(std::min(ppl["GPTQ Q4_K_M"], ppl["AWQ+GPTQ Q4_K_M"]), ppl["Q4_K_M imatrix (llama.cpp's)"]);

@@ -342,6 +342,30 @@ class LegacyFormat final : public Format {
     return static_cast<float>(code - (1 << (bits_ - 1))) * g.f[2];
   }
 
+  // value = d (code - 2^(bits-1)), or d code + m with the min; for any code, not only those quantize_value gives.
+  size_t linear_params() const override { return with_min_ ? 2 : 1; }
+  void linear_basis(const BlockGrid&, size_t, int32_t code, double* basis) const override {
+    if constexpr (with_min_) {
+      basis[0] = static_cast<double>(code);
+      basis[1] = 1.0;
+    } else {
+      basis[0] = static_cast<double>(code - (1 << (bits_ - 1)));
+    }
+  }
+  void linear_params_of(const BlockGrid& g, double* p) const override {
+    p[0] = g.f[2];
+    if constexpr (with_min_) p[1] = g.f[3];
+  }
+  void set_linear_params(BlockGrid& g, double* p) const override {
+    set_stored(static_cast<float>(p[0]), with_min_ ? static_cast<float>(p[1]) : 0.0f, g);
+    // quantize_value's searched mode with the stored grid: the nearest code of d (with the min's offset).
+    g.i[0] = 1;
+    g.f[0] = g.f[2] != 0.0f ? 1.0f / g.f[2] : 0.0f;
+    g.f[1] = g.f[3];
+    p[0] = g.f[2];
+    if constexpr (with_min_) p[1] = g.f[3];
+  }
+
   void encode(const BlockGrid& g, const int32_t* codes, uint8_t* dst) const override {
     pack_block<Block>(static_cast<uint16_t>(g.i[1]), static_cast<uint16_t>(g.i[2]), codes, dst);
   }

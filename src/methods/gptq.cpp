@@ -14,6 +14,7 @@
 #include "qz/core/blas.hpp"
 #include "qz/core/huge_pages.hpp"
 #include "qz/core/parallel.hpp"
+#include "qz/methods/gptq_refine.hpp"
 
 namespace qz {
 
@@ -21,7 +22,10 @@ namespace {
 
 using MatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 constexpr size_t kRowsPerTask = 32;
-constexpr size_t kCopyPieces = 16;  // pieces of the factorization's copies and conversions, spread over threads  // fixed, so results do not depend on the thread count
+// Pieces of the factorization's copies and conversions, spread over threads; fixed, so results do not depend on the
+// thread count.
+constexpr size_t kCopyPieces = 16;
+size_t tasks_count(size_t rows) { return (rows + kRowsPerTask - 1) / kRowsPerTask; }
 
 // U, the upper Cholesky factor of (H + lambda I)^-1, raising lambda until the factorization succeeds.
 // With R the reversal permutation and R (H + lambda I) R = L L^T, the inverse is (R L^-T R)(R L^-1 R), a lower
@@ -155,8 +159,20 @@ GptqStats gptq_quantize(const Format& f, const float* w, size_t rows, size_t col
     f.fit(all.data(), all.size(), nullptr, tensor_grid);
   }
 
+  // The refinement's float copy of the undamped Hessian, in parallel pieces.
+  std::vector<float> Hf;
+  if (cfg.refine_rounds > 0) {
+    Hf.resize(cols * cols);
+    parallel_for(kCopyPieces, threads, [&](size_t p, unsigned) {
+      for (size_t i = cols * p / kCopyPieces; i < cols * (p + 1) / kCopyPieces; ++i)
+        for (size_t j = 0; j < cols; ++j)
+          Hf[i * cols + j] = static_cast<float>(H_in(static_cast<Eigen::Index>(i), static_cast<Eigen::Index>(j)));
+    });
+  }
+
   use_single_threaded_blas();
-  const size_t tasks = (rows + kRowsPerTask - 1) / kRowsPerTask;
+  const size_t tasks = tasks_count(rows);
+  std::vector<double> task_refine_gain(tasks, 0.0), task_refine_seconds(tasks, 0.0);
   std::vector<double> task_loss(tasks, 0.0);
   parallel_for(tasks, threads, [&](size_t task, unsigned) {
     const size_t r0 = task * kRowsPerTask, nr = std::min(kRowsPerTask, rows - r0);
@@ -214,6 +230,14 @@ GptqStats gptq_quantize(const Format& f, const float* w, size_t rows, size_t col
                     U.data() + i1 * cols + i1 + count, static_cast<int>(cols), 1.0f, W.data() + i1 + count,
                     static_cast<int>(cols));
     }
+    if (cfg.refine_rounds > 0) {
+      const auto r0t = std::chrono::steady_clock::now();
+      std::vector<float> w0(nr * cols);
+      for (size_t r = 0; r < nr; ++r) load_row(r0 + r, w0.data() + r * cols);
+      task_refine_gain[task] =
+          gptq_refine_rows(f, w0.data(), nr, cols, Hf.data(), dead, cfg.refine_rounds, grids.data(), codes.data());
+      task_refine_seconds[task] = std::chrono::duration<double>(std::chrono::steady_clock::now() - r0t).count();
+    }
     for (size_t r = 0; r < nr; ++r)
       for (size_t g = 0; g < groups; ++g)
         f.encode(grids[r * groups + g], codes.data() + r * cols + g * gs,
@@ -221,7 +245,10 @@ GptqStats gptq_quantize(const Format& f, const float* w, size_t rows, size_t col
     task_loss[task] = loss;
   });
   for (double l : task_loss) stats.loss += l;
-  stats.update_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  for (double gain : task_refine_gain) stats.refine_gain += gain;
+  for (double sec : task_refine_seconds) stats.refine_seconds += sec / std::max(1u, threads);
+  stats.update_seconds =
+      std::max(0.0, std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count() - stats.refine_seconds);
   return stats;
 }
 

@@ -125,6 +125,8 @@ QuantizedTensor quantize_tensor_gptq(const TensorPlan& t, const GptqSettings& se
   rep.damp = stats.damp;
   rep.factor_seconds = stats.factor_seconds;
   rep.update_seconds = stats.update_seconds;
+  rep.refine_seconds = stats.refine_seconds;
+  rep.refine_gain = stats.refine_gain;
   rep.dead_columns = stats.dead_columns;
   std::vector<float> q(w.size());
   const size_t rb = f.row_bytes(t.cols);

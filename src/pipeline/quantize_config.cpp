@@ -275,6 +275,9 @@ QuantizeConfig resolve_options(const QuantizeOptions& o, const ResolveContext& c
     g.config.act_order = o.act_order;
     g.config.static_groups = o.static_groups;
     g.config.weighted_fit = o.gptq_weighted_fit.value_or(true);
+    g.config.refine_rounds = o.gptq_refine.value_or(2);
+    if (g.config.refine_rounds < 0 || g.config.refine_rounds > 100)
+      throw UsageError(fmt::format("--gptq-refine {}: use a count in [0, 100]", g.config.refine_rounds));
     g.compare_rtn = o.compare_rtn;
     g.allow_missing_calib = o.allow_missing_calib;
     c.gptq = g;
@@ -282,6 +285,7 @@ QuantizeConfig resolve_options(const QuantizeOptions& o, const ResolveContext& c
     const std::string why = fmt::format("it applies to --method gptq and awq+gptq, not {}", method_name(c.method));
     if (o.damp) warn(fmt::format("--damp {} is ignored: {}", *o.damp, why));
     if (o.block_size) warn(fmt::format("--block-size {} is ignored: {}", *o.block_size, why));
+    if (o.gptq_refine) warn(fmt::format("--gptq-refine {} is ignored: {}", *o.gptq_refine, why));
     if (o.act_order) warn("--act-order is ignored: " + why);
     if (o.static_groups) warn("--static-groups is ignored: " + why);
     if (o.compare_rtn) warn("--compare-rtn is ignored: " + why);

@@ -152,10 +152,12 @@ nlohmann::json to_json(const Report& rep) {
                    {"dead_columns", t.gptq->dead_columns},
                    {"output_rel_error", t.gptq->output_rel_error},
                    {"output_error_rows", t.gptq->output_error_rows},
+                   {"refine_gain", t.gptq->refine_gain},
                    {"rtn_output_rel_error", number_or_null(t.gptq->rtn_output_rel_error)},
                    {"seconds", {{"hessian", t.gptq->hessian_seconds},
                                 {"factor", t.gptq->factor_seconds},
                                 {"update", t.gptq->update_seconds},
+                                {"refine", t.gptq->refine_seconds},
                                 {"output_error", t.gptq->output_error_seconds}}}};
     }
     e["bits_per_weight"] = t.bits_per_weight;

@@ -65,6 +65,11 @@ void add_quantize_options(CLI::App& app, QuantizeArgs& a) {
   a.damp.opt->group(gptq);
   add(app, a.block_size, "--block-size", "Lazy-batch width in columns", "128");
   a.block_size.opt->group(gptq);
+  add(app, a.gptq_refine, "--gptq-refine",
+      "Rounds of refinement after the GPTQ pass: codes moved a step and block scales/mins refitted by least squares "
+      "wherever that lowers the layer's output error (docs/gptq.md); 0: the reference algorithm alone",
+      "2");
+  a.gptq_refine.opt->group(gptq);
   app.add_flag("--act-order", o.act_order, "Columns by decreasing Hessian diagonal (implies --static-groups); default off")->group(gptq);
   app.add_flag("--static-groups", o.static_groups, "Fit every block's grid up front on the original weights; default off")->group(gptq);
   a.weighted_fit = add_switch(app, "--weighted-fit", "--no-weighted-fit",
@@ -150,6 +155,7 @@ void finish_quantize_args(QuantizeArgs& a) {
   o.damp = a.damp.get();
   o.gptq_weighted_fit = a.weighted_fit.get();
   o.block_size = a.block_size.get();
+  o.gptq_refine = a.gptq_refine.get();
   o.awq_tokens = a.awq_tokens.get();
   o.awq_clip = a.awq_clip.get();
   o.awq_duo_scaling = a.awq_duo.get();

@@ -38,7 +38,7 @@ struct Switch {
 struct QuantizeArgs {
   std::vector<std::string> inputs, calib, tensor_types, include_weights, exclude_weights;
   std::string output, json, method = "rtn", imatrix;
-  Optional<int> bits, group_size, block_size;
+  Optional<int> bits, group_size, block_size, gptq_refine;
   Optional<double> damp;
   Optional<size_t> awq_tokens;
   Optional<double> max_ppl_increase, max_kl, min_top1;

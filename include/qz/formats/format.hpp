@@ -101,6 +101,17 @@ class Format {
   virtual float dequantize_value(const BlockGrid& g, size_t j, int32_t code) const = 0;
   // Stores one block from its grid and block_size() codes.
   virtual void encode(const BlockGrid& g, const int32_t* codes, uint8_t* dst) const = 0;
+
+  // Blocks whose values are linear in a few continuous parameters for fixed codes, value_j = sum_k p_k *
+  // basis_k(code_j) (Q4_0/Q5_0: the scale; Q4_1/Q5_1: the scale and the min), so that a method can refit them by
+  // least squares (GPTQ's refinement). 0 (the default): the format offers no such refit.
+  virtual size_t linear_params() const { return 0; }
+  // basis[0..linear_params()) of `code` at position j, and the grid's current parameters p.
+  virtual void linear_basis(const BlockGrid&, size_t, int32_t, double*) const {}
+  virtual void linear_params_of(const BlockGrid&, double*) const {}
+  // Sets the parameters as the block stores them (rounded to fp16), so that dequantize_value and encode use them;
+  // `p` is updated to the stored values.
+  virtual void set_linear_params(BlockGrid&, double*) const {}
 };
 
 using FormatPtr = std::shared_ptr<const Format>;

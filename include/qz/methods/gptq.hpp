@@ -28,6 +28,7 @@ struct GptqConfig {
   bool static_groups = false;  // fit every grid up front on the original weights (always so with act_order)
   bool weighted_fit = false;   // fit each block's grid weighting its values by diag(H), as llama.cpp weights by an
                                // imatrix (the format's own importance-weighted search)
+  int refine_rounds = 2;       // rounds of the refinement after the pass (methods/gptq_refine.hpp); 0: none
 };
 
 struct GptqStats {
@@ -37,6 +38,8 @@ struct GptqStats {
   size_t dead_columns = 0;   // columns whose inputs were always zero
   double factor_seconds = 0.0;  // damping, Cholesky and inverse
   double update_seconds = 0.0;  // the column loop and the lazy-batch products
+  double refine_seconds = 0.0;  // the refinement
+  double refine_gain = 0.0;     // how much the refinement lowered the summed objective (w - q)^T H (w - q)
 };
 
 // Quantizes w (rows x cols, row-major) into rows * f.row_bytes(cols) bytes at dst. H is the cols x cols Hessian

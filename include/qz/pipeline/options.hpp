@@ -55,6 +55,7 @@ struct QuantizeOptions {
   bool act_order = false;
   bool static_groups = false;
   std::optional<bool> gptq_weighted_fit;  // grids fitted weighting by diag(H) (on)
+  std::optional<int> gptq_refine;         // rounds of the refinement after the pass (2; 0 none)
   bool compare_rtn = false;
   bool allow_missing_calib = false;  // GPTQ and AWQ: layers without data are rounded to nearest / left unscaled
 

@@ -37,8 +37,10 @@ struct GptqReport {
   std::optional<double> rtn_output_rel_error;  // the same for round-to-nearest (--compare-rtn)
   // Where the time went: accumulating the Hessian (0 when an earlier tensor's was reused, and for calibration text,
   // whose Hessians are accumulated during the block-by-block pass), damping + Cholesky +
-  // inverse, the column loop with its lazy-batch products, and the output-error measurement.
-  double hessian_seconds = 0.0, factor_seconds = 0.0, update_seconds = 0.0, output_error_seconds = 0.0;
+  // inverse, the column loop with its lazy-batch products, the refinement, and the output-error measurement.
+  double hessian_seconds = 0.0, factor_seconds = 0.0, update_seconds = 0.0, refine_seconds = 0.0,
+         output_error_seconds = 0.0;
+  double refine_gain = 0.0;  // how much the refinement lowered the summed objective (w - q)^T H (w - q)
 };
 
 // What AWQ's searches found (pipeline/awq_pass.hpp).
