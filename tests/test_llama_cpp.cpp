@@ -436,7 +436,7 @@ TEST_F(LlamaCpp, ImatrixFromTextMatchesLlamaCppsOwnStatisticOnStories260K) {
     SCOPED_TRACE(fmt::format("ctx {}, {}", ctx, run.exact_attention ? "exact attention" : "llama-imatrix's defaults"));
     const fs::path ref_json = dir_ / "ref.json";
     const std::string cmd = helper + " " + (dir_ / "f32.gguf").string() + " " + calib.string() + " " + std::to_string(ctx) +
-                            " -1 2 " + ref_json.string() + (run.exact_attention ? " --exact-attention" : "") + " 2>/dev/null";
+                            " -1 1 " + ref_json.string() + (run.exact_attention ? " --exact-attention" : "") + " 2>/dev/null";
     ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
     json ref;
     std::ifstream(ref_json) >> ref;
