@@ -276,6 +276,12 @@ TEST_F(CliConventions, OptionsThatDoNothingAreAnErrorOrAWarningSayingWhy) {
   r = quantize(demo_ + " -o " + out("y.gguf") + " --type Q4_0 --damp 0.5");
   EXPECT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "--damp 0.5 is ignored: it applies to --method gptq and awq+gptq, not rtn")) << r.output;
+  r = quantize(demo_ + " -o " + out("y.gguf") + " -f --type Q4_0 --gptq-refine 1");
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "--gptq-refine 1 is ignored: it applies to --method gptq and awq+gptq, not rtn")) << r.output;
+  r = quantize("--method gptq --type Q4_0 --gptq-refine -1 --calib " + calib_ + " " + demo_ + " -o " + out("r.gguf"));
+  EXPECT_EQ(r.code, 2);
+  EXPECT_TRUE(contains(r.output, "--gptq-refine -1: use a count in [0, 100]")) << r.output;
   // An imatrix for NF4 (written here so the check, not a missing file, is what fails).
   ASSERT_EQ(quantize("imatrix " + demo_ + " --calib " + calib_ + " -o " + out("i.gguf")).code, 0);
   r = quantize("--method nf4 --imatrix " + out("i.gguf") + " " + demo_ + " -o " + out("z.gguf"));

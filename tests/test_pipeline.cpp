@@ -407,6 +407,32 @@ TEST_F(GptqPipeline, LowersOutputErrorBelowRoundToNearestForEveryLayer) {
   }
 }
 
+// The refinement (methods/gptq_refine.hpp) is on by default and reported; --gptq-refine 0 turns it off. Activation
+// files calibrate every layer on the same inputs either way, so each layer's output error can only drop with it.
+TEST_F(GptqPipeline, TheRefinementIsOnByDefaultReportedAndLowersEveryLayersError) {
+  const Checkpoint ck = Checkpoint::open(dir_ / "demo");
+  const CalibrationSet calib({dir_ / "calib.safetensors"});
+  QuantizeOptions off = gptq_options("Q4_0");
+  off.gptq_refine = 0;
+  const Report with = quantize_to_gguf(ck, make_plan(ck, gptq_options("Q4_0"), nullptr, {}, &calib), dir_ / "on.gguf", true);
+  const Report without = quantize_to_gguf(ck, make_plan(ck, off, nullptr, {}, &calib), dir_ / "off.gguf", true);
+  ASSERT_EQ(with.tensors.size(), without.tensors.size());
+  size_t refined = 0;
+  for (size_t i = 0; i < with.tensors.size(); ++i) {
+    if (!with.tensors[i].gptq) continue;
+    SCOPED_TRACE(with.tensors[i].name);
+    ASSERT_TRUE(without.tensors[i].gptq);
+    EXPECT_EQ(without.tensors[i].gptq->refine_gain, 0.0);
+    EXPECT_GE(with.tensors[i].gptq->refine_gain, 0.0);
+    if (with.tensors[i].gptq->refine_gain > 0) ++refined;
+    EXPECT_LE(with.tensors[i].gptq->output_rel_error, without.tensors[i].gptq->output_rel_error * (1 + 1e-6));
+  }
+  EXPECT_EQ(refined, 14u);
+  const auto j = to_json(with);
+  EXPECT_GT(j["tensors"][2]["gptq"]["refine_gain"].get<double>(), 0.0);
+  EXPECT_TRUE(j["tensors"][2]["gptq"]["seconds"].contains("refine"));
+}
+
 TEST_F(GptqPipeline, SameFileForAnyThreadCount) {
   const Checkpoint ck = Checkpoint::open(dir_ / "demo");
   const CalibrationSet calib({dir_ / "calib.safetensors"});

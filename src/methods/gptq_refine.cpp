@@ -117,15 +117,6 @@ double refit_params(const Format& f, const float* w0, size_t cols, const float* 
 
 }  // namespace
 
-double gptq_row_objective(const Format& f, const float* w0, size_t cols, const float* H, const BlockGrid* grids,
-                          const int32_t* codes) {
-  const size_t gs = group_width(f, cols);
-  Eigen::VectorXd e(static_cast<Eigen::Index>(cols));
-  for (size_t c = 0; c < cols; ++c) e(static_cast<Eigen::Index>(c)) = w0[c] - f.dequantize_value(grids[c / gs], c % gs, codes[c]);
-  const auto n = static_cast<Eigen::Index>(cols);
-  return e.dot(Eigen::Map<const MatF>(H, n, n).cast<double>() * e);
-}
-
 double gptq_refine_rows(const Format& f, const float* w0, size_t rows, size_t cols, const float* H,
                         const std::vector<bool>& dead, int rounds, BlockGrid* grids, int32_t* codes) {
   const size_t gs = group_width(f, cols), groups = cols / gs;

@@ -33,8 +33,4 @@ inline constexpr size_t kRefitMaxCols = 1024;
 double gptq_refine_rows(const Format& f, const float* w0, size_t rows, size_t cols, const float* H,
                         const std::vector<bool>& dead, int rounds, BlockGrid* grids, int32_t* codes);
 
-// The objective (w - q)^T H (w - q) of one row of codes and grids (for tests and reports).
-double gptq_row_objective(const Format& f, const float* w0, size_t cols, const float* H, const BlockGrid* grids,
-                          const int32_t* codes);
-
 }  // namespace qz
