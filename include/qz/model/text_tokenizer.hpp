@@ -3,7 +3,9 @@
 //   normalizer and dummy-prefix settings;
 // - a byte-level BPE `tokenizer.json` (GPT-2, Llama 3, Qwen2/Qwen3; bpe_tokenizer.cpp): added tokens, the
 //   pre-tokenizer's regexes through PCRE2 with Unicode properties, GPT-2's byte-to-unicode map, merges by rank.
-//   Its NFC normalizer (Qwen) is taken as the identity: text is expected in NFC, as nearly all text is.
+//   Its NFC normalizer (Qwen) is taken as the identity: text is expected in NFC, as nearly all text is (llama.cpp
+//   applies no normalizer either);
+// - a GGUF file's byte-level vocabulary (gpt2) as llama.cpp encodes it, the same BPE with llama.cpp's regexes.
 // The special tokens (BOS and whether it is added) come from the checkpoint's configs, as read_vocabulary reads them.
 #pragma once
 
@@ -37,9 +39,19 @@ std::unique_ptr<TextTokenizer> make_bpe_tokenizer(const std::filesystem::path& t
 // when the directory has no tokenizer the engine encodes.
 std::unique_ptr<TextTokenizer> open_text_tokenizer(const std::filesystem::path& dir);
 
+// llama.cpp's byte-level BPE vocabulary (tokenizer.ggml.model = gpt2) as a GGUF file stores it.
+struct GgufBpeVocabulary {
+  std::vector<std::string> tokens;  // tokenizer.ggml.tokens, by id
+  std::vector<int32_t> types;       // tokenizer.ggml.token_type (4: user-defined, split out of the text first)
+  std::vector<std::string> merges;  // tokenizer.ggml.merges, "a b" by rank
+  std::string pre;                  // tokenizer.ggml.pre: the pre-tokenizer, by llama.cpp's name for it
+};
+// Encodes as llama.cpp's tokenizer does on that file. Throws UsageError for a pre-tokenizer name it does not know.
+std::unique_ptr<TextTokenizer> make_gguf_bpe_tokenizer(const GgufBpeVocabulary& vocabulary, const std::filesystem::path& gguf);
+
 // The tokenizer a GGUF model file carries: llama.cpp's SentencePiece vocabulary (tokenizer.ggml.model = llama:
-// tokens, scores, types, add_space_prefix, BOS) run through libsentencepiece. Throws UsageError for other
-// vocabularies (gpt2: not yet), InputError for malformed keys.
+// tokens, scores, types, add_space_prefix, BOS) run through libsentencepiece, or its byte-level BPE vocabulary
+// (gpt2: tokens, types, merges, pre). Throws UsageError for other vocabularies, InputError for malformed keys.
 std::unique_ptr<TextTokenizer> open_gguf_tokenizer(const std::filesystem::path& gguf);
 
 }  // namespace qz
