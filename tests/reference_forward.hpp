@@ -5,6 +5,7 @@
 #pragma once
 
 #include <Eigen/Dense>
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -36,13 +37,53 @@ inline Mat checkpoint_weight(const Checkpoint& ck, const std::string& name) {
 
 inline Vec rmsnorm(const Vec& x, const Mat& w, double eps) { return (x / std::sqrt(x.squaredNorm() / x.size() + eps)).cwiseProduct(w.col(0)); }
 
-inline void rope(Vec& v, int heads, int hd, int pos, double base, const std::vector<float>& factors = {}) {
+// Hugging Face's rope parameters (transformers' modeling_rope_utils) for the config: the inverse frequencies and the
+// scale of cos and sin. llama3: the factors its rope_freqs hold; linear: every frequency / factor; yarn: blended
+// between interpolation (/ factor) and extrapolation by a linear ramp over the correction range, scale
+// 0.1 ln(factor) + 1.
+struct RefRope {
+  std::vector<double> inv_freq;
+  double scale = 1.0;
+};
+
+inline RefRope hf_rope(const ModelConfig& m) {
+  const int dim = static_cast<int>(m.head_dim);
+  const double base = m.rope_freq_base, factor = m.rope_scaling_factor;
+  RefRope r;
+  for (int i = 0; i < dim / 2; ++i) {
+    const double pos_freq = std::pow(base, 2.0 * i / dim);
+    double f = 1.0 / pos_freq;
+    if (!m.rope_freq_factors.empty()) f /= m.rope_freq_factors[static_cast<size_t>(i)];
+    if (m.rope_scaling_type == "linear") f /= factor;
+    r.inv_freq.push_back(f);
+  }
+  if (m.rope_scaling_type == "yarn") {
+    const double orig = m.rope_original_context ? m.rope_original_context : m.context_length;
+    auto correction_dim = [&](double rotations) {
+      return dim * std::log(orig / (rotations * 2 * M_PI)) / (2 * std::log(base));
+    };
+    const double low = std::max(std::floor(correction_dim(m.rope_yarn_beta_fast)), 0.0);
+    double high = std::min(std::ceil(correction_dim(m.rope_yarn_beta_slow)), dim - 1.0);
+    if (low == high) high += 0.001;
+    for (int i = 0; i < dim / 2; ++i) {
+      const double ramp = std::clamp((i - low) / (high - low), 0.0, 1.0);
+      const double extrapolation = 1 - ramp;
+      const double pos_freq = std::pow(base, 2.0 * i / dim);
+      r.inv_freq[static_cast<size_t>(i)] = 1.0 / (factor * pos_freq) * (1 - extrapolation) + 1.0 / pos_freq * extrapolation;
+    }
+    r.scale = factor <= 1 ? 1.0 : 0.1 * std::log(factor) + 1.0;
+  }
+  return r;
+}
+
+inline void rope(Vec& v, int heads, int hd, int pos, const RefRope& r) {
   for (int h = 0; h < heads; ++h)
     for (int i = 0; i < hd / 2; ++i) {
-      const double theta = pos * std::pow(base, -2.0 * i / hd) / (factors.empty() ? 1.0 : factors[static_cast<size_t>(i)]);
+      const double theta = pos * r.inv_freq[static_cast<size_t>(i)];
+      const double c = std::cos(theta) * r.scale, sn = std::sin(theta) * r.scale;
       const double a = v[h * hd + i], b = v[h * hd + i + hd / 2];
-      v[h * hd + i] = a * std::cos(theta) - b * std::sin(theta);
-      v[h * hd + i + hd / 2] = b * std::cos(theta) + a * std::sin(theta);
+      v[h * hd + i] = a * c - b * sn;
+      v[h * hd + i + hd / 2] = b * c + a * sn;
     }
 }
 
@@ -57,6 +98,7 @@ inline std::vector<std::vector<double>> reference_logits(const WeightFn& weight,
   };
   std::vector<Vec> x;
   for (int t : tokens) x.push_back(emb.row(t).transpose());
+  const RefRope rope_params = hf_rope(m);
   for (uint32_t l = 0; l < m.block_count; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     const Mat wq = weight(p + "self_attn.q_proj.weight"), wk = weight(p + "self_attn.k_proj.weight"),
@@ -75,8 +117,8 @@ inline std::vector<std::vector<double>> reference_logits(const WeightFn& weight,
       q.push_back(wq * h + bq);
       k.push_back(wk * h + bk);
       v.push_back(wv * h + bv);
-      rope(q.back(), H, hd, static_cast<int>(t), m.rope_freq_base, m.rope_freq_factors);
-      rope(k.back(), KV, hd, static_cast<int>(t), m.rope_freq_base, m.rope_freq_factors);
+      rope(q.back(), H, hd, static_cast<int>(t), rope_params);
+      rope(k.back(), KV, hd, static_cast<int>(t), rope_params);
     }
     for (size_t t = 0; t < x.size(); ++t) {
       Vec attn = Vec::Zero(H * hd);

@@ -8,6 +8,7 @@
 
 #include "qz/core/error.hpp"
 #include "qz/engine/perplexity.hpp"
+#include "qz/engine/rope.hpp"
 #include "qz/model/demo_checkpoint.hpp"
 #include "qz/pipeline/plan.hpp"
 #include "qz/pipeline/quantize.hpp"
@@ -89,6 +90,65 @@ TEST(EngineRope, Llama3ScalingFromTheCheckpointAndFromRopeFreqsInItsGguf) {
   const auto g = ModelWeights::open(dir / "l3.gguf");
   EXPECT_EQ(g->config().rope_freq_factors, m.rope_freq_factors);
   EXPECT_LT(relative_rms(Transformer(*g, 1).logits({a})[0], ref), 1e-5);
+}
+
+// YaRN (Qwen2.5's long-context setting), with a short original context so that the blend of interpolated and
+// extrapolated frequencies shows on a short text: the engine from the checkpoint and from its GGUF
+// (rope.scaling.* keys) equals the reference, which follows Hugging Face's formulation, for both rope layouts; the
+// unscaled and the linear-scaled models differ from it.
+class EngineYarn : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(EngineYarn, FromTheCheckpointAndFromItsGgufAsHuggingFaceComputesIt) {
+  test::TempDir dir;
+  DemoConfig c;
+  c.architecture = GetParam();
+  c.rope_scaling = R"({"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16})";
+  write_demo_checkpoint(dir / "y", c);
+  const Checkpoint ck = Checkpoint::open(dir / "y");
+  const ModelConfig m = parse_model_config(*ck.config(), "config.json", "y");
+  ASSERT_EQ(m.rope_scaling_type, "yarn");
+  const std::vector<int32_t> a = test::some_tokens(40, 4, 512);
+  const std::vector<int> ai(a.begin(), a.end());
+  const auto ref = test::reference_logits(ck, m, ai);
+  const auto out = Transformer(*ModelWeights::open(dir / "y"), 2).logits({a})[0];
+  EXPECT_LT(relative_rms(out, ref), 1e-5);
+  ModelConfig plain = m, linear = m;
+  plain.rope_scaling_type.clear();
+  linear.rope_scaling_type = "linear";
+  EXPECT_GT(relative_rms(out, test::reference_logits(ck, plain, ai)), 1e-3);
+  EXPECT_GT(relative_rms(out, test::reference_logits(ck, linear, ai)), 1e-3);
+  QuantizeOptions o;
+  o.type = "F32";
+  quantize_to_gguf(ck, make_plan(ck, o), dir / "y.gguf", false);
+  const auto g = ModelWeights::open(dir / "y.gguf");
+  EXPECT_EQ(g->config().rope_scaling_type, "yarn");
+  EXPECT_EQ(g->config().rope_original_context, 16u);
+  EXPECT_LT(relative_rms(Transformer(*g, 1).logits({a})[0], ref), 1e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(Architectures, EngineYarn, ::testing::Values("LlamaForCausalLM", "Qwen2ForCausalLM"));
+
+// ggml's YaRN angles by hand for one frequency of each kind: extrapolated (i <= low), interpolated (i >= high),
+// and blended between; cos and sin scaled by 1 + 0.1 ln(factor).
+TEST(EngineRope, YarnAnglesByHand) {
+  ModelConfig m;
+  m.name = "hand";
+  m.head_dim = 64;
+  m.rope_freq_base = 10000.0f;
+  m.rope_scaling_type = "yarn";
+  m.rope_scaling_factor = 4.0f;
+  m.rope_original_context = 16;
+  // d(b) = 64 ln(16 / (2 pi b)) / (2 ln 10000): d(32) < 0 -> low 0; d(1) = 3.25 -> high 4.
+  const RopeTable t = rope_table(m, 8);
+  const double mscale = 1 + 0.1 * std::log(4.0);
+  const size_t half = 32, p = 7;
+  auto inv = [](double i) { return std::pow(10000.0, -2.0 * i / 64); };
+  EXPECT_NEAR(t.cos[p * half + 0], std::cos(p * inv(0)) * mscale, 1e-6);           // r = 1: extrapolated
+  EXPECT_NEAR(t.sin[p * half + 20], std::sin(p * inv(20) / 4) * mscale, 1e-6);     // r = 0: interpolated
+  const double r = 1 - (2 - 0) / 4.0;                                               // i = 2: half way
+  EXPECT_NEAR(t.sin[p * half + 2], std::sin(p * inv(2) / 4 * (1 - r) + p * inv(2) * r) * mscale, 1e-6);
+  m.rope_scaling_type = "dynamic";
+  EXPECT_THROW(rope_table(m, 8), InputError);
 }
 
 TEST(EnginePerplexity, ScoresTheSecondHalfOfEachChunkWithBosFirst) {

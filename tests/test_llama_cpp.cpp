@@ -246,6 +246,31 @@ TEST_F(LlamaCpp, Llama3RopeScalingRunsInLlamaCppAsTheReference) {
   EXPECT_GT(relative_rms(ours, reference_logits(ck, unscaled, tokens)), 1e-2);  // the scaling is visible
 }
 
+// YaRN (Qwen2.5's long-context rope_scaling): llama.cpp runs our rope.scaling.* keys as the reference (Hugging
+// Face's formulation) computes the scaling; a short original context makes every kind of frequency count.
+TEST_F(LlamaCpp, YarnRopeScalingRunsInLlamaCppAsTheReference) {
+  for (const char* arch : {"Qwen2ForCausalLM", "LlamaForCausalLM"}) {
+    SCOPED_TRACE(arch);
+    DemoConfig c;
+    c.architecture = arch;
+    c.rope_scaling = R"({"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16})";
+    const fs::path d = dir_ / (std::string("yarn-") + arch);
+    write_demo_checkpoint(d, c);
+    const Checkpoint ck = Checkpoint::open(d);
+    const ModelConfig m = parse_model_config(*ck.config(), "config.json", "yarn");
+    std::vector<int> tokens;
+    for (int i = 0; i < 48; ++i) tokens.push_back(260 + (i * 37) % 240);
+    convert(d, d.string() + ".gguf", "F32");
+    const auto reference = reference_logits(ck, m, tokens);
+    const auto ours = llama_logits(d.string() + ".gguf", tokens, static_cast<int>(m.vocab_size));
+    ASSERT_EQ(ours.size(), tokens.size());
+    EXPECT_LT(relative_rms(ours, reference), 1e-3);
+    ModelConfig unscaled = m;
+    unscaled.rope_scaling_type.clear();
+    EXPECT_GT(relative_rms(ours, reference_logits(ck, unscaled, tokens)), 1e-2);  // the scaling is visible
+  }
+}
+
 // English, code, digits, runs of spaces and newlines, accents, CJK and emoji.
 const char* kMixedText =
     "The quick brown fox jumps over 13 lazy dogs.\n\nint main() { return 42; }   // three spaces\n"

@@ -92,6 +92,44 @@ TEST(Architecture, Llama3RopeScalingGivesTheFrequencyFactorsAndNoScalingKeys) {
   test::expect_error<InputError>([&] { parse_model_config(bad, "c.json", "x"); }, {"c.json", "rope_scaling.high_freq_factor"});
 }
 
+// YaRN as Qwen2.5 states it: the factor and original context become llama.cpp's rope.scaling keys (the betas only
+// when they are not llama.cpp's defaults); what the engine cannot run as llama.cpp does is an error naming the key.
+TEST(Architecture, YarnRopeScalingKeysAndErrors) {
+  json c = llama_config("Qwen2ForCausalLM");
+  c["rope_scaling"] = {{"type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 32768}};
+  const ModelConfig m = parse_model_config(c, "config.json", "y");
+  EXPECT_EQ(m.rope_scaling_type, "yarn");
+  EXPECT_EQ(m.rope_original_context, 32768u);
+  EXPECT_FLOAT_EQ(m.rope_yarn_beta_fast, 32.0f);
+  EXPECT_FLOAT_EQ(m.rope_yarn_beta_slow, 1.0f);
+  GgufWriter w;
+  write_architecture_metadata(w, m);
+  auto find = [&](const GgufWriter& g, const std::string& k) -> const GgufValue* {
+    for (const auto& kv : g.metadata())
+      if (kv.key == k) return &kv.value;
+    return nullptr;
+  };
+  ASSERT_NE(find(w, "qwen2.rope.scaling.type"), nullptr);
+  EXPECT_EQ(*find(w, "qwen2.rope.scaling.type")->get_if<std::string>(), "yarn");
+  EXPECT_EQ(*find(w, "qwen2.rope.scaling.factor")->get_if<float>(), 4.0f);
+  EXPECT_EQ(*find(w, "qwen2.rope.scaling.original_context_length")->get_if<uint32_t>(), 32768u);
+  EXPECT_EQ(find(w, "qwen2.rope.scaling.yarn_beta_fast"), nullptr);
+  c["rope_scaling"]["beta_fast"] = 16.0;
+  GgufWriter w2;
+  write_architecture_metadata(w2, parse_model_config(c, "config.json", "y"));
+  ASSERT_NE(find(w2, "qwen2.rope.scaling.yarn_beta_fast"), nullptr);
+  EXPECT_EQ(*find(w2, "qwen2.rope.scaling.yarn_beta_fast")->get_if<float>(), 16.0f);
+  json bad = c;
+  bad["rope_scaling"]["beta_fast"] = 0.5;
+  test::expect_error<InputError>([&] { parse_model_config(bad, "c.json", "x"); }, {"c.json", "beta_fast > beta_slow"});
+  bad = c;
+  bad["rope_scaling"]["attention_factor"] = 1.2;
+  test::expect_error<InputError>([&] { parse_model_config(bad, "c.json", "x"); }, {"c.json", "rope_scaling.attention_factor"});
+  bad = c;
+  bad["rope_scaling"]["beta_slow"] = "1";
+  test::expect_error<InputError>([&] { parse_model_config(bad, "c.json", "x"); }, {"c.json", "rope_scaling.beta_slow"});
+}
+
 TEST(Architecture, BadConfigsAreClearErrors) {
   test::expect_error<InputError>([] { parse_model_config(llama_config("GPTNeoXForCausalLM"), "c.json", "x"); },
                                  {"c.json", "GPTNeoXForCausalLM", "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"});

@@ -136,6 +136,9 @@ ModelConfig model_config_from_gguf(const GgufFile& f) {
   if (const GgufValue* v = f.find(a + ".rope.scaling.type"))
     if (const auto* s = v->get_if<std::string>()) m.rope_scaling_type = *s;
   m.rope_scaling_factor = f32(f, a + ".rope.scaling.factor", 1.0f);
+  m.rope_original_context = u32(f, a + ".rope.scaling.original_context_length", 0u);
+  m.rope_yarn_beta_fast = f32(f, a + ".rope.scaling.yarn_beta_fast", 32.0f);
+  m.rope_yarn_beta_slow = f32(f, a + ".rope.scaling.yarn_beta_slow", 1.0f);
   const GgufTensorInfo* emb = f.find_tensor("token_embd.weight");
   if (emb == nullptr || emb->ne.size() != 2) throw InputError(f.path().string() + ": no 2-D token_embd.weight");
   m.vocab_size = static_cast<uint32_t>(emb->ne[1]);

@@ -1,5 +1,7 @@
 #include "qz/engine/transformer.hpp"
 
+#include "qz/engine/rope.hpp"
+
 #include <cblas.h>
 
 #include "qz/core/blas.hpp"
@@ -55,9 +57,7 @@ std::vector<float> rmsnorm(const std::vector<float>& x, size_t m, const FloatTen
 
 Transformer::Transformer(const ModelWeights& weights, unsigned threads) : w_(weights), threads_(std::max(1u, threads)) {
   const ModelConfig& m = w_.config();
-  if (!m.rope_scaling_type.empty() && m.rope_scaling_type != "linear" && m.rope_scaling_type != "llama3")
-    throw InputError(fmt::format("{}: rope scaling '{}' is not run by the engine yet (linear and llama3 are)", m.name,
-                                 m.rope_scaling_type));
+  rope_table(m, 0);  // throws for a rope scaling it does not run
   if (!m.rope_freq_factors.empty() && m.rope_freq_factors.size() != m.head_dim / 2)
     throw InputError(fmt::format("{}: {} rope frequency factors for a head of {}", m.name, m.rope_freq_factors.size(), m.head_dim));
   if (m.head_count == 0 || m.head_count_kv == 0 || m.head_count % m.head_count_kv != 0)
@@ -88,20 +88,11 @@ HiddenStates Transformer::embed(const std::vector<std::vector<int32_t>>& seqs) c
       std::copy_n(emb.values.data() + static_cast<size_t>(id) * d, d, hs.x.data() + (hs.start[s] + t) * d);
     }
   // RoPE's rotations per position, once for every block.
-  const size_t hd = m.head_dim;
   size_t longest = 0;
   for (const auto& s : seqs) longest = std::max(longest, s.size());
-  const float pos_scale = m.rope_scaling_type == "linear" && m.rope_scaling_factor > 0 ? 1.0f / m.rope_scaling_factor : 1.0f;
-  hs.rope_cos.resize(longest * hd / 2);
-  hs.rope_sin.resize(longest * hd / 2);
-  for (size_t p = 0; p < longest; ++p)
-    for (size_t i = 0; i < hd / 2; ++i) {
-      double theta = static_cast<double>(p) * pos_scale *
-                     std::pow(static_cast<double>(m.rope_freq_base), -2.0 * static_cast<double>(i) / static_cast<double>(hd));
-      if (!m.rope_freq_factors.empty()) theta /= m.rope_freq_factors[i];  // llama3 scaling
-      hs.rope_cos[p * hd / 2 + i] = static_cast<float>(std::cos(theta));
-      hs.rope_sin[p * hd / 2 + i] = static_cast<float>(std::sin(theta));
-    }
+  RopeTable rope = rope_table(m, longest);
+  hs.rope_cos = std::move(rope.cos);
+  hs.rope_sin = std::move(rope.sin);
   return hs;
 }
 

@@ -140,6 +140,16 @@ ModelConfig parse_model_config_of(const nlohmann::json& c, const std::string& pa
       m.rope_scaling_factor = num("factor", type == "llama3" ? 8.0f : 1.0f);
       m.rope_original_context = static_cast<uint32_t>(num("original_max_position_embeddings", type == "llama3" ? 8192.0f : 0.0f));
       if (!(m.rope_scaling_factor > 0.0f)) throw InputError(fmt::format("{}: rope_scaling.factor must be positive", path));
+      if (type == "yarn") {
+        m.rope_yarn_beta_fast = num("beta_fast", 32.0f);
+        m.rope_yarn_beta_slow = num("beta_slow", 1.0f);
+        if (!(m.rope_yarn_beta_fast > m.rope_yarn_beta_slow) || !(m.rope_yarn_beta_slow > 0.0f))
+          throw InputError(fmt::format("{}: rope_scaling (yarn) needs beta_fast > beta_slow > 0", path));
+        if (rs->contains("attention_factor") && !(*rs)["attention_factor"].is_null())
+          throw InputError(fmt::format("{}: rope_scaling.attention_factor is not supported (llama.cpp computes the "
+                                       "attention factor from rope_scaling.factor)",
+                                       path));
+      }
       if (type == "llama3") {
         const float low = num("low_freq_factor", 1.0f), high = num("high_freq_factor", 4.0f);
         if (!(high > low) || !(low > 0.0f) || m.rope_original_context == 0)
@@ -220,6 +230,10 @@ void write_architecture_metadata(GgufWriter& w, const ModelConfig& m) {
     w.set(a + ".rope.scaling.type", m.rope_scaling_type);
     w.set(a + ".rope.scaling.factor", m.rope_scaling_factor);
     if (m.rope_original_context) w.set(a + ".rope.scaling.original_context_length", m.rope_original_context);
+    if (m.rope_scaling_type == "yarn" && (m.rope_yarn_beta_fast != 32.0f || m.rope_yarn_beta_slow != 1.0f)) {
+      w.set(a + ".rope.scaling.yarn_beta_fast", m.rope_yarn_beta_fast);
+      w.set(a + ".rope.scaling.yarn_beta_slow", m.rope_yarn_beta_slow);
+    }
   }
 }
 

@@ -36,6 +36,7 @@ struct ModelConfig {
   std::string rope_scaling_type;  // "linear", "yarn" or "llama3", empty if none
   float rope_scaling_factor = 1.0f;
   uint32_t rope_original_context = 0;
+  float rope_yarn_beta_fast = 32.0f, rope_yarn_beta_slow = 1.0f;  // yarn's correction range (engine/rope.hpp)
   // llama3 scaling: per rotary frequency (head_dim / 2), the factor its angle is divided by, as llama.cpp's converter
   // writes them into `rope_freqs.weight` (1 for high frequencies, `factor` for low ones, smoothed between).
   std::vector<float> rope_freq_factors;
