@@ -36,6 +36,17 @@ TEST(Nf4Codes, NormalFloatTableEqualsItsConstruction) {
   EXPECT_NEAR(normal_quantile(1e-10), -6.361340902404056, 1e-12);
 }
 
+// torch.linspace's float32 CPU kernel as bitsandbytes' tables call it, against values torch itself printed
+// (torch.linspace(0.1, 1, 9).tolist(), torch 1.13.1 on an AVX-512 x86-64 machine, where the kernel runs its scalar
+// loop with fused multiply-adds; plain float arithmetic gives 0.43749997 for the fourth value).
+TEST(Nf4Codes, TorchLinspaceMatchesTorchsOwnValues) {
+  const std::vector<float> torch9 = {0.100000001f, 0.212500006f, 0.324999988f, 0.4375f,      0.550000012f,
+                                     0.662500024f, 0.774999976f, 0.887499988f, 1.0f};
+  EXPECT_EQ(torch_linspace(0.1f, 1.0f, 9), torch9);
+  const std::vector<float> torch5 = {0.100000001f, 0.324999988f, 0.550000012f, 0.774999976f, 1.0f};
+  EXPECT_EQ(torch_linspace(0.1f, 1.0f, 5), torch5);
+}
+
 TEST(Nf4Codes, DynamicMapFollowsItsConstruction) {
   // create_dynamic_map(signed=True, 7, 8): for decade i = 0..6, the 2^i midpoints of linspace(0.1, 1, 2^i + 1)
   // times 10^(i-6), with both signs, then 0 and 1.
