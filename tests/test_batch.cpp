@@ -6,6 +6,7 @@
 #include <chrono>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include "cli_runner.hpp"
@@ -194,6 +195,51 @@ TEST_F(Batch, FailedGatesExitThreeKeepTheOutputAndAMissingModelFailsOnlyItsOutpu
   EXPECT_EQ(m2.code, 2) << m2.output;
   EXPECT_TRUE(contains(m2.output, "missing-Q4_0.gguf (error)")) << m2.output;
   EXPECT_EQ(read_json(out() / "quantize-manifest.json")["records"]["missing-Q4_0.gguf"]["status"], "error");
+}
+
+// GPTQ outputs of one model on the same text with float inputs share one capture (made together, each block of the
+// model run once for all of them); each is byte for byte what the main command makes alone. Sequential GPTQ does not
+// share (its inputs come from its own quantized blocks), nor does an output with other sampling.
+TEST_F(Batch, GptqOutputsWithFloatInputsShareOneCalibrationCaptureAndMatchTheirSingleRuns) {
+  const json calib = {{"method", "gptq"}, {"calib", "a/calib.txt"}, {"calib_samples", 6}, {"calib_seqlen", 48}};
+  auto with = [&](json extra) {
+    json o = calib;
+    o.update(extra);
+    return o;
+  };
+  recipe_["models"] = {{{"path", "a"},
+                        {"outputs",
+                         {with({{"name", "q4.gguf"}, {"bits", 4}, {"group_size", 32}, {"calib_float_inputs", true}}),
+                          with({{"name", "k.gguf"}, {"type", "Q4_K_M"}, {"calib_float_inputs", true}}),
+                          with({{"name", "q8.gguf"}, {"type", "Q8_0"}, {"calib_float_inputs", true}, {"act_order", true}}),
+                          with({{"name", "seq.gguf"}, {"type", "Q4_0"}}),
+                          with({{"name", "other.gguf"}, {"type", "Q4_0"}, {"calib_float_inputs", true}, {"calib_seed", 3}})}}}};
+  const auto r = batch("--json " + (dir_ / "r.json").string());
+  ASSERT_EQ(r.code, 0) << r.output;
+  const json m = read_json(out() / "quantize-manifest.json");
+  const std::map<std::string, std::string> single = {
+      {"q4.gguf", "--bits 4 --group-size 32 --calib-float-inputs"},
+      {"k.gguf", "--type Q4_K_M --calib-float-inputs"},
+      {"q8.gguf", "--type Q8_0 --calib-float-inputs --act-order"},
+      {"seq.gguf", "--type Q4_0"},
+      {"other.gguf", "--type Q4_0 --calib-float-inputs --calib-seed 3"}};
+  for (const auto& [id, options] : single) {
+    SCOPED_TRACE(id);
+    const json& rec = m["records"][id];
+    ASSERT_EQ(rec["status"], "done") << rec.dump(1);
+    const bool shares = id == "q4.gguf" || id == "k.gguf" || id == "q8.gguf";
+    EXPECT_EQ(rec["report"]["calibration"]["shared_by"], shares ? 3 : 0);
+    EXPECT_EQ(rec.contains("calibration_shared_with"), shares);
+    if (shares) EXPECT_EQ(rec["calibration_shared_with"].size(), 2u);
+    const fs::path alone = dir_ / ("alone-" + id);
+    const auto s = run_quantize((dir_ / "a").string() + " -o " + alone.string() + " --method gptq --calib " +
+                                (dir_ / "a" / "calib.txt").string() + " --calib-samples 6 --calib-seqlen 48 -t 2 -q " +
+                                options);
+    ASSERT_EQ(s.code, 0) << s.output;
+    EXPECT_EQ(test::read_bytes(alone), test::read_bytes(out() / id));
+  }
+  const json k = m["records"]["k.gguf"]["calibration_shared_with"];
+  EXPECT_EQ(std::set<std::string>(k.begin(), k.end()), (std::set<std::string>{"q4.gguf", "q8.gguf"}));
 }
 
 TEST_F(Batch, DryRunSaysWhatWouldBeMadeAndMakesNothing) {

@@ -11,10 +11,12 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <thread>
 
 #include "qz/calibration/block_by_block.hpp"
 #include "qz/calibration/calibration_text.hpp"
 #include "qz/calibration/engine_statistics.hpp"
+#include "qz/calibration/shared_hessians.hpp"
 #include "qz/methods/awq.hpp"
 #include "qz/core/error.hpp"
 #include "qz/model/demo_checkpoint.hpp"
@@ -252,6 +254,76 @@ TEST(BlockByBlockPass, Bf16StatesStayCloseAndTheStatisticsDoNotDependOnTheThread
   }
   EXPECT_GT(num, 0.0);                    // the states really were rounded
   EXPECT_LT(std::sqrt(num / den), 2e-2);  // bf16 keeps 8 bits of mantissa
+}
+
+// Several consumers in their own threads share one float-input pass: every group's Hessian is 2/N X^T X of the
+// inputs the float model shows (recorded by an independent pass), each block runs once, at most two blocks' Hessians
+// are held however far apart the consumers are, and a consumer that leaves early is not waited for.
+TEST(SharedHessians, ConsumersInThreadsShareOnePassOfTheFloatModel) {
+  test::TempDir dir;
+  DemoConfig c;
+  c.layers = 4;
+  write_demo_checkpoint(dir / "demo", c);
+  const auto weights = ModelWeights::open(dir / "demo");
+  const std::vector<std::vector<int32_t>> windows = {test::some_tokens(9, 1, 512), test::some_tokens(6, 2, 512), test::some_tokens(11, 3, 512)};
+  BlockByBlockOptions o;
+  o.threads = 2;
+  o.batch_tokens = 16;
+  // The reference: the float model's inputs of every group, and their Hessians in double.
+  Recorder rec;
+  rec.model = weights.get();
+  {
+    BlockByBlockOptions f = o;
+    f.float_inputs = true;
+    BlockByBlock pass(*weights, windows, f);
+    while (pass.next_block() < pass.block_count()) pass.run_next_block(rec);
+  }
+  SharedHessians shared(*weights, windows, o, 3);
+  ASSERT_EQ(shared.block_count(), 4u);
+  EXPECT_EQ(shared.tokens(), 26u);
+  std::vector<std::map<std::pair<uint32_t, int>, std::shared_ptr<const GroupHessian>>> got(3);
+  std::vector<std::thread> threads;
+  for (size_t consumer = 0; consumer < 3; ++consumer)
+    threads.emplace_back([&, consumer] {
+      const uint32_t blocks = consumer == 2 ? 1 : shared.block_count();  // the third leaves after block 0
+      for (uint32_t l = 0; l < blocks; ++l) {
+        for (int g = 0; g < 4; ++g) got[consumer][{l, g}] = shared.get(consumer, l, static_cast<BlockInput>(g));
+        if (consumer == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));  // one slower consumer
+      }
+      shared.leave(consumer);
+    });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(shared.blocks_run(), 4u);
+  EXPECT_GE(shared.most_blocks_held(), 1u);
+  EXPECT_LE(shared.most_blocks_held(), 2u);
+  EXPECT_EQ(got[2].size(), 4u);
+  for (const auto& [key, h] : got[0]) {
+    SCOPED_TRACE(fmt::format("block {} group {}", key.first, key.second));
+    EXPECT_EQ(got[1].at(key), h);  // the same capture, not a second one
+    const std::vector<float>& x = rec.inputs.at(key);
+    const Eigen::Index cols = h->hessian.cols();
+    ASSERT_EQ(static_cast<size_t>(cols) * 26, x.size());
+    EXPECT_EQ(h->tokens, 26u);
+    Eigen::MatrixXd X(26, cols);
+    for (Eigen::Index t = 0; t < 26; ++t)
+      for (Eigen::Index j = 0; j < cols; ++j) X(t, j) = x[static_cast<size_t>(t * cols + j)];
+    const Eigen::MatrixXd want = 2.0 / 26.0 * X.transpose() * X;
+    EXPECT_LT((h->hessian - want).norm() / want.norm(), 1e-6);
+  }
+  EXPECT_THROW(shared.get(0, 0, BlockInput::AttnQkv), std::logic_error);  // a consumer that has left
+}
+
+TEST(SharedHessians, AskingOutOfBlockOrderIsAProgrammingError) {
+  test::TempDir dir;
+  write_demo_checkpoint(dir / "demo");
+  const auto weights = ModelWeights::open(dir / "demo");
+  SharedHessians shared(*weights, {test::some_tokens(9, 1, 512)}, {}, 2);
+  ASSERT_GE(shared.block_count(), 2u);
+  shared.get(0, 1, BlockInput::FfnDown);  // the pass runs blocks 0 and 1
+  EXPECT_THROW(shared.get(0, 0, BlockInput::AttnQkv), std::logic_error);
+  shared.get(1, 0, BlockInput::AttnQkv);  // the other consumer still has block 0
+  shared.leave(0);
+  shared.leave(1);
 }
 
 TEST(ImatrixFromText, ChunksAsLlamaImatrixAndSumsSquaredInputsOfEveryToken) {

@@ -6,7 +6,10 @@
 #include <chrono>
 #include <fstream>
 #include <map>
+#include <mutex>
+#include <optional>
 #include <set>
+#include <thread>
 
 #include "qz/core/error.hpp"
 #include "qz/core/sha256.hpp"
@@ -260,6 +263,41 @@ fs::path manifest_path(const fs::path& output_dir, size_t shard, size_t shards) 
   return output_dir / fmt::format("quantize-manifest-{}-of-{}.json", shard, shards);
 }
 
+namespace {
+
+// The events of outputs made together, one call at a time (each output runs in its own thread).
+class LockedProgress final : public ProgressSink {
+ public:
+  LockedProgress(ProgressSink& to, std::mutex& m) : to_(to), m_(m) {}
+  void begin_tensor(size_t index, size_t count, const TensorPlan& t) override {
+    std::lock_guard lk(m_);
+    to_.begin_tensor(index, count, t);
+  }
+  void advance(double fraction) override {
+    std::lock_guard lk(m_);
+    to_.advance(fraction);
+  }
+  void end_tensor(const TensorReport& r) override {
+    std::lock_guard lk(m_);
+    to_.end_tensor(r);
+  }
+
+ private:
+  ProgressSink& to_;
+  std::mutex& m_;
+};
+
+template <class... A>
+std::function<void(A...)> locked(const std::function<void(A...)>& f, std::mutex& m) {
+  if (!f) return {};
+  return [&f, &m](A... a) {
+    std::lock_guard lk(m);
+    f(a...);
+  };
+}
+
+}  // namespace
+
 std::vector<BatchResult> run_batch(const Recipe& recipe, const std::vector<BatchOutput>& outputs, const BatchOptions& o,
                                    const BatchEvents& ev) {
   const fs::path mpath = manifest_path(recipe.output_dir, o.shard, o.shards);
@@ -278,93 +316,208 @@ std::vector<BatchResult> run_batch(const Recipe& recipe, const std::vector<Batch
   std::vector<size_t> mine;
   for (size_t i = 0; i < outputs.size(); ++i)
     if (i % o.shards == o.shard - 1) mine.push_back(i);
-  std::vector<BatchResult> results;
+
+  // What each output needs: nothing (its record holds), or to be made, and why.
+  struct Todo {
+    json inputs;
+    std::string why;
+  };
+  std::vector<Todo> todo(mine.size());
   for (size_t k = 0; k < mine.size(); ++k) {
     const BatchOutput& out = outputs[mine[k]];
+    todo[k].inputs = fingerprint(out.recipe.model, out.recipe.settings);
+    todo[k].why = stale_reason(find_record(out.recipe.id), out.recipe.settings, todo[k].inputs, out.job.output);
+  }
+  // Outputs to make that can share one calibration capture are made together, when the first of them comes up.
+  std::map<std::string, std::vector<size_t>> sharing;
+  if (!o.dry_run)
+    for (size_t k = 0; k < mine.size(); ++k)
+      if (!todo[k].why.empty())
+        if (const std::string key = shared_calibration_key(outputs[mine[k]].job); !key.empty()) sharing[key].push_back(k);
+  std::vector<const std::vector<size_t>*> group_of(mine.size(), nullptr);
+  for (const auto& [key, ks] : sharing)
+    if (ks.size() > 1)
+      for (const size_t k : ks) group_of[k] = &ks;
+
+  // The job of an output to make: the batch owns its outputs (the manifest says what is done), and an imatrix asked
+  // for by imatrix_calib is made once per model and file, shared by the outputs that ask for it.
+  auto prepare = [&](const BatchOutput& out) {
+    QuantizeJob job = out.job;
+    job.force = true;
+    fs::create_directories(job.output.parent_path());
+    if (out.recipe.imatrix_calib) {
+      const std::string key = "imatrix:" + out.recipe.model_name + ":" + out.recipe.imatrix_calib->filename().string();
+      const fs::path im = recipe.output_dir / (out.recipe.model_name + "." + out.recipe.imatrix_calib->stem().string() + ".imatrix.gguf");
+      const json im_settings = {{"model", out.recipe.model.string()}, {"calib", out.recipe.imatrix_calib->string()}};
+      const json im_inputs = fingerprint(out.recipe.model, {{"imatrix_calib", out.recipe.imatrix_calib->string()}});
+      if (!stale_reason(find_record(key), im_settings, im_inputs, im).empty()) {
+        ImatrixJob ij;
+        ij.model = out.recipe.model;
+        ij.calib = {*out.recipe.imatrix_calib};
+        ij.output = im;
+        ij.force = true;
+        ij.threads = o.threads;
+        run_imatrix(ij);
+        json ir = {{"status", "done"}, {"settings", im_settings}, {"inputs", im_inputs}, {"sha256", sha256_file(im)}};
+        ir.update(file_state(im));
+        manifest["records"][key] = ir;
+        save();
+      }
+      job.imatrix = im;
+    }
+    return job;
+  };
+  // A made output's record: its report, its gates, the file's digest.
+  auto complete = [&](const BatchOutput& out, const QuantizeJob& job, const Report& report, json& rec) {
+    rec["report"] = to_json(report);
+    rec["status"] = "done";
+    if (out.gates.any()) {
+      const GateResult g = check_quality_gates(out.recipe.model, job.output, out.gates, o.threads);
+      rec["quality"] = to_json(out.gates, g);
+      if (!g.passed()) {
+        rec["status"] = "gate_failed";
+        std::string all;
+        for (const auto& f : g.failures) all += (all.empty() ? "" : "; ") + f;
+        rec["error"] = all;
+      }
+    }
+    if (fs::is_regular_file(job.output)) {
+      rec["sha256"] = sha256_file(job.output);
+      rec.update(file_state(job.output));
+    }
+  };
+
+  std::vector<std::optional<BatchResult>> results_of(mine.size());
+  struct Making {
+    size_t k;
+    std::chrono::steady_clock::time_point t0;
+    json rec;
+    QuantizeJob job;
+    std::optional<Report> report;
+    std::exception_ptr error;
+  };
+  auto record = [&](Making& m) {
+    const BatchOutput& out = outputs[mine[m.k]];
+    try {
+      if (m.error) std::rethrow_exception(m.error);
+      complete(out, m.job, *m.report, m.rec);
+    } catch (const std::exception& e) {
+      m.rec["status"] = "error";
+      m.rec["error"] = e.what();
+    }
     BatchResult r;
     r.id = out.recipe.id;
     r.model_name = out.recipe.model_name;
-    const json inputs = fingerprint(out.recipe.model, out.recipe.settings);
-    const json* record = find_record(r.id);
-    const std::string why = stale_reason(record, out.recipe.settings, inputs, out.job.output);
-    if (why.empty()) {
-      r.up_to_date = true;
-      r.status = (*record)["status"];
-      r.record = *record;
-      r.reason = r.status == "gate_failed" ? "its gates failed: " + (*record).value("error", std::string()) : "";
-      if (ev.finished) ev.finished(r);
-      results.push_back(std::move(r));
-      continue;
-    }
-    if (o.dry_run) {
-      r.status = "planned";
-      r.reason = why;
-      if (ev.finished) ev.finished(r);
-      results.push_back(std::move(r));
-      continue;
-    }
-    if (ev.starting) ev.starting(out, k, mine.size());
-    const auto t0 = std::chrono::steady_clock::now();
-    json rec = {{"model", out.recipe.model.string()}, {"model_name", out.recipe.model_name},
-                {"settings", out.recipe.settings},   {"inputs", inputs},
-                {"output", out.job.output.string()}, {"where", out.recipe.where}};
-    try {
-      QuantizeJob job = out.job;
-      job.force = true;  // the batch owns its outputs; the manifest says what is done
-      fs::create_directories(job.output.parent_path());
-      if (out.recipe.imatrix_calib) {
-        // One imatrix per model and calibration file, shared by the outputs that ask for it.
-        const std::string key = "imatrix:" + out.recipe.model_name + ":" + out.recipe.imatrix_calib->filename().string();
-        const fs::path im = recipe.output_dir / (out.recipe.model_name + "." + out.recipe.imatrix_calib->stem().string() + ".imatrix.gguf");
-        const json im_settings = {{"model", out.recipe.model.string()}, {"calib", out.recipe.imatrix_calib->string()}};
-        const json im_inputs = fingerprint(out.recipe.model, {{"imatrix_calib", out.recipe.imatrix_calib->string()}});
-        if (!stale_reason(find_record(key), im_settings, im_inputs, im).empty()) {
-          ImatrixJob ij;
-          ij.model = out.recipe.model;
-          ij.calib = {*out.recipe.imatrix_calib};
-          ij.output = im;
-          ij.force = true;
-          ij.threads = o.threads;
-          run_imatrix(ij);
-          json ir = {{"status", "done"}, {"settings", im_settings}, {"inputs", im_inputs}, {"sha256", sha256_file(im)}};
-          ir.update(file_state(im));
-          manifest["records"][key] = ir;
-          save();
-        }
-        job.imatrix = im;
-      }
-      const Report report = run_quantize(job, ev.quantize);
-      rec["report"] = to_json(report);
-      rec["status"] = "done";
-      if (out.gates.any()) {
-        const GateResult g = check_quality_gates(out.recipe.model, job.output, out.gates, o.threads);
-        rec["quality"] = to_json(out.gates, g);
-        if (!g.passed()) {
-          rec["status"] = "gate_failed";
-          std::string all;
-          for (const auto& f : g.failures) all += (all.empty() ? "" : "; ") + f;
-          rec["error"] = all;
-        }
-      }
-      if (fs::is_regular_file(job.output)) {
-        rec["sha256"] = sha256_file(job.output);
-        rec.update(file_state(job.output));
-      }
-    } catch (const std::exception& e) {
-      rec["status"] = "error";
-      rec["error"] = e.what();
-    }
-    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    rec["seconds"] = r.seconds;
-    rec["finished_at"] = now_utc();
-    r.status = rec["status"];
-    r.reason = rec.value("error", std::string());
-    manifest["records"][r.id] = rec;
-    r.record = rec;
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - m.t0).count();
+    m.rec["seconds"] = r.seconds;
+    m.rec["finished_at"] = now_utc();
+    r.status = m.rec["status"];
+    r.reason = m.rec.value("error", std::string());
+    manifest["records"][r.id] = m.rec;
+    r.record = m.rec;
     save();
     if (ev.finished) ev.finished(r);
-    results.push_back(std::move(r));
+    results_of[m.k] = std::move(r);
+  };
+  auto start = [&](size_t k) {
+    const BatchOutput& out = outputs[mine[k]];
+    if (ev.starting) ev.starting(out, k, mine.size());
+    Making m{k, std::chrono::steady_clock::now(), {}, {}, {}, {}};
+    m.rec = {{"model", out.recipe.model.string()}, {"model_name", out.recipe.model_name},
+             {"settings", out.recipe.settings},   {"inputs", todo[k].inputs},
+             {"output", out.job.output.string()}, {"where", out.recipe.where}};
+    try {
+      m.job = prepare(out);
+    } catch (...) {
+      m.error = std::current_exception();
+    }
+    return m;
+  };
+
+  for (size_t k = 0; k < mine.size(); ++k) {
+    if (results_of[k]) continue;  // made with the group it shares its calibration with
+    const BatchOutput& out = outputs[mine[k]];
+    const std::string& why = todo[k].why;
+    if (why.empty() || o.dry_run) {
+      BatchResult r;
+      r.id = out.recipe.id;
+      r.model_name = out.recipe.model_name;
+      if (why.empty()) {
+        const json* record_found = find_record(r.id);
+        r.up_to_date = true;
+        r.status = (*record_found)["status"];
+        r.record = *record_found;
+        r.reason = r.status == "gate_failed" ? "its gates failed: " + (*record_found).value("error", std::string()) : "";
+      } else {
+        r.status = "planned";
+        r.reason = why;
+      }
+      if (ev.finished) ev.finished(r);
+      results_of[k] = std::move(r);
+      continue;
+    }
+    if (!group_of[k]) {
+      Making m = start(k);
+      if (!m.error) try {
+          m.report = run_quantize(m.job, ev.quantize);
+        } catch (...) {
+          m.error = std::current_exception();
+        }
+      record(m);
+      continue;
+    }
+    // The outputs sharing one calibration capture, each in its own thread, through the model's blocks together.
+    std::vector<Making> group;
+    for (const size_t g : *group_of[k]) group.push_back(start(g));
+    std::vector<Making*> ready;
+    for (auto& m : group)
+      if (!m.error) ready.push_back(&m);
+    try {
+      if (!ready.empty()) {
+        const auto shared = open_shared_calibration(ready.front()->job, ready.size());
+        for (size_t i = 0; i < ready.size(); ++i) {
+          ready[i]->job.shared_calibration = shared;
+          ready[i]->job.shared_index = i;
+        }
+      }
+    } catch (...) {
+      for (Making* m : ready) m->error = std::current_exception();
+      ready.clear();
+    }
+    std::mutex events_mutex;
+    std::optional<LockedProgress> progress;
+    if (ev.quantize.progress) progress.emplace(*ev.quantize.progress, events_mutex);
+    QuantizeEvents qe;
+    qe.warn = locked(ev.quantize.warn, events_mutex);
+    qe.planned = locked(ev.quantize.planned, events_mutex);
+    qe.awq.group = locked(ev.quantize.awq.group, events_mutex);
+    qe.awq.clip = locked(ev.quantize.awq.clip, events_mutex);
+    qe.awq_done = locked(ev.quantize.awq_done, events_mutex);
+    qe.block = locked(ev.quantize.block, events_mutex);
+    qe.progress = progress ? &*progress : nullptr;
+    std::vector<std::thread> threads;
+    for (Making* m : ready)
+      threads.emplace_back([m, &qe] {
+        try {
+          m->report = run_quantize(m->job, qe);
+        } catch (...) {
+          m->error = std::current_exception();
+        }
+        m->job.shared_calibration.reset();
+      });
+    for (auto& t : threads) t.join();
+    for (auto& m : group) {
+      if (m.report) {
+        json with = json::array();
+        for (const Making* other : ready)
+          if (other != &m) with.push_back(outputs[mine[other->k]].recipe.id);
+        m.rec["calibration_shared_with"] = with;  // the outputs made from the same capture
+      }
+      record(m);
+    }
   }
+  std::vector<BatchResult> results;
+  for (auto& r : results_of) results.push_back(std::move(*r));
   return results;
 }
 

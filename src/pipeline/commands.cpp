@@ -10,6 +10,7 @@
 #include <optional>
 
 #include "qz/calibration/engine_statistics.hpp"
+#include "qz/calibration/shared_hessians.hpp"
 #include "qz/calibration/statistics.hpp"
 #include "qz/core/error.hpp"
 #include "qz/formats/format_table.hpp"
@@ -190,6 +191,48 @@ BlockInput block_input_of(TensorRole r) {
 
 }  // namespace
 
+class SharedCalibration {
+ public:
+  SharedCalibration(const QuantizeJob& first, size_t outputs) : key(shared_calibration_key(first)) {
+    if (key.empty()) throw std::logic_error("open_shared_calibration: the job cannot share its calibration");
+    weights = ModelWeights::open(engine_model(first.inputs.front()));
+    text = read_text_calibration(first, weights->config());
+    text.use.shared_by = outputs;
+    BlockByBlockOptions o;
+    o.threads = first.options.threads == 0 ? hardware_threads() : first.options.threads;
+    o.float_inputs = true;
+    o.bf16_states = first.calib_bf16_states;
+    hessians = std::make_unique<SharedHessians>(*weights, text.samples.sequences, o, outputs);
+  }
+  const std::string key;
+  std::unique_ptr<ModelWeights> weights;
+  TextCalibration text;
+  std::unique_ptr<SharedHessians> hessians;
+};
+
+std::string shared_calibration_key(const QuantizeJob& job) {
+  try {
+    if (job.dry_run || job.inputs.empty() || job.calib.empty() || !job.calib_float_inputs || !calib_is_text(job.calib) ||
+        (job.output_format != "gguf" && job.output_format != "gptq"))
+      return "";
+    const QuantizeConfig cfg = resolve_options(job.options, {!job.imatrix.empty(), true});
+    if (!cfg.gptq || cfg.awq) return "";
+    nlohmann::json k = {{"model", fs::absolute(job.inputs.front()).lexically_normal().string()},
+                        {"samples", job.sampling.samples},
+                        {"seqlen", job.sampling.seqlen},
+                        {"seed", job.sampling.seed},
+                        {"bf16_states", job.calib_bf16_states}};
+    for (const auto& c : job.calib) k["calib"].push_back(fs::absolute(c).lexically_normal().string());
+    return k.dump();
+  } catch (const std::exception&) {
+    return "";  // the job's own run says what is wrong with it
+  }
+}
+
+std::shared_ptr<SharedCalibration> open_shared_calibration(const QuantizeJob& first, size_t outputs) {
+  return std::make_shared<SharedCalibration>(first, outputs);
+}
+
 void install_fault_handlers_for_cli() { install_fault_handlers(); }
 
 void check_not_llama_quantize_form(const std::vector<std::string>& inputs, bool has_output) {
@@ -210,6 +253,15 @@ void check_not_llama_quantize_form(const std::vector<std::string>& inputs, bool 
 }
 
 Report run_quantize(const QuantizeJob& job, const QuantizeEvents& ev) {
+  // However this run ends, the outputs sharing its calibration capture stop waiting for it.
+  struct LeaveShared {
+    const QuantizeJob& job;
+    ~LeaveShared() {
+      if (job.shared_calibration) job.shared_calibration->hessians->leave(job.shared_index);
+    }
+  } leave_shared{job};
+  if (job.shared_calibration && shared_calibration_key(job) != job.shared_calibration->key)
+    throw std::logic_error("run_quantize: a job given a calibration capture it cannot share");
   if (job.inputs.empty()) throw UsageError("no INPUT given (a checkpoint directory or .safetensors file); see --help");
   if (job.output.empty() && !job.dry_run) throw UsageError("no output given: -o OUTPUT.gguf");
   if (job.output_format != "gguf" && job.output_format != "bnb" && job.output_format != "gptq")
@@ -239,12 +291,21 @@ Report run_quantize(const QuantizeJob& job, const QuantizeEvents& ev) {
   if (!job.imatrix.empty()) imatrix = read_imatrix(job.imatrix);
   const bool text = !job.calib.empty() && calib_is_text(job.calib);
   std::optional<CalibrationSet> calib;
-  std::unique_ptr<ModelWeights> weights;  // the model the engine runs, for calibration text
-  std::optional<TextCalibration> tc;
+  std::unique_ptr<ModelWeights> own_weights;  // the model the engine runs, for calibration text
+  std::optional<TextCalibration> own_tc;
+  const ModelWeights* weights = nullptr;
+  const TextCalibration* tc = nullptr;
   if (!job.calib.empty() && !text) calib.emplace(job.calib);
   if (text && (cfg.gptq || cfg.awq)) {
-    weights = ModelWeights::open(engine_model(job.inputs.front()));
-    tc = read_text_calibration(job, weights->config());
+    if (job.shared_calibration) {
+      weights = job.shared_calibration->weights.get();
+      tc = &job.shared_calibration->text;
+    } else {
+      own_weights = ModelWeights::open(engine_model(job.inputs.front()));
+      own_tc = read_text_calibration(job, own_weights->config());
+      weights = own_weights.get();
+      tc = &*own_tc;
+    }
     if (!tc->use.warning.empty()) warn(ev, tc->use.warning);
   } else if (text) {
     warn(ev, "--calib: round-to-nearest reads no calibration; the text is not used");
@@ -282,20 +343,22 @@ Report run_quantize(const QuantizeJob& job, const QuantizeEvents& ev) {
                              fmt::join(g.linears, ",")));
     if (ev.awq_done) ev.awq_done(*awq);
   }
-  std::optional<BlockQuantizer> blocks;
-  if (tc && plan.config.gptq) {
+  std::unique_ptr<TensorProducer> blocks;
+  if (tc && plan.config.gptq && job.shared_calibration) {
+    blocks = std::make_unique<SharedHessianQuantizer>(plan, *job.shared_calibration->hessians, job.shared_index);
+  } else if (tc && plan.config.gptq) {
     BlockByBlockOptions o;
     o.threads = plan.config.threads;
     o.float_inputs = job.calib_float_inputs;
     o.bf16_states = job.calib_bf16_states;
-    blocks.emplace(plan, *weights, tc->samples.sequences, o, ev.block);
+    blocks = std::make_unique<BlockQuantizer>(plan, *weights, tc->samples.sequences, o, ev.block);
   }
   Report r;
   if (job.output_format == "gptq") {
     const auto sink = make_gptq_checkpoint_sink(ckpt, plan, job.output, job.force, [&](const std::string& w) { warn(ev, w); });
-    r = quantize_into(ckpt, plan, *sink, ev.progress, blocks ? &*blocks : nullptr);
+    r = quantize_into(ckpt, plan, *sink, ev.progress, blocks.get());
   } else {
-    r = quantize_to_gguf(ckpt, plan, job.output, job.force, ev.progress, blocks ? &*blocks : nullptr);
+    r = quantize_to_gguf(ckpt, plan, job.output, job.force, ev.progress, blocks.get());
   }
   if (awq) {
     r.awq = awq;

@@ -95,14 +95,16 @@ std::vector<double> h_norms(const std::vector<std::pair<const float*, const floa
 }  // namespace
 
 QuantizedTensor quantize_tensor_gptq(const TensorPlan& t, const GptqSettings& settings, const Eigen::MatrixXd& hessian,
-                                     uint64_t tokens, unsigned threads, const std::function<void(double)>& progress) {
+                                     uint64_t tokens, unsigned threads, const std::function<void(double)>& progress,
+                                     HessianOf of) {
   const Format& f = *t.format;
   const std::vector<float> w = read_finite_tensor(t);
   GptqReport rep;
   rep.tokens = tokens;
   const Eigen::MatrixXd* H = &hessian;
   Eigen::MatrixXd scaled;
-  if (t.transform && !t.transform->col_mul.empty()) {  // AWQ divided the inputs by s: H' = S^-1 H S^-1
+  if (of == HessianOf::OriginalInputs && t.transform && !t.transform->col_mul.empty()) {
+    // AWQ divided the inputs by s: H' = S^-1 H S^-1
     scaled = hessian;
     const auto& s = t.transform->col_mul;
     for (Eigen::Index i = 0; i < scaled.rows(); ++i)

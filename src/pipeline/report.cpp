@@ -176,6 +176,7 @@ nlohmann::json to_json(const Report& rep) {
     j["calibration"] = {{"files", r.calibration->files},       {"kind", r.calibration->kind},
                         {"tokens", r.calibration->tokens},     {"windows", r.calibration->windows},
                         {"block_by_block", r.calibration->block_by_block},
+                        {"shared_by", r.calibration->shared_by},
                         {"warning", r.calibration->warning}};
   auto& sk = j["skipped"] = nlohmann::json::array();
   for (const auto& s : r.skipped) sk.push_back({{"name", s.name}, {"reason", s.reason}});

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,8 @@
 
 namespace qz {
 
+class SharedCalibration;
+
 // `quantize INPUT... -o OUTPUT`
 struct QuantizeJob {
   std::vector<std::filesystem::path> inputs;  // a checkpoint directory, or safetensors files
@@ -33,6 +36,10 @@ struct QuantizeJob {
   std::string output_format = "gguf";        // or "bnb"
   bool dry_run = false;
   bool force = false;
+  // Set by a batch for outputs that share one calibration capture (see open_shared_calibration): the capture, and
+  // this output's place among those sharing it.
+  std::shared_ptr<SharedCalibration> shared_calibration;
+  size_t shared_index = 0;
 };
 
 // What the run tells its caller as it goes, all from the calling thread.
@@ -48,6 +55,17 @@ struct QuantizeEvents {
 // Opens the inputs, plans, runs AWQ when asked, quantizes into a temporary file renamed onto the output, and returns
 // the report (the plan's report for a dry run). UsageError / InputError say what is wrong and leave nothing behind.
 Report run_quantize(const QuantizeJob& job, const QuantizeEvents& events = {});
+
+// Outputs of one model whose calibration can be captured once for all of them: GPTQ (without AWQ) on calibration
+// text with every input from the float model (--calib-float-inputs), the same model, text, sampling and state
+// precision. Their Hessians do not depend on the output's storage, so one pass of the engine serves them all
+// (calibration/shared_hessians.hpp). Returns what such jobs have in common, or "" for a job that cannot share
+// (sequential calibration: each output's inputs come from its own quantized blocks; AWQ; activation files).
+std::string shared_calibration_key(const QuantizeJob& job);
+// The capture `outputs` jobs with first's key share: the model opened, the text read and sampled, the windows
+// embedded once. Run the jobs concurrently (one thread each, job.shared_index = 0 .. outputs-1): they go through the
+// blocks together, each block run once, and each output is byte-identical to the one run_quantize makes alone.
+std::shared_ptr<SharedCalibration> open_shared_calibration(const QuantizeJob& first, size_t outputs);
 
 // Signals remove the temporary outputs (exit 128 + signal) and an input truncated while it is read is an error
 // naming it (io/fault_cleanup.hpp). Called once at start.

@@ -53,6 +53,7 @@ struct CalibrationUse {
   size_t windows = 0;              // text: the windows the engine runs
   bool block_by_block = false;     // text: inputs from the quantized earlier blocks (false: from the float model)
   std::string warning;             // text: fewer tokens than asked
+  size_t shared_by = 0;            // text: outputs sharing one capture of it (a batch); 0 when made for this one alone
 };
 
 struct Plan {

@@ -52,10 +52,15 @@ class HessianCache {
 QuantizedTensor quantize_tensor(const TensorPlan& t, const QuantizeConfig& cfg, HessianCache* cache = nullptr,
                                 const std::function<void(double)>& progress = {});
 
-// GPTQ on one planned tensor with the Hessian of its inputs (2/N sum x x^T over `tokens` tokens, of the original
-// inputs: an AWQ transform's scales are applied to it here).
+// Whose inputs a Hessian is of: the original model's (calibration files, float inputs; an AWQ transform's input
+// scales are applied to it: H' = S^-1 H S^-1), or the stored model's (the block-by-block pass after a group's
+// earlier layers are in place: AWQ's scales are already folded into the norms and linears that computed them).
+enum class HessianOf { OriginalInputs, StoredInputs };
+
+// GPTQ on one planned tensor with the Hessian of its inputs (2/N sum x x^T over `tokens` tokens).
 QuantizedTensor quantize_tensor_gptq(const TensorPlan& t, const GptqSettings& settings, const Eigen::MatrixXd& hessian,
-                                     uint64_t tokens, unsigned threads, const std::function<void(double)>& progress = {});
+                                     uint64_t tokens, unsigned threads, const std::function<void(double)>& progress = {},
+                                     HessianOf of = HessianOf::OriginalInputs);
 
 // The values a quantized tensor is stored as, read back (rows x cols in output row order).
 std::vector<float> stored_values(const TensorPlan& t, const QuantizedTensor& q);
