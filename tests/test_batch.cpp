@@ -242,6 +242,28 @@ TEST_F(Batch, GptqOutputsWithFloatInputsShareOneCalibrationCaptureAndMatchTheirS
   EXPECT_EQ(std::set<std::string>(k.begin(), k.end()), (std::set<std::string>{"q4.gguf", "q8.gguf"}));
 }
 
+// Outputs that would share a capture of calibration text the model cannot read all fail with the reader's error
+// (naming the file), and nothing of them is left behind; the batch's other outputs are still made.
+TEST_F(Batch, OutputsSharingACaptureOfUnreadableCalibrationAllFailByNameAndLeaveNothing) {
+  { std::ofstream(dir_ / "empty.txt"); }
+  const json gptq = {{"method", "gptq"}, {"calib", "empty.txt"}, {"calib_float_inputs", true}};
+  json a = gptq, b = gptq;
+  a.update({{"name", "a.gguf"}, {"type", "Q4_0"}});
+  b.update({{"name", "b.gguf"}, {"type", "Q8_0"}});
+  recipe_["models"] = {{{"path", "a"}, {"outputs", {a, b, {{"type", "Q8_0"}}}}}};
+  const auto r = batch();
+  EXPECT_EQ(r.code, 2) << r.output;
+  const json m = read_json(out() / "quantize-manifest.json");
+  for (const char* id : {"a.gguf", "b.gguf"}) {
+    SCOPED_TRACE(id);
+    EXPECT_EQ(m["records"][id]["status"], "error");
+    EXPECT_TRUE(contains(m["records"][id]["error"].get<std::string>(), "empty.txt")) << m["records"][id].dump();
+    EXPECT_FALSE(fs::exists(out() / id));
+  }
+  EXPECT_EQ(m["records"]["a-Q8_0.gguf"]["status"], "done");
+  for (const auto& e : fs::directory_iterator(out())) EXPECT_FALSE(contains(e.path().string(), ".tmp.")) << e.path();
+}
+
 TEST_F(Batch, DryRunSaysWhatWouldBeMadeAndMakesNothing) {
   const auto r = batch("--dry-run --json -");
   ASSERT_EQ(r.code, 0) << r.output;

@@ -199,7 +199,7 @@ class SharedCalibration {
     text = read_text_calibration(first, weights->config());
     text.use.shared_by = outputs;
     BlockByBlockOptions o;
-    o.threads = first.options.threads == 0 ? hardware_threads() : first.options.threads;
+    o.threads = resolve_options(first.options, {!first.imatrix.empty(), true}).threads;
     o.float_inputs = true;
     o.bf16_states = first.calib_bf16_states;
     hessians = std::make_unique<SharedHessians>(*weights, text.samples.sequences, o, outputs);
