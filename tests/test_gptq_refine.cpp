@@ -118,6 +118,34 @@ TEST(GptqRefine, NeverRaisesARowsObjectiveAndLowersTheLayersForEveryFormat) {
   }
 }
 
+// GPTQ hands the refinement E (H + lambda I) from its own errors and factor (a triangular product, not E H): with
+// act-order's permuted columns and a dead column (zero inputs) too, the gain it reports is the drop of the
+// objectives measured here, and no row gets worse.
+TEST(GptqRefine, TheProductFromGptqsFactorHoldsWithActOrderAndDeadColumns) {
+  Layer l = correlated_layer(20, 256, 600, 33);
+  for (Eigen::Index j = 0; j < l.H.rows(); ++j) l.H(j, 70) = l.H(70, j) = 0.0;  // column 70's inputs are all zero
+  for (const char* name : {"Q4_K", "int4_asym_g64", "Q8_0"}) {
+    SCOPED_TRACE(name);
+    const auto f = find_format(name, l.cols);
+    GptqConfig plain, refined;
+    plain.act_order = refined.act_order = true;
+    plain.refine_rounds = 0;
+    std::vector<uint8_t> a(l.rows * f->row_bytes(l.cols)), b(a.size());
+    gptq_quantize(*f, l.w.data(), l.rows, l.cols, l.H, plain, 2, a.data());
+    const GptqStats s = gptq_quantize(*f, l.w.data(), l.rows, l.cols, l.H, refined, 2, b.data());
+    ASSERT_EQ(s.dead_columns, 1u);
+    const auto before = row_objectives(*f, a, l), after = row_objectives(*f, b, l);
+    double sb = 0, sa = 0;
+    for (size_t r = 0; r < l.rows; ++r) {
+      EXPECT_LE(after[r], before[r] * (1 + 1e-6)) << "row " << r;
+      sb += before[r];
+      sa += after[r];
+    }
+    EXPECT_LT(sa, sb * 0.999) << "the refinement changed nothing";
+    EXPECT_NEAR(s.refine_gain, sb - sa, 2e-3 * (sb - sa) + 1e-12 * sb);
+  }
+}
+
 TEST(GptqRefine, CodesEndLocallyOptimalByBruteForce) {
   const Layer l = correlated_layer(6, 64, 300, 22);
   for (const char* name : {"int4_sym_g32", "int3_asym_row", "Q8_0", "int2_asym_g32"}) {  // codes only (no linear refit)

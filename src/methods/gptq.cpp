@@ -21,7 +21,7 @@ namespace qz {
 namespace {
 
 using MatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-constexpr size_t kRowsPerTask = 32;
+constexpr size_t kRowsPerTask = 128;
 // Pieces of the factorization's copies and conversions, spread over threads; fixed, so results do not depend on the
 // thread count.
 constexpr size_t kCopyPieces = 16;
@@ -33,8 +33,9 @@ size_t tasks_count(size_t rows) { return (rows + kRowsPerTask - 1) / kRowsPerTas
 // our threads, the same bits for any thread count). No transposes: R A R of a symmetric A is A's buffer reversed;
 // LAPACK's upper factor V (A = V^T V, column-major) read row-major is L, and its inverse read row-major is L^-1;
 // U in row-major order is that buffer reversed again. The factor's double buffer holds the float inverse afterwards.
+// With keep_l, L itself (row-major lower, float) is kept there too, and *shift is the lambda added to the diagonal.
 MatF inverse_cholesky_upper(const Eigen::MatrixXd& H, const std::vector<bool>& dead, double damp, unsigned threads,
-                            GptqStats& stats) {
+                            GptqStats& stats, MatF* keep_l, double* shift) {
   const auto n = H.rows();
   const int ni = static_cast<int>(n);
   const size_t nn = static_cast<size_t>(n) * static_cast<size_t>(n);
@@ -76,15 +77,25 @@ MatF inverse_cholesky_upper(const Eigen::MatrixXd& H, const std::vector<bool>& d
       });
       const bool ok = std::all_of(usable.begin(), usable.end(), [](char u) { return u != 0; });
       if (ok && parallel_strtri_upper(ni, l, ni, x, ni, threads) == 0) {
+        // U into L's buffer, or into a new one when L is kept.
+        MatF kept;
+        if (keep_l) {
+          kept.resize(n, n);
+          advise_huge_pages(kept.data(), nn * sizeof(float));
+        }
+        float* u = keep_l ? kept.data() : l;
         std::vector<char> finite(kCopyPieces, 1);
         parallel_for(kCopyPieces, threads, [&](size_t p, unsigned) {
           const size_t b = nn * p / kCopyPieces, e = nn * (p + 1) / kCopyPieces;
-          std::reverse_copy(x + (nn - e), x + (nn - b), l + b);
-          finite[p] = Eigen::Map<const Eigen::ArrayXf>(l + b, static_cast<Eigen::Index>(e - b)).allFinite() ? 1 : 0;
+          std::reverse_copy(x + (nn - e), x + (nn - b), u + b);
+          finite[p] = Eigen::Map<const Eigen::ArrayXf>(u + b, static_cast<Eigen::Index>(e - b)).allFinite() ? 1 : 0;
         });
         if (std::all_of(finite.begin(), finite.end(), [](char f) { return f != 0; })) {
           stats.damp = frac;
-          return U;
+          if (shift) *shift = frac * mean_diag;
+          if (!keep_l) return U;
+          *keep_l = std::move(U);
+          return kept;
         }
       }
     }
@@ -96,7 +107,7 @@ MatF inverse_cholesky_upper(const Eigen::MatrixXd& H, const std::vector<bool>& d
 }  // namespace
 
 GptqStats gptq_quantize(const Format& f, const float* w, size_t rows, size_t cols, const Eigen::MatrixXd& H_in,
-                        const GptqConfig& cfg, unsigned threads, uint8_t* dst) {
+                        const GptqConfig& cfg, unsigned threads, uint8_t* dst, std::vector<float>* h_float) {
   if (static_cast<size_t>(H_in.rows()) != cols || static_cast<size_t>(H_in.cols()) != cols)
     throw std::invalid_argument(fmt::format("GPTQ: Hessian is {}x{} for {} columns", H_in.rows(), H_in.cols(), cols));
   if (!H_in.allFinite()) throw std::invalid_argument("GPTQ: Hessian has NaN or Inf entries");
@@ -129,7 +140,12 @@ GptqStats gptq_quantize(const Format& f, const float* w, size_t rows, size_t col
       for (Eigen::Index a = 0; a < n; ++a) Hp(a, b) = H_in(static_cast<Eigen::Index>(perm[a]), static_cast<Eigen::Index>(perm[b]));
     for (size_t c = 0; c < cols; ++c) dead_p[c] = dead[perm[c]];
   }
-  const MatF U = inverse_cholesky_upper(cfg.act_order ? Hp : H_in, dead_p, cfg.damp, threads, stats);
+  // The refinement's E H comes from the pass's own errors through L (below), a triangular product.
+  const bool refine = cfg.refine_rounds > 0;
+  MatF L;
+  double shift = 0.0;
+  const MatF U = inverse_cholesky_upper(cfg.act_order ? Hp : H_in, dead_p, cfg.damp, threads, stats,
+                                        refine ? &L : nullptr, &shift);
   const auto t1 = std::chrono::steady_clock::now();
   stats.factor_seconds = std::chrono::duration<double>(t1 - t0).count();
 
@@ -159,14 +175,15 @@ GptqStats gptq_quantize(const Format& f, const float* w, size_t rows, size_t col
     f.fit(all.data(), all.size(), nullptr, tensor_grid);
   }
 
-  // The refinement's float copy of the undamped Hessian, in parallel pieces.
-  std::vector<float> Hf;
-  if (cfg.refine_rounds > 0) {
+  // The refinement's float copy of the undamped Hessian (symmetric: its column-major buffer is also row-major), in
+  // parallel pieces, made once the factorization's buffers are gone; left for the caller if it asks.
+  std::vector<float> own_hf;
+  std::vector<float>& Hf = h_float ? *h_float : own_hf;
+  if (refine || h_float) {
     Hf.resize(cols * cols);
+    const size_t nn = cols * cols;
     parallel_for(kCopyPieces, threads, [&](size_t p, unsigned) {
-      for (size_t i = cols * p / kCopyPieces; i < cols * (p + 1) / kCopyPieces; ++i)
-        for (size_t j = 0; j < cols; ++j)
-          Hf[i * cols + j] = static_cast<float>(H_in(static_cast<Eigen::Index>(i), static_cast<Eigen::Index>(j)));
+      for (size_t k = nn * p / kCopyPieces; k < nn * (p + 1) / kCopyPieces; ++k) Hf[k] = static_cast<float>(H_in.data()[k]);
     });
   }
 
@@ -190,6 +207,8 @@ GptqStats gptq_quantize(const Format& f, const float* w, size_t rows, size_t col
       }
     }
     std::vector<int32_t> codes(nr * cols);
+    MatF errors;  // every column's Err, for the refinement
+    if (refine) errors.resize(enr, n);
     double loss = 0.0;
     std::vector<float> fit_buf(gs);
     for (size_t i1 = 0; i1 < cols; i1 += B) {
@@ -223,6 +242,7 @@ GptqStats gptq_quantize(const Format& f, const float* w, size_t rows, size_t col
           W1.rightCols(rest).noalias() -=
               Err.col(ei) * U.row(static_cast<Eigen::Index>(col)).segment(static_cast<Eigen::Index>(col) + 1, rest);
       }
+      if (refine) errors.middleCols(static_cast<Eigen::Index>(i1), ec) = Err;
       const auto after = n - static_cast<Eigen::Index>(i1 + count);
       if (after > 0)  // W[:, i1 + count:] -= Err * U[i1 : i1 + count, i1 + count:], one single-threaded sgemm
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(nr), static_cast<int>(after),
@@ -230,12 +250,22 @@ GptqStats gptq_quantize(const Format& f, const float* w, size_t rows, size_t col
                     U.data() + i1 * cols + i1 + count, static_cast<int>(cols), 1.0f, W.data() + i1 + count,
                     static_cast<int>(cols));
     }
-    if (cfg.refine_rounds > 0) {
+    if (refine) {
       const auto r0t = std::chrono::steady_clock::now();
       std::vector<float> w0(nr * cols);
       for (size_t r = 0; r < nr; ++r) load_row(r0 + r, w0.data() + r * cols);
-      task_refine_gain[task] =
-          gptq_refine_rows(f, w0.data(), nr, cols, Hf.data(), dead, cfg.refine_rounds, grids.data(), codes.data());
+      // E (H + lambda I) with E = W0 - Q (permuted columns): the pass left W0 - Q = Err U, and with R the reversal,
+      // U^-1 = R L R, so E (H + lambda I) = Err U U^-1 U^-T = Err R L^T R: one triangular product on the reversed
+      // rows, half the work of E H.
+      for (Eigen::Index r = 0; r < enr; ++r) std::reverse(&errors(r, 0), &errors(r, 0) + n);
+      cblas_strmm(CblasRowMajor, CblasRight, CblasLower, CblasTrans, CblasNonUnit, static_cast<int>(nr),
+                  static_cast<int>(cols), 1.0f, L.data(), static_cast<int>(cols), errors.data(), static_cast<int>(cols));
+      std::vector<float> eh(nr * cols);
+      for (size_t r = 0; r < nr; ++r)
+        for (size_t c = 0; c < cols; ++c)
+          eh[r * cols + perm[c]] = errors(static_cast<Eigen::Index>(r), static_cast<Eigen::Index>(cols - 1 - c));
+      task_refine_gain[task] = gptq_refine_rows(f, w0.data(), nr, cols, Hf.data(), dead, cfg.refine_rounds,
+                                                grids.data(), codes.data(), eh.data(), shift);
       task_refine_seconds[task] = std::chrono::duration<double>(std::chrono::steady_clock::now() - r0t).count();
     }
     for (size_t r = 0; r < nr; ++r)

@@ -16,6 +16,7 @@
 #include <Eigen/Dense>
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "qz/formats/format.hpp"
 
@@ -44,8 +45,9 @@ struct GptqStats {
 
 // Quantizes w (rows x cols, row-major) into rows * f.row_bytes(cols) bytes at dst. H is the cols x cols Hessian
 // (2/N sum x x^T). Rows are processed in fixed chunks over `threads`, so the result is the same for any count.
-// Throws std::runtime_error if no damping makes H positive definite.
+// Throws std::runtime_error if no damping makes H positive definite. With h_float, H in float (cols x cols) is left
+// there for the caller (the refinement makes that copy anyway).
 GptqStats gptq_quantize(const Format& f, const float* w, size_t rows, size_t cols, const Eigen::MatrixXd& H,
-                        const GptqConfig& cfg, unsigned threads, uint8_t* dst);
+                        const GptqConfig& cfg, unsigned threads, uint8_t* dst, std::vector<float>* h_float = nullptr);
 
 }  // namespace qz
