@@ -173,24 +173,6 @@ TEST(Report, ErrorStatsOverAnyLengthMatchTheDirectSums) {
   }
 }
 
-TEST(TensorSource, FirstNonFiniteFindsTheFirstAtEveryPosition) {
-  const float bad[] = {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
-                       -std::numeric_limits<float>::infinity()};
-  for (size_t n : {1u, 7u, 8u, 9u, 33u, 100u}) {
-    std::vector<float> x = test::gaussian(n, 5);
-    x[0] = std::numeric_limits<float>::max();  // the largest finite value, and a subnormal, are finite
-    if (n > 1) x[1] = std::numeric_limits<float>::denorm_min();
-    EXPECT_EQ(first_non_finite(x.data(), n), SIZE_MAX) << n;
-    for (size_t p = 0; p < n; ++p)
-      for (float b : bad) {
-        std::vector<float> v = x;
-        v[p] = b;
-        if (p + 3 < n) v[p + 3] = bad[0];  // a later one does not count
-        EXPECT_EQ(first_non_finite(v.data(), n), p) << n << " " << p;
-      }
-  }
-}
-
 TEST(Pipeline, OutputIsIdenticalForAnyThreadCount) {
   TempDir dir;
   write_demo_checkpoint(dir / "demo");

@@ -6,6 +6,8 @@
 #include <cmath>
 
 #include "qz/core/error.hpp"
+#include "qz/core/finite.hpp"
+#include "qz/core/parallel.hpp"
 
 namespace qz {
 
@@ -72,19 +74,30 @@ void check_calib_width(const CalibInput& in, size_t columns, const std::string& 
 }
 
 void stream_activations(const CalibInput& in, size_t columns, size_t chunk,
-                        const std::function<void(const float* x, size_t first_token, size_t tokens)>& fn) {
+                        const std::function<void(const float* x, size_t first_token, size_t tokens)>& fn,
+                        unsigned threads) {
+  constexpr size_t kPieces = 16;  // conversion pieces over threads
   const size_t n = in.tensor->shape[0], esize = dtype_size(in.tensor->dtype);
   const auto bytes = in.file->data(*in.tensor);
+  // Aligned float32 entries are read where they are mapped, with no copy.
+  const bool in_place = in.tensor->dtype == DType::F32 && reinterpret_cast<uintptr_t>(bytes.data()) % alignof(float) == 0;
   std::vector<float> x;
   for (size_t t0 = 0; t0 < n; t0 += chunk) {
-    const size_t nt = std::min(chunk, n - t0);
-    x.resize(nt * columns);
-    convert_to_f32(bytes.data() + t0 * columns * esize, in.tensor->dtype, x.data(), x.size());
-    for (size_t i = 0; i < x.size(); ++i)
-      if (!std::isfinite(x[i]))
-        throw InputError(fmt::format("{}: calibration tensor '{}': token {}, column {} is not finite",
-                                     in.file->path().string(), in.tensor->name, t0 + i / columns, i % columns));
-    fn(x.data(), t0, nt);
+    const size_t nt = std::min(chunk, n - t0), count = nt * columns;
+    const uint8_t* src = bytes.data() + t0 * columns * esize;
+    const float* v = reinterpret_cast<const float*>(src);
+    if (!in_place) {
+      x.resize(count);
+      parallel_for(kPieces, threads, [&](size_t p, unsigned) {
+        const size_t b = count * p / kPieces, e = count * (p + 1) / kPieces;
+        convert_to_f32(src + b * esize, in.tensor->dtype, x.data() + b, e - b);
+      });
+      v = x.data();
+    }
+    if (const size_t i = first_non_finite(v, count, threads); i != SIZE_MAX)
+      throw InputError(fmt::format("{}: calibration tensor '{}': token {}, column {} is not finite",
+                                   in.file->path().string(), in.tensor->name, t0 + i / columns, i % columns));
+    fn(v, t0, nt);
   }
 }
 

@@ -55,10 +55,10 @@ Eigen::MatrixXd hessian_of(const std::vector<CalibInput>& inputs, size_t columns
       continue;
     }
     stream_activations(in, columns, hessian_chunk_tokens(columns),
-                       [&](const float* x, size_t, size_t nt) { acc.add_rows(x, nt, threads); });
+                       [&](const float* x, size_t, size_t nt) { acc.add_rows(x, nt, threads); }, threads);
   }
   if (tokens) *tokens = acc.tokens();
-  return acc.take_hessian();
+  return acc.take_hessian(threads);
 }
 
 AwqActivations awq_activations_of(const std::vector<CalibInput>& inputs, size_t columns, size_t max_tokens,

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <limits>
 
+#include "qz/core/finite.hpp"
 #include "qz/core/blas.hpp"
 #include "qz/core/error.hpp"
 #include "qz/core/half.hpp"

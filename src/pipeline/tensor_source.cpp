@@ -7,6 +7,7 @@
 #include <cstring>
 #include <cstdint>
 
+#include "qz/core/finite.hpp"
 #include "qz/core/error.hpp"
 #include "qz/formats/format_table.hpp"
 #include "qz/io/mapped_file.hpp"
@@ -89,21 +90,6 @@ std::vector<float> read_finite_tensor(const TensorSource& t) {
   read_rows(t, 0, t.rows, v.data());
   if (const size_t bad = first_non_finite(v.data(), v.size()); bad != SIZE_MAX) throw_non_finite(t, bad, v[bad]);
   return v;
-}
-
-// A branch-free pass (vectorized: an exponent of all ones is NaN or Inf) says whether there is one; only then the
-// index is looked for.
-[[gnu::target_clones("avx2", "default")]] size_t first_non_finite(const float* x, size_t n) {
-  uint32_t any = 0;
-  for (size_t i = 0; i < n; ++i) {
-    uint32_t b;
-    std::memcpy(&b, x + i, 4);
-    any |= static_cast<uint32_t>((b & 0x7f800000u) == 0x7f800000u);
-  }
-  if (any == 0) return SIZE_MAX;
-  for (size_t i = 0; i < n; ++i)
-    if (!std::isfinite(x[i])) return i;
-  return SIZE_MAX;
 }
 
 void throw_non_finite(const TensorSource& t, size_t out_index, float value) {

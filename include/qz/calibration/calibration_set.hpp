@@ -43,8 +43,10 @@ void check_calib_width(const CalibInput& in, size_t columns, const std::string& 
 
 // The one activation streamer: an activation entry [tokens, columns] (width already checked) converted to float in
 // chunks of `chunk` tokens, fn(values, first token, tokens), in order. Throws InputError naming the file, tensor,
-// token and column of a NaN/Inf value.
+// token and column of a NaN/Inf value. Conversion and the check run over `threads` (float32 entries are read in
+// place).
 void stream_activations(const CalibInput& in, size_t columns, size_t chunk,
-                        const std::function<void(const float* x, size_t first_token, size_t tokens)>& fn);
+                        const std::function<void(const float* x, size_t first_token, size_t tokens)>& fn,
+                        unsigned threads = 1);
 
 }  // namespace qz

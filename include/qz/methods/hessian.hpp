@@ -21,13 +21,15 @@ class HessianAccumulator {
   size_t columns() const { return columns_; }
   // 2/N sum x x^T (zero if no token was added).
   Eigen::MatrixXd hessian() const;
-  // The same, made in place from the accumulator (no second n x n matrix), which is left empty.
-  Eigen::MatrixXd take_hessian();
+  // The same, made in place from the accumulator (no second n x n matrix, `threads` sharing the work), which is
+  // left empty.
+  Eigen::MatrixXd take_hessian(unsigned threads = 1);
 
  private:
   size_t columns_;
   uint64_t tokens_ = 0;
-  Eigen::MatrixXd sum_;  // sum of x x^T
+  bool filled_ = false;  // sum_ holds data (allocated, not zeroed, at the first add: the first add writes)
+  Eigen::MatrixXd sum_;  // sum of x x^T (the lower triangle; all of it after a precomputed Hessian)
 };
 
 }  // namespace qz

@@ -57,8 +57,6 @@ void release_source_pages(const TensorSource& t) noexcept;
 // The whole tensor; throws InputError naming the file, tensor and element of a NaN/Inf value.
 std::vector<float> read_finite_tensor(const TensorSource& t);
 
-// Index of the first NaN/Inf in x[0..n), or SIZE_MAX.
-size_t first_non_finite(const float* x, size_t n);
 // The InputError for a NaN/Inf at output element `out_index` (reported where the checkpoint has it).
 [[noreturn]] void throw_non_finite(const TensorSource& t, size_t out_index, float value);
 
