@@ -27,15 +27,24 @@ constexpr size_t kRowsPerTask = 128;
 constexpr size_t kCopyPieces = 16;
 size_t tasks_count(size_t rows) { return (rows + kRowsPerTask - 1) / kRowsPerTask; }
 
+// What the factorization gives: U, and its double work buffer (n x n), kept for later float matrices so that they
+// need no fresh pages: as floats, its first n x n are free and its second n x n hold L when asked for.
+struct Factor {
+  MatF U;
+  std::shared_ptr<double[]> buffer;
+  const float* L = nullptr;  // row-major lower, with keep_l
+  double shift = 0.0;        // the lambda added to the diagonal
+  float* free_floats() const { return reinterpret_cast<float*>(buffer.get()); }
+};
+
 // U, the upper Cholesky factor of (H + lambda I)^-1, raising lambda until the factorization succeeds.
 // With R the reversal permutation and R (H + lambda I) R = L L^T, the inverse is (R L^-T R)(R L^-1 R), a lower
 // times an upper triangle, so U = R L^-1 R: one Cholesky and one triangular inverse (core/blas.hpp: blocked, over
 // our threads, the same bits for any thread count). No transposes: R A R of a symmetric A is A's buffer reversed;
 // LAPACK's upper factor V (A = V^T V, column-major) read row-major is L, and its inverse read row-major is L^-1;
-// U in row-major order is that buffer reversed again. The factor's double buffer holds the float inverse afterwards.
-// With keep_l, L itself (row-major lower, float) is kept there too, and *shift is the lambda added to the diagonal.
-MatF inverse_cholesky_upper(const Eigen::MatrixXd& H, const std::vector<bool>& dead, double damp, unsigned threads,
-                            GptqStats& stats, MatF* keep_l, double* shift) {
+// U in row-major order is that buffer reversed again. The factor's double buffer holds the float inverse meanwhile.
+Factor inverse_cholesky_upper(const Eigen::MatrixXd& H, const std::vector<bool>& dead, double damp, unsigned threads,
+                              GptqStats& stats, bool keep_l) {
   const auto n = H.rows();
   const int ni = static_cast<int>(n);
   const size_t nn = static_cast<size_t>(n) * static_cast<size_t>(n);
@@ -43,26 +52,28 @@ MatF inverse_cholesky_upper(const Eigen::MatrixXd& H, const std::vector<bool>& d
   double diag_sum = 0.0;
   for (Eigen::Index i = 0; i < n; ++i) diag_sum += dead[static_cast<size_t>(i)] ? 1.0 : H(i, i);
   const double mean_diag = diag_sum / static_cast<double>(n);
-  std::unique_ptr<double[]> a(new double[nn]);
-  advise_huge_pages(a.get(), nn * sizeof(double));
-  float* x = reinterpret_cast<float*>(a.get());  // L^-1, once the factor is read
-  MatF U(n, n);  // first L, then U
-  advise_huge_pages(U.data(), nn * sizeof(float));
-  float* l = U.data();
+  Factor out;
+  out.buffer = std::shared_ptr<double[]>(new double[nn]);
+  double* a = out.buffer.get();
+  advise_huge_pages(a, nn * sizeof(double));
+  float* x = reinterpret_cast<float*>(a);  // L^-1, once the factor is read
+  out.U.resize(n, n);  // first L, then U
+  advise_huge_pages(out.U.data(), nn * sizeof(float));
+  float* l = out.U.data();
   double frac = damp;
   for (int attempt = 1; attempt <= 200; ++attempt) {
     stats.damp_attempts = attempt;
     // R H R, damped (rows of the buffer in parallel pieces; plain copies, the same for any thread count).
     parallel_for(kCopyPieces, threads, [&](size_t p, unsigned) {
       const size_t b = nn * p / kCopyPieces, e = nn * (p + 1) / kCopyPieces;
-      std::reverse_copy(H.data() + (nn - e), H.data() + (nn - b), a.get() + b);
+      std::reverse_copy(H.data() + (nn - e), H.data() + (nn - b), a + b);
     });
     for (Eigen::Index i = 0; i < n; ++i) {
       double& d = a[static_cast<size_t>(i * n + i)];
       if (dead[static_cast<size_t>(n - 1 - i)]) d = 1.0;
       d += frac * mean_diag;
     }
-    if (parallel_dpotrf_upper(ni, a.get(), ni, threads) == 0) {
+    if (parallel_dpotrf_upper(ni, a, ni, threads) == 0) {
       // L (row-major lower) in float, the rest zero; check it is usable.
       std::vector<char> usable(kCopyPieces, 1);
       parallel_for(kCopyPieces, threads, [&](size_t p, unsigned) {
@@ -77,25 +88,23 @@ MatF inverse_cholesky_upper(const Eigen::MatrixXd& H, const std::vector<bool>& d
       });
       const bool ok = std::all_of(usable.begin(), usable.end(), [](char u) { return u != 0; });
       if (ok && parallel_strtri_upper(ni, l, ni, x, ni, threads) == 0) {
-        // U into L's buffer, or into a new one when L is kept.
-        MatF kept;
-        if (keep_l) {
-          kept.resize(n, n);
-          advise_huge_pages(kept.data(), nn * sizeof(float));
-        }
-        float* u = keep_l ? kept.data() : l;
+        // L to the buffer's second half when kept, then U over L.
+        float* kept = x + nn;
         std::vector<char> finite(kCopyPieces, 1);
         parallel_for(kCopyPieces, threads, [&](size_t p, unsigned) {
           const size_t b = nn * p / kCopyPieces, e = nn * (p + 1) / kCopyPieces;
-          std::reverse_copy(x + (nn - e), x + (nn - b), u + b);
-          finite[p] = Eigen::Map<const Eigen::ArrayXf>(u + b, static_cast<Eigen::Index>(e - b)).allFinite() ? 1 : 0;
+          if (keep_l) std::copy(l + b, l + e, kept + b);
+        });
+        parallel_for(kCopyPieces, threads, [&](size_t p, unsigned) {
+          const size_t b = nn * p / kCopyPieces, e = nn * (p + 1) / kCopyPieces;
+          std::reverse_copy(x + (nn - e), x + (nn - b), l + b);
+          finite[p] = Eigen::Map<const Eigen::ArrayXf>(l + b, static_cast<Eigen::Index>(e - b)).allFinite() ? 1 : 0;
         });
         if (std::all_of(finite.begin(), finite.end(), [](char f) { return f != 0; })) {
           stats.damp = frac;
-          if (shift) *shift = frac * mean_diag;
-          if (!keep_l) return U;
-          *keep_l = std::move(U);
-          return kept;
+          out.shift = frac * mean_diag;
+          if (keep_l) out.L = kept;
+          return out;
         }
       }
     }
@@ -107,7 +116,7 @@ MatF inverse_cholesky_upper(const Eigen::MatrixXd& H, const std::vector<bool>& d
 }  // namespace
 
 GptqStats gptq_quantize(const Format& f, const float* w, size_t rows, size_t cols, const Eigen::MatrixXd& H_in,
-                        const GptqConfig& cfg, unsigned threads, uint8_t* dst, std::vector<float>* h_float) {
+                        const GptqConfig& cfg, unsigned threads, uint8_t* dst, std::shared_ptr<const float>* h_float) {
   if (static_cast<size_t>(H_in.rows()) != cols || static_cast<size_t>(H_in.cols()) != cols)
     throw std::invalid_argument(fmt::format("GPTQ: Hessian is {}x{} for {} columns", H_in.rows(), H_in.cols(), cols));
   if (!H_in.allFinite()) throw std::invalid_argument("GPTQ: Hessian has NaN or Inf entries");
@@ -142,10 +151,10 @@ GptqStats gptq_quantize(const Format& f, const float* w, size_t rows, size_t col
   }
   // The refinement's E H comes from the pass's own errors through L (below), a triangular product.
   const bool refine = cfg.refine_rounds > 0;
-  MatF L;
-  double shift = 0.0;
-  const MatF U = inverse_cholesky_upper(cfg.act_order ? Hp : H_in, dead_p, cfg.damp, threads, stats,
-                                        refine ? &L : nullptr, &shift);
+  Factor factor = inverse_cholesky_upper(cfg.act_order ? Hp : H_in, dead_p, cfg.damp, threads, stats, refine);
+  const MatF& U = factor.U;
+  const float* L = factor.L;
+  const double shift = factor.shift;
   const auto t1 = std::chrono::steady_clock::now();
   stats.factor_seconds = std::chrono::duration<double>(t1 - t0).count();
 
@@ -176,15 +185,17 @@ GptqStats gptq_quantize(const Format& f, const float* w, size_t rows, size_t col
   }
 
   // The refinement's float copy of the undamped Hessian (symmetric: its column-major buffer is also row-major), in
-  // parallel pieces, made once the factorization's buffers are gone; left for the caller if it asks.
-  std::vector<float> own_hf;
-  std::vector<float>& Hf = h_float ? *h_float : own_hf;
+  // parallel pieces, in the factorization's spare buffer; left for the caller if it asks.
+  float* Hf = nullptr;
   if (refine || h_float) {
-    Hf.resize(cols * cols);
+    Hf = factor.free_floats();
     const size_t nn = cols * cols;
     parallel_for(kCopyPieces, threads, [&](size_t p, unsigned) {
       for (size_t k = nn * p / kCopyPieces; k < nn * (p + 1) / kCopyPieces; ++k) Hf[k] = static_cast<float>(H_in.data()[k]);
     });
+    if (h_float) *h_float = std::shared_ptr<const float>(factor.buffer, Hf);
+  } else {
+    factor.buffer.reset();
   }
 
   use_single_threaded_blas();
@@ -259,12 +270,12 @@ GptqStats gptq_quantize(const Format& f, const float* w, size_t rows, size_t col
       // rows, half the work of E H.
       for (Eigen::Index r = 0; r < enr; ++r) std::reverse(&errors(r, 0), &errors(r, 0) + n);
       cblas_strmm(CblasRowMajor, CblasRight, CblasLower, CblasTrans, CblasNonUnit, static_cast<int>(nr),
-                  static_cast<int>(cols), 1.0f, L.data(), static_cast<int>(cols), errors.data(), static_cast<int>(cols));
+                  static_cast<int>(cols), 1.0f, L, static_cast<int>(cols), errors.data(), static_cast<int>(cols));
       std::vector<float> eh(nr * cols);
       for (size_t r = 0; r < nr; ++r)
         for (size_t c = 0; c < cols; ++c)
           eh[r * cols + perm[c]] = errors(static_cast<Eigen::Index>(r), static_cast<Eigen::Index>(cols - 1 - c));
-      task_refine_gain[task] = gptq_refine_rows(f, w0.data(), nr, cols, Hf.data(), dead, cfg.refine_rounds,
+      task_refine_gain[task] = gptq_refine_rows(f, w0.data(), nr, cols, Hf, dead, cfg.refine_rounds,
                                                 grids.data(), codes.data(), eh.data(), shift);
       task_refine_seconds[task] = std::chrono::duration<double>(std::chrono::steady_clock::now() - r0t).count();
     }

@@ -118,7 +118,7 @@ QuantizedTensor quantize_tensor_gptq(const TensorPlan& t, const GptqSettings& se
   out.parts.emplace_back(t.rows * f.row_bytes(t.cols));
   std::vector<uint8_t>& bytes = out.parts.front();
   GptqStats stats;
-  std::vector<float> hf;  // H in float, for the output error
+  std::shared_ptr<const float> hf;  // H in float, for the output error
   try {
     stats = gptq_quantize(f, w.data(), t.rows, t.cols, *H, settings.config, threads, bytes.data(), &hf);
   } catch (const std::runtime_error& e) {
@@ -147,7 +147,7 @@ QuantizedTensor quantize_tensor_gptq(const TensorPlan& t, const GptqSettings& se
     for (size_t r = 0; r < t.rows; ++r) f.dequantize_row(rtn.data() + r * rb, rtn_values.data() + r * t.cols, t.cols);
     mats.emplace_back(w.data(), rtn_values.data());
   }
-  const std::vector<double> norms = h_norms(mats, used, t.cols, hf.data(), threads);
+  const std::vector<double> norms = h_norms(mats, used, t.cols, hf.get(), threads);
   const double signal = norms[0];
   rep.output_error_rows = used.size();
   rep.output_rel_error = signal > 0 ? norms[1] / signal : 0.0;

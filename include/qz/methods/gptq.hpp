@@ -16,7 +16,7 @@
 #include <Eigen/Dense>
 #include <cstddef>
 #include <cstdint>
-#include <vector>
+#include <memory>
 
 #include "qz/formats/format.hpp"
 
@@ -48,6 +48,7 @@ struct GptqStats {
 // Throws std::runtime_error if no damping makes H positive definite. With h_float, H in float (cols x cols) is left
 // there for the caller (the refinement makes that copy anyway).
 GptqStats gptq_quantize(const Format& f, const float* w, size_t rows, size_t cols, const Eigen::MatrixXd& H,
-                        const GptqConfig& cfg, unsigned threads, uint8_t* dst, std::vector<float>* h_float = nullptr);
+                        const GptqConfig& cfg, unsigned threads, uint8_t* dst,
+                        std::shared_ptr<const float>* h_float = nullptr);
 
 }  // namespace qz
