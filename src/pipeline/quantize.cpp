@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <numeric>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -99,7 +100,7 @@ QuantizedTensor quantize_tensor_gptq(const TensorPlan& t, const GptqSettings& se
                                      uint64_t tokens, unsigned threads, const std::function<void(double)>& progress,
                                      HessianOf of) {
   const Format& f = *t.format;
-  const std::vector<float> w = read_finite_tensor(t);
+  const std::vector<float> w = read_finite_tensor(t, threads);
   GptqReport rep;
   rep.tokens = tokens;
   const Eigen::MatrixXd* H = &hessian;
@@ -132,20 +133,39 @@ QuantizedTensor quantize_tensor_gptq(const TensorPlan& t, const GptqSettings& se
   rep.refine_seconds = stats.refine_seconds;
   rep.refine_gain = stats.refine_gain;
   rep.dead_columns = stats.dead_columns;
-  std::vector<float> q(w.size());
+  // The stored values: their error statistics over all rows (fixed chunks over threads, merged in order), and the
+  // rows the output error is measured on.
   const size_t rb = f.row_bytes(t.cols);
-  for (size_t r = 0; r < t.rows; ++r) f.dequantize_row(bytes.data() + r * rb, q.data() + r * t.cols, t.cols);
-  out.error.add(w.data(), q.data(), w.size());
+  {
+    const size_t rows_per_chunk = std::max<size_t>(1, kChunkValues / std::max<size_t>(1, t.cols));
+    const size_t chunks = (t.rows + rows_per_chunk - 1) / rows_per_chunk;
+    std::vector<ErrorStats> chunk_error(chunks);
+    parallel_for(chunks, threads, [&](size_t c, unsigned) {
+      const size_t r0 = c * rows_per_chunk, nr = std::min(rows_per_chunk, t.rows - r0);
+      std::vector<float> y(nr * t.cols);
+      for (size_t r = 0; r < nr; ++r) f.dequantize_row(bytes.data() + (r0 + r) * rb, y.data() + r * t.cols, t.cols);
+      chunk_error[c].add(w.data() + r0 * t.cols, y.data(), y.size());
+    });
+    for (const ErrorStats& e : chunk_error) out.error.merge(e);
+  }
   const auto te = Clock::now();
-  const std::vector<size_t> used = output_error_rows(t.rows);
-  std::vector<std::pair<const float*, const float*>> mats = {{w.data(), nullptr}, {w.data(), q.data()}};
+  const std::vector<size_t> rows_used = output_error_rows(t.rows);
+  const size_t nu = rows_used.size();
+  std::vector<float> w_used(nu * t.cols), q_used(nu * t.cols);
+  for (size_t k = 0; k < nu; ++k) {
+    std::copy_n(w.data() + rows_used[k] * t.cols, t.cols, w_used.data() + k * t.cols);
+    f.dequantize_row(bytes.data() + rows_used[k] * rb, q_used.data() + k * t.cols, t.cols);
+  }
+  std::vector<size_t> used(nu);
+  std::iota(used.begin(), used.end(), size_t{0});
+  std::vector<std::pair<const float*, const float*>> mats = {{w_used.data(), nullptr}, {w_used.data(), q_used.data()}};
   std::vector<float> rtn_values;
   if (settings.compare_rtn) {
-    std::vector<uint8_t> rtn(bytes.size());
-    rtn_quantize_rows(f, w.data(), t.rows, t.cols, nullptr, nullptr, rtn.data());
-    rtn_values.resize(w.size());
-    for (size_t r = 0; r < t.rows; ++r) f.dequantize_row(rtn.data() + r * rb, rtn_values.data() + r * t.cols, t.cols);
-    mats.emplace_back(w.data(), rtn_values.data());
+    std::vector<uint8_t> rtn(nu * rb);
+    rtn_quantize_rows(f, w_used.data(), nu, t.cols, nullptr, nullptr, rtn.data());
+    rtn_values.resize(nu * t.cols);
+    for (size_t k = 0; k < nu; ++k) f.dequantize_row(rtn.data() + k * rb, rtn_values.data() + k * t.cols, t.cols);
+    mats.emplace_back(w_used.data(), rtn_values.data());
   }
   const std::vector<double> norms = h_norms(mats, used, t.cols, hf.get(), threads);
   const double signal = norms[0];

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "qz/core/finite.hpp"
+#include "qz/core/parallel.hpp"
 #include "qz/core/error.hpp"
 #include "qz/formats/format_table.hpp"
 #include "qz/io/mapped_file.hpp"
@@ -85,10 +86,18 @@ void read_rows(const TensorSource& t, size_t r0, size_t nr, float* out) {
   }
 }
 
-std::vector<float> read_finite_tensor(const TensorSource& t) {
+std::vector<float> read_finite_tensor(const TensorSource& t, unsigned threads) {
+  constexpr size_t kPieces = 16;  // row ranges over threads
   std::vector<float> v(t.rows * t.cols);
-  read_rows(t, 0, t.rows, v.data());
-  if (const size_t bad = first_non_finite(v.data(), v.size()); bad != SIZE_MAX) throw_non_finite(t, bad, v[bad]);
+  if (threads <= 1 || t.rows < kPieces) {
+    read_rows(t, 0, t.rows, v.data());
+  } else {
+    parallel_for(kPieces, threads, [&](size_t p, unsigned) {
+      const size_t r0 = t.rows * p / kPieces, r1 = t.rows * (p + 1) / kPieces;
+      read_rows(t, r0, r1 - r0, v.data() + r0 * t.cols);
+    });
+  }
+  if (const size_t bad = first_non_finite(v.data(), v.size(), threads); bad != SIZE_MAX) throw_non_finite(t, bad, v[bad]);
   return v;
 }
 

@@ -54,8 +54,9 @@ void read_rows(const TensorSource& t, size_t r0, size_t nr, float* out);
 // Done reading the tensor: the pages of its bytes in the input mappings (the entry, or a packed linear's parts)
 // leave the resident set, so that memory stays flat over a whole model (io/mapped_file.hpp).
 void release_source_pages(const TensorSource& t) noexcept;
-// The whole tensor; throws InputError naming the file, tensor and element of a NaN/Inf value.
-std::vector<float> read_finite_tensor(const TensorSource& t);
+// The whole tensor (row ranges read over `threads`); throws InputError naming the file, tensor and element of a
+// NaN/Inf value.
+std::vector<float> read_finite_tensor(const TensorSource& t, unsigned threads = 1);
 
 // The InputError for a NaN/Inf at output element `out_index` (reported where the checkpoint has it).
 [[noreturn]] void throw_non_finite(const TensorSource& t, size_t out_index, float value);
