@@ -137,6 +137,45 @@ TEST(FormatInterface, FastPathEqualsGridPathOnSignedZerosAndHalves) {
 }
 
 // Rounding on a fixed grid picks the nearest representable value: no other code of the block is closer.
+// code_neighbours (GPTQ's refinement asks it of every value; the final formats inline their own calls) gives, for
+// each position, the value of its code and of the codes one up and one down, NaN exactly where quantize_value does
+// not give that code back: at the grid's ends at least (codes of the block's extreme values).
+TEST(FormatInterface, CodeNeighboursAreTheValuesOfTheCodesAroundAndNaNOffTheGrid) {
+  for (const auto& f : all_formats()) {
+    if (f->whole_tensor() || !f->is_quantized()) continue;
+    SCOPED_TRACE(f->name());
+    const size_t bs = f->block_size();
+    const std::vector<float> x = test::gaussian(bs, 9, 0.1f);
+    BlockGrid g;
+    f->fit(x.data(), bs, nullptr, g);
+    std::vector<int32_t> codes(bs);
+    for (size_t j = 0; j < bs; ++j) codes[j] = f->quantize_value(g, j, x[j]);
+    std::vector<float> value(bs), up(bs), down(bs);
+    f->code_neighbours(g, 0, bs, codes.data(), value.data(), up.data(), down.data());
+    size_t off_grid = 0;
+    for (size_t j = 0; j < bs; ++j) {
+      EXPECT_EQ(value[j], f->dequantize_value(g, j, codes[j])) << j;
+      for (const int step : {1, -1}) {
+        const float got = step > 0 ? up[j] : down[j];
+        const float v = f->dequantize_value(g, j, codes[j] + step);
+        if (f->quantize_value(g, j, v) == codes[j] + step) {
+          EXPECT_EQ(got, v) << j << " " << step;
+        } else {
+          EXPECT_TRUE(std::isnan(got)) << j << " " << step;
+          ++off_grid;
+        }
+      }
+    }
+    EXPECT_GT(off_grid, 0u) << "the block's extremes sit at the grid's ends";
+    // One position at a time, from an offset, as the refinement asks after a move.
+    float v1, u1, d1;
+    f->code_neighbours(g, bs / 2, 1, &codes[bs / 2], &v1, &u1, &d1);
+    EXPECT_EQ(v1, value[bs / 2]);
+    EXPECT_TRUE(u1 == up[bs / 2] || (std::isnan(u1) && std::isnan(up[bs / 2])));
+    EXPECT_TRUE(d1 == down[bs / 2] || (std::isnan(d1) && std::isnan(down[bs / 2])));
+  }
+}
+
 TEST(FormatInterface, QuantizeValueIsNearestOnTheGrid) {
   struct Case {
     const char* name;

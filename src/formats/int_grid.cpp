@@ -180,6 +180,11 @@ class IntGridFormat final : public Format {
     return static_cast<float>(code - g.i[1]) * g.f[1];
   }
 
+  void code_neighbours(const BlockGrid& g, size_t j0, size_t n, const int32_t* codes, float* value, float* up,
+                       float* down) const override {
+    code_neighbours_inline(*this, g, j0, n, codes, value, up, down);
+  }
+
   void encode(const BlockGrid& g, const int32_t* codes, uint8_t* dst) const override {
     const auto d = static_cast<uint16_t>(g.i[0]);
     if (native_) {

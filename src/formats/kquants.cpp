@@ -88,6 +88,11 @@ class KQuantFormat : public Format {
   size_t block_size() const override { return kQK_K; }
   size_t block_bytes() const override { return bytes_; }
 
+  void code_neighbours(const BlockGrid& g, size_t j0, size_t n, const int32_t* codes, float* value, float* up,
+                       float* down) const override {
+    code_neighbours_inline(static_cast<const Self&>(*this), g, j0, n, codes, value, up, down);
+  }
+
   void quantize_row(const float* x, uint8_t* dst, size_t n, const float* importance) const override {
     const Self& self = static_cast<const Self&>(*this);
     std::vector<float> weights;

@@ -225,6 +225,11 @@ class Q8_0Format final : public Format {
   float dequantize_value(const BlockGrid& g, size_t, int32_t code) const override {
     return static_cast<float>(code) * g.f[1];
   }
+  void code_neighbours(const BlockGrid& g, size_t j0, size_t n, const int32_t* codes, float* value, float* up,
+                       float* down) const override {
+    code_neighbours_inline(*this, g, j0, n, codes, value, up, down);
+  }
+
   void encode(const BlockGrid& g, const int32_t* codes, uint8_t* dst) const override {
     pack_block<BlockQ8_0>(static_cast<uint16_t>(g.i[0]), 0, codes, dst);
   }
@@ -364,6 +369,11 @@ class LegacyFormat final : public Format {
     g.f[1] = g.f[3];
     p[0] = g.f[2];
     if constexpr (with_min_) p[1] = g.f[3];
+  }
+
+  void code_neighbours(const BlockGrid& g, size_t j0, size_t n, const int32_t* codes, float* value, float* up,
+                       float* down) const override {
+    code_neighbours_inline(*this, g, j0, n, codes, value, up, down);
   }
 
   void encode(const BlockGrid& g, const int32_t* codes, uint8_t* dst) const override {

@@ -6,7 +6,6 @@
 
 #include <Eigen/Dense>
 #include <cmath>
-#include <limits>
 
 namespace qz {
 
@@ -35,26 +34,14 @@ size_t group_width(const Format& f, size_t cols) { return f.scope() == GridScope
 // Coordinate descent on the codes of rows [0, rows): E = W0 - Q and G = E H (row-major, rows x cols) updated in
 // place. Rows are independent, so a sweep goes over blocks of kSweepColumns columns, each block for all rows in turn
 // (the H rows of a block, which a move reads, stay in cache for all of them); within a row the columns go in order,
-// as row-by-row sweeps take them. A row stops when a sweep moved none of its codes. The values one grid step up and down of every code (NaN where the block does not store that code) are
-// found once (the format's calls cost more than the test itself) and again only for a code that moves.
+// as row-by-row sweeps take them. A row stops when a sweep moved none of its codes. up/down hold the values one
+// grid step up and down of every code (NaN where the block does not store that code; Format::code_neighbours),
+// found before (the format's calls cost more than the test itself) and again here only for a code that moves.
 void refine_codes(const Format& f, size_t rows, size_t cols, const float* H, const std::vector<bool>& dead,
-                  const BlockGrid* grids, int32_t* codes, float* Q, float* E, float* G) {
+                  const BlockGrid* grids, int32_t* codes, float* Q, float* E, float* G, float* up, float* down) {
   const size_t gs = group_width(f, cols), groups = cols / gs;
-  const float none = std::numeric_limits<float>::quiet_NaN();
-  std::vector<float> up(rows * cols, none), down(rows * cols, none);
-  auto neighbours = [&](size_t r, size_t c) {
-    const BlockGrid& grid = grids[r * groups + c / gs];
-    const size_t i = r * cols + c;
-    const float vu = f.dequantize_value(grid, c % gs, codes[i] + 1);
-    up[i] = f.quantize_value(grid, c % gs, vu) == codes[i] + 1 ? vu : none;
-    const float vd = f.dequantize_value(grid, c % gs, codes[i] - 1);
-    down[i] = f.quantize_value(grid, c % gs, vd) == codes[i] - 1 ? vd : none;
-  };
   std::vector<char> live(cols);
   for (size_t c = 0; c < cols; ++c) live[c] = !dead[c] && H[c * cols + c] > 0.0f;
-  for (size_t r = 0; r < rows; ++r)
-    for (size_t c = 0; c < cols; ++c)
-      if (live[c]) neighbours(r, c);
   std::vector<char> active(rows, 1);
   std::vector<size_t> moved(rows, 0);
   for (int sweep = 0; sweep < kCodeSweeps; ++sweep) {
@@ -79,7 +66,7 @@ void refine_codes(const Format& f, size_t rows, size_t cols, const float* H, con
               add_scaled(g, H + c * cols, tf, cols);  // H is symmetric: row c = column c
               Q[i] = v;
               codes[i] += step;
-              neighbours(r, c);
+              f.code_neighbours(grids[r * groups + c / gs], c % gs, 1, &codes[i], &Q[i], &up[i], &down[i]);
               ++moved[r];
               break;
             }
@@ -160,13 +147,19 @@ double gptq_refine_rows(const Format& f, const float* w0, size_t rows, size_t co
   if (rounds <= 0 || rows == 0 || groups == 0 || groups * gs != cols) return 0.0;
   const auto n = static_cast<Eigen::Index>(cols), er = static_cast<Eigen::Index>(rows);
   MatF Q(er, n), E(er, n), G(er, n);
-  for (size_t r = 0; r < rows; ++r)
-    for (size_t c = 0; c < cols; ++c) {
-      Q(static_cast<Eigen::Index>(r), static_cast<Eigen::Index>(c)) =
-          f.dequantize_value(grids[r * groups + c / gs], c % gs, codes[r * cols + c]);
+  std::vector<float> up(rows * cols), down(rows * cols);
+  // Q, and the values a step up and down, for a row's blocks.
+  auto values_of_row = [&](size_t r) {
+    for (size_t b = 0; b < groups; ++b)
+      f.code_neighbours(grids[r * groups + b], 0, gs, codes + r * cols + b * gs, &Q(static_cast<Eigen::Index>(r), 0) + b * gs,
+                        up.data() + r * cols + b * gs, down.data() + r * cols + b * gs);
+  };
+  for (size_t r = 0; r < rows; ++r) {
+    values_of_row(r);
+    for (size_t c = 0; c < cols; ++c)
       E(static_cast<Eigen::Index>(r), static_cast<Eigen::Index>(c)) =
           w0[r * cols + c] - Q(static_cast<Eigen::Index>(r), static_cast<Eigen::Index>(c));
-    }
+  }
   if (eh_shifted) {
     // G = E (H + shift I) - shift E on live columns; a dead column's H row and column are zero.
     const auto sf = static_cast<float>(shift);
@@ -184,11 +177,13 @@ double gptq_refine_rows(const Format& f, const float* w0, size_t rows, size_t co
   double before = 0.0, after = 0.0;
   for (Eigen::Index r = 0; r < er; ++r) before += static_cast<double>(E.row(r).cast<double>().dot(G.row(r).cast<double>()));
   for (int round = 0; round < rounds; ++round) {
-    refine_codes(f, rows, cols, H, dead, grids, codes, Q.data(), E.data(), G.data());
+    refine_codes(f, rows, cols, H, dead, grids, codes, Q.data(), E.data(), G.data(), up.data(), down.data());
     if (f.linear_params() > 0 && f.scope() == GridScope::Block && cols <= kRefitMaxCols)
       for (size_t r = 0; r < rows; ++r) {
         const auto ri = static_cast<Eigen::Index>(r);
-        refit_params(f, w0 + r * cols, cols, H, grids + r * groups, codes + r * cols, &Q(ri, 0), &E(ri, 0), &G(ri, 0));
+        if (refit_params(f, w0 + r * cols, cols, H, grids + r * groups, codes + r * cols, &Q(ri, 0), &E(ri, 0),
+                         &G(ri, 0)) > 0.0)
+          values_of_row(r);  // new grids: new neighbour values
       }
   }
   for (Eigen::Index r = 0; r < er; ++r) after += static_cast<double>(E.row(r).cast<double>().dot(G.row(r).cast<double>()));

@@ -13,6 +13,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <span>
 #include <string>
@@ -101,6 +102,12 @@ class Format {
   virtual float dequantize_value(const BlockGrid& g, size_t j, int32_t code) const = 0;
   // Stores one block from its grid and block_size() codes.
   virtual void encode(const BlockGrid& g, const int32_t* codes, uint8_t* dst) const = 0;
+  // For positions j0 + k (k < n) of one block: the values of codes[k], codes[k] + 1 and codes[k] - 1, the last two
+  // NaN where the block does not store that code (quantize_value does not give it back). GPTQ's refinement asks
+  // this of every value. The default calls dequantize_value / quantize_value; the final formats run the same calls
+  // inlined (code_neighbours_inline below), with the same results.
+  virtual void code_neighbours(const BlockGrid& g, size_t j0, size_t n, const int32_t* codes, float* value, float* up,
+                               float* down) const;
 
   // Blocks whose values are linear in a few continuous parameters for fixed codes, value_j = sum_k p_k *
   // basis_k(code_j) (Q4_0/Q5_0: the scale; Q4_1/Q5_1: the scale and the min), so that a method can refit them by
@@ -115,5 +122,21 @@ class Format {
 };
 
 using FormatPtr = std::shared_ptr<const Format>;
+
+// Format::code_neighbours with Self's own (non-virtual) dequantize_value / quantize_value.
+template <class Self>
+void code_neighbours_inline(const Self& self, const BlockGrid& g, size_t j0, size_t n, const int32_t* codes,
+                            float* value, float* up, float* down) {
+  const float none = std::numeric_limits<float>::quiet_NaN();
+  for (size_t k = 0; k < n; ++k) {
+    const size_t j = j0 + k;
+    const int32_t c = codes[k];
+    value[k] = self.Self::dequantize_value(g, j, c);
+    const float vu = self.Self::dequantize_value(g, j, c + 1);
+    up[k] = self.Self::quantize_value(g, j, vu) == c + 1 ? vu : none;
+    const float vd = self.Self::dequantize_value(g, j, c - 1);
+    down[k] = self.Self::quantize_value(g, j, vd) == c - 1 ? vd : none;
+  }
+}
 
 }  // namespace qz
