@@ -202,12 +202,26 @@ GptqStats gptq_quantize(const Format& f, const float* w, size_t rows, size_t col
   const size_t tasks = tasks_count(rows);
   std::vector<double> task_refine_gain(tasks, 0.0), task_refine_seconds(tasks, 0.0);
   std::vector<double> task_loss(tasks, 0.0);
-  parallel_for(tasks, threads, [&](size_t task, unsigned) {
+  // Each worker's buffers, reused from one chunk of rows to the next (fresh pages and their zeroing cost more than
+  // the work on them here). Every element is written before it is read.
+  struct Scratch {
+    MatF W, errors;
+    std::vector<float> orig, w0, eh;
+    std::vector<BlockGrid> grids;
+    std::vector<int32_t> codes;
+    RefineScratch refine;
+  };
+  std::vector<Scratch> scratch(std::max(1u, threads));
+  parallel_for(tasks, threads, [&](size_t task, unsigned worker) {
     const size_t r0 = task * kRowsPerTask, nr = std::min(kRowsPerTask, rows - r0);
     const auto enr = static_cast<Eigen::Index>(nr);
-    MatF W(enr, n);  // permuted columns
-    std::vector<float> orig(cols);
-    std::vector<BlockGrid> grids(nr * groups);
+    Scratch& sc = scratch[worker];
+    MatF& W = sc.W;  // permuted columns
+    W.resize(enr, n);
+    std::vector<float>& orig = sc.orig;
+    orig.resize(cols);
+    std::vector<BlockGrid>& grids = sc.grids;
+    grids.resize(nr * groups);
     for (size_t r = 0; r < nr; ++r) {
       load_row(r0 + r, orig.data());
       for (size_t c = 0; c < cols; ++c) W(static_cast<Eigen::Index>(r), static_cast<Eigen::Index>(c)) = orig[perm[c]];
@@ -217,8 +231,9 @@ GptqStats gptq_quantize(const Format& f, const float* w, size_t rows, size_t col
         for (size_t g = 0; g < groups; ++g) f.fit(orig.data() + g * gs, gs, imp ? imp + g * gs : nullptr, grids[r * groups + g]);
       }
     }
-    std::vector<int32_t> codes(nr * cols);
-    MatF errors;  // every column's Err, for the refinement
+    std::vector<int32_t>& codes = sc.codes;
+    codes.resize(nr * cols);
+    MatF& errors = sc.errors;  // every column's Err, for the refinement
     if (refine) errors.resize(enr, n);
     double loss = 0.0;
     std::vector<float> fit_buf(gs);
@@ -263,7 +278,8 @@ GptqStats gptq_quantize(const Format& f, const float* w, size_t rows, size_t col
     }
     if (refine) {
       const auto r0t = std::chrono::steady_clock::now();
-      std::vector<float> w0(nr * cols);
+      std::vector<float>& w0 = sc.w0;
+      w0.resize(nr * cols);
       for (size_t r = 0; r < nr; ++r) load_row(r0 + r, w0.data() + r * cols);
       // E (H + lambda I) with E = W0 - Q (permuted columns): the pass left W0 - Q = Err U, and with R the reversal,
       // U^-1 = R L R, so E (H + lambda I) = Err U U^-1 U^-T = Err R L^T R: one triangular product on the reversed
@@ -271,12 +287,13 @@ GptqStats gptq_quantize(const Format& f, const float* w, size_t rows, size_t col
       for (Eigen::Index r = 0; r < enr; ++r) std::reverse(&errors(r, 0), &errors(r, 0) + n);
       cblas_strmm(CblasRowMajor, CblasRight, CblasLower, CblasTrans, CblasNonUnit, static_cast<int>(nr),
                   static_cast<int>(cols), 1.0f, L, static_cast<int>(cols), errors.data(), static_cast<int>(cols));
-      std::vector<float> eh(nr * cols);
+      std::vector<float>& eh = sc.eh;
+      eh.resize(nr * cols);
       for (size_t r = 0; r < nr; ++r)
         for (size_t c = 0; c < cols; ++c)
           eh[r * cols + perm[c]] = errors(static_cast<Eigen::Index>(r), static_cast<Eigen::Index>(cols - 1 - c));
       task_refine_gain[task] = gptq_refine_rows(f, w0.data(), nr, cols, Hf, dead, cfg.refine_rounds,
-                                                grids.data(), codes.data(), eh.data(), shift);
+                                                grids.data(), codes.data(), eh.data(), shift, &sc.refine);
       task_refine_seconds[task] = std::chrono::duration<double>(std::chrono::steady_clock::now() - r0t).count();
     }
     for (size_t r = 0; r < nr; ++r)

@@ -189,12 +189,16 @@ double refit_params(const Format& f, const float* w0, size_t cols, const float* 
 
 double gptq_refine_rows(const Format& f, const float* w0, size_t rows, size_t cols, const float* H,
                         const std::vector<bool>& dead, int rounds, BlockGrid* grids, int32_t* codes,
-                        const float* eh_shifted, double shift) {
+                        const float* eh_shifted, double shift, RefineScratch* scratch) {
   const size_t gs = group_width(f, cols), groups = cols / gs;
   if (rounds <= 0 || rows == 0 || groups == 0 || groups * gs != cols) return 0.0;
   const auto n = static_cast<Eigen::Index>(cols), er = static_cast<Eigen::Index>(rows);
-  MatF Q(er, n), E(er, n), G(er, n);
-  std::vector<float> up(rows * cols), down(rows * cols);
+  RefineScratch own;
+  RefineScratch& sc = scratch ? *scratch : own;
+  for (auto* v : {&sc.q, &sc.e, &sc.g, &sc.up, &sc.down}) v->resize(rows * cols);
+  Eigen::Map<MatF> Q(sc.q.data(), er, n), E(sc.e.data(), er, n), G(sc.g.data(), er, n);
+  std::vector<float>& up = sc.up;
+  std::vector<float>& down = sc.down;
   // Q, and the values a step up and down, for a row's blocks.
   auto values_of_row = [&](size_t r) {
     for (size_t b = 0; b < groups; ++b)
