@@ -307,5 +307,24 @@ TEST(Hessian, EqualsTwoOverNSumOfOuterProducts) {
   EXPECT_EQ(c.tokens(), 0u);
 }
 
+// take_hessian scales and mirrors in place by 64 x 64 tiles over threads: for a width of several tiles and a ragged
+// last one, the same values as hessian() for any thread count; an accumulator with nothing added gives zeros, and one
+// emptied by take_hessian starts again from nothing.
+TEST(Hessian, TakenInPlaceOverThreadsEqualsTheCopyForAnyThreadCount) {
+  const size_t tokens = 300, cols = 150;
+  const std::vector<float> x = test::gaussian(tokens * cols, 13, 1.0f);
+  for (unsigned threads : {1u, 3u}) {
+    HessianAccumulator a(cols);
+    EXPECT_EQ(a.take_hessian(threads), Eigen::MatrixXd::Zero(cols, cols));
+    a.add_rows(x.data(), tokens, 2);
+    const Eigen::MatrixXd made = a.hessian();
+    EXPECT_EQ(a.take_hessian(threads), made) << threads;
+    a.add_rows(x.data(), 100, 2);  // again, from nothing
+    HessianAccumulator fresh(cols);
+    fresh.add_rows(x.data(), 100, 2);
+    EXPECT_EQ(a.take_hessian(threads), fresh.hessian()) << threads;
+  }
+}
+
 }  // namespace
 }  // namespace qz

@@ -1,7 +1,6 @@
 #include "qz/formats/format.hpp"
 
 #include <algorithm>
-#include <limits>
 #include <stdexcept>
 #include <vector>
 
@@ -9,16 +8,8 @@ namespace qz {
 
 void Format::code_neighbours(const BlockGrid& g, size_t j0, size_t n, const int32_t* codes, float* value, float* up,
                              float* down) const {
-  const float none = std::numeric_limits<float>::quiet_NaN();
-  for (size_t k = 0; k < n; ++k) {
-    const size_t j = j0 + k;
-    const int32_t c = codes[k];
-    value[k] = dequantize_value(g, j, c);
-    const float vu = dequantize_value(g, j, c + 1);
-    up[k] = quantize_value(g, j, vu) == c + 1 ? vu : none;
-    const float vd = dequantize_value(g, j, c - 1);
-    down[k] = quantize_value(g, j, vd) == c - 1 ? vd : none;
-  }
+  code_neighbours_with([&](size_t j, int32_t c) { return dequantize_value(g, j, c); },
+                       [&](size_t j, float x) { return quantize_value(g, j, x); }, j0, n, codes, value, up, down);
 }
 
 void Format::search_weights(const float*, size_t n, const float* importance, float* weights) const {

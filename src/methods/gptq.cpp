@@ -88,15 +88,12 @@ Factor inverse_cholesky_upper(const Eigen::MatrixXd& H, const std::vector<bool>&
       });
       const bool ok = std::all_of(usable.begin(), usable.end(), [](char u) { return u != 0; });
       if (ok && parallel_strtri_upper(ni, l, ni, x, ni, threads) == 0) {
-        // L to the buffer's second half when kept, then U over L.
+        // Each piece of L to the buffer's second half when kept, then U over it.
         float* kept = x + nn;
         std::vector<char> finite(kCopyPieces, 1);
         parallel_for(kCopyPieces, threads, [&](size_t p, unsigned) {
           const size_t b = nn * p / kCopyPieces, e = nn * (p + 1) / kCopyPieces;
           if (keep_l) std::copy(l + b, l + e, kept + b);
-        });
-        parallel_for(kCopyPieces, threads, [&](size_t p, unsigned) {
-          const size_t b = nn * p / kCopyPieces, e = nn * (p + 1) / kCopyPieces;
           std::reverse_copy(x + (nn - e), x + (nn - b), l + b);
           finite[p] = Eigen::Map<const Eigen::ArrayXf>(l + b, static_cast<Eigen::Index>(e - b)).allFinite() ? 1 : 0;
         });

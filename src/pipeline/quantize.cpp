@@ -4,7 +4,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <numeric>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -60,24 +59,24 @@ std::vector<size_t> output_error_rows(size_t rows) {
   return r;
 }
 
-// tr(E H E^T) over the rows `used` of E = A - B (rows x cols, row-major; B null for E = A), for each (A, B) given:
+// tr(E H E^T) of E = A - B (rows x cols, row-major; B null for E = A), for each (A, B) given:
 // chunks of 128 rows (each sgemm packs H once: larger chunks pay that less often), each one single-threaded sgemm
 // against H (symmetric, cols x cols), spread over threads; the chunks' sums are added in order, so the figure is the
 // same for any thread count.
-std::vector<double> h_norms(const std::vector<std::pair<const float*, const float*>>& mats, const std::vector<size_t>& used,
-                            size_t cols, const float* H, unsigned threads) {
+std::vector<double> h_norms(const std::vector<std::pair<const float*, const float*>>& mats, size_t rows, size_t cols,
+                            const float* H, unsigned threads) {
   constexpr size_t kChunk = 128;
-  const size_t chunks = (used.size() + kChunk - 1) / kChunk;
+  const size_t chunks = (rows + kChunk - 1) / kChunk;
   std::vector<double> part(chunks * mats.size(), 0.0);
   use_single_threaded_blas();
   parallel_for(chunks, threads, [&](size_t c, unsigned) {
-    const size_t k0 = c * kChunk, nk = std::min(kChunk, used.size() - k0);
+    const size_t k0 = c * kChunk, nk = std::min(kChunk, rows - k0);
     std::vector<float> E(nk * cols), EH(nk * cols);
     for (size_t m = 0; m < mats.size(); ++m) {
       const auto [a, b] = mats[m];
       for (size_t k = 0; k < nk; ++k) {
-        const float* ar = a + used[k0 + k] * cols;
-        const float* br = b ? b + used[k0 + k] * cols : nullptr;
+        const float* ar = a + (k0 + k) * cols;
+        const float* br = b ? b + (k0 + k) * cols : nullptr;
         for (size_t j = 0; j < cols; ++j) E[k * cols + j] = br ? ar[j] - br[j] : ar[j];
       }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(nk), static_cast<int>(cols),
@@ -156,8 +155,6 @@ QuantizedTensor quantize_tensor_gptq(const TensorPlan& t, const GptqSettings& se
     std::copy_n(w.data() + rows_used[k] * t.cols, t.cols, w_used.data() + k * t.cols);
     f.dequantize_row(bytes.data() + rows_used[k] * rb, q_used.data() + k * t.cols, t.cols);
   }
-  std::vector<size_t> used(nu);
-  std::iota(used.begin(), used.end(), size_t{0});
   std::vector<std::pair<const float*, const float*>> mats = {{w_used.data(), nullptr}, {w_used.data(), q_used.data()}};
   std::vector<float> rtn_values;
   if (settings.compare_rtn) {
@@ -167,9 +164,9 @@ QuantizedTensor quantize_tensor_gptq(const TensorPlan& t, const GptqSettings& se
     for (size_t k = 0; k < nu; ++k) f.dequantize_row(rtn.data() + k * rb, rtn_values.data() + k * t.cols, t.cols);
     mats.emplace_back(w_used.data(), rtn_values.data());
   }
-  const std::vector<double> norms = h_norms(mats, used, t.cols, hf.get(), threads);
+  const std::vector<double> norms = h_norms(mats, nu, t.cols, hf.get(), threads);
   const double signal = norms[0];
-  rep.output_error_rows = used.size();
+  rep.output_error_rows = nu;
   rep.output_rel_error = signal > 0 ? norms[1] / signal : 0.0;
   if (settings.compare_rtn) rep.rtn_output_rel_error = signal > 0 ? norms[2] / signal : 0.0;
   rep.output_error_seconds = std::chrono::duration<double>(Clock::now() - te).count();

@@ -123,20 +123,29 @@ class Format {
 
 using FormatPtr = std::shared_ptr<const Format>;
 
-// Format::code_neighbours with Self's own (non-virtual) dequantize_value / quantize_value.
-template <class Self>
-void code_neighbours_inline(const Self& self, const BlockGrid& g, size_t j0, size_t n, const int32_t* codes,
-                            float* value, float* up, float* down) {
+// Format::code_neighbours given the block's dequantize(j, code) and quantize(j, value).
+template <class Dequantize, class Quantize>
+void code_neighbours_with(const Dequantize& dequantize, const Quantize& quantize, size_t j0, size_t n,
+                          const int32_t* codes, float* value, float* up, float* down) {
   const float none = std::numeric_limits<float>::quiet_NaN();
   for (size_t k = 0; k < n; ++k) {
     const size_t j = j0 + k;
     const int32_t c = codes[k];
-    value[k] = self.Self::dequantize_value(g, j, c);
-    const float vu = self.Self::dequantize_value(g, j, c + 1);
-    up[k] = self.Self::quantize_value(g, j, vu) == c + 1 ? vu : none;
-    const float vd = self.Self::dequantize_value(g, j, c - 1);
-    down[k] = self.Self::quantize_value(g, j, vd) == c - 1 ? vd : none;
+    value[k] = dequantize(j, c);
+    const float vu = dequantize(j, c + 1);
+    up[k] = quantize(j, vu) == c + 1 ? vu : none;
+    const float vd = dequantize(j, c - 1);
+    down[k] = quantize(j, vd) == c - 1 ? vd : none;
   }
+}
+
+// Format::code_neighbours with Self's own (non-virtual) dequantize_value / quantize_value.
+template <class Self>
+void code_neighbours_inline(const Self& self, const BlockGrid& g, size_t j0, size_t n, const int32_t* codes,
+                            float* value, float* up, float* down) {
+  code_neighbours_with([&](size_t j, int32_t c) { return self.Self::dequantize_value(g, j, c); },
+                       [&](size_t j, float x) { return self.Self::quantize_value(g, j, x); }, j0, n, codes, value, up,
+                       down);
 }
 
 }  // namespace qz

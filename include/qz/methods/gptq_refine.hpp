@@ -27,15 +27,17 @@ inline constexpr int kCodeSweeps = 4;
 // (beyond, only the codes are refined).
 inline constexpr size_t kRefitMaxCols = 1024;
 
+// Buffers gptq_refine_rows reuses from one call to the next when given one (a thread's chunks of rows): no fresh
+// pages each time.
+struct RefineScratch {
+  std::vector<float> q, e, g, up, down;
+};
+
 // Refines `rows` rows of `cols` columns in place: their codes (rows x cols, by column) and grids (rows x
 // cols / block, for GridScope::Block formats). w0 holds the rows' original weights (rows x cols, dead columns
 // zeroed); H is the undamped Hessian in float (cols x cols, symmetric). Returns the summed objective decrease.
 // The descent starts from G = E H, E = w0 - Q: computed here (one sgemm) unless the caller has E (H + shift I)
 // (rows x cols, as GPTQ's pass gives it through its factor), passed as eh_shifted.
-// Buffers it reuses from one call to the next when given one (a thread's chunks of rows): no fresh pages each time.
-struct RefineScratch {
-  std::vector<float> q, e, g, up, down;
-};
 double gptq_refine_rows(const Format& f, const float* w0, size_t rows, size_t cols, const float* H,
                         const std::vector<bool>& dead, int rounds, BlockGrid* grids, int32_t* codes,
                         const float* eh_shifted = nullptr, double shift = 0.0, RefineScratch* scratch = nullptr);
