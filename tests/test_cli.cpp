@@ -223,6 +223,9 @@ TEST_F(CliConventions, OptionsAndPositionalsInAnyOrderRepeatableOptionsTakeOneVa
   // The command: --calib before the positional input.
   Result r = quantize("--method gptq --bits 4 --calib " + calib_ + " " + demo_ + " -o " + out("a.gguf"));
   ASSERT_EQ(r.code, 0) << r.output;
+  // The default grid (4-bit asymmetric, groups of 128) goes into llama.cpp's Q4_1, and the run says so.
+  EXPECT_TRUE(contains(r.output, "note: --method gptq 4-bit asymmetric groups of 128: stored as llama.cpp's Q4_1")) << r.output;
+  EXPECT_EQ(GgufFile(out("a.gguf")).find_tensor("blk.0.attn_q.weight")->type, GgmlType::Q4_1);
   // Repeated --calib accumulates (twice the same file: twice the tokens in the file's metadata).
   r = quantize("--calib " + calib_ + " -o " + out("b.gguf") + " --calib " + calib_ + " " + demo_ + " --method gptq -q");
   ASSERT_EQ(r.code, 0) << r.output;

@@ -489,6 +489,7 @@ std::vector<BatchResult> run_batch(const Recipe& recipe, const std::vector<Batch
     if (ev.quantize.progress) progress.emplace(*ev.quantize.progress, events_mutex);
     QuantizeEvents qe;
     qe.warn = locked(ev.quantize.warn, events_mutex);
+    qe.note = locked(ev.quantize.note, events_mutex);
     qe.planned = locked(ev.quantize.planned, events_mutex);
     qe.awq.group = locked(ev.quantize.awq.group, events_mutex);
     qe.awq.clip = locked(ev.quantize.awq.clip, events_mutex);

@@ -40,6 +40,7 @@ void warn(const QuantizeEvents& ev, const std::string& msg) {
 }
 
 void report_plan_warnings(const Plan& plan, const QuantizeEvents& ev, const fs::path& output, bool gguf_output) {
+  if (ev.note && gguf_output && !plan.config.target.stored_as.empty()) ev.note(plan.config.target.why);
   for (const auto& w : plan.config.warnings) warn(ev, w);
   for (const auto& name : plan.calibration_missing) warn(ev, name + ": no calibration data, rounded to nearest");
   if (plan.imatrix)

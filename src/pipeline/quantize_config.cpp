@@ -69,6 +69,7 @@ TargetConfig grid_target(const IntGridSpec& spec, const std::string& spelled) {
                                        group_words(spec));
   if (spec.granularity == Granularity::Group) {
     const auto native = native_storage(spec, 0);
+    if (native) t.stored_as = format_for_ggml_type(*native)->name();
     t.why = native ? fmt::format("{}: stored as llama.cpp's {} (each group's scale{} repeated in its {} block{} of 32)",
                                  grid, format_for_ggml_type(*native)->name(), spec.symmetric ? "" : " and min", spec.group / 32,
                                  spec.group == 32 ? "" : "s")
@@ -78,6 +79,7 @@ TargetConfig grid_target(const IntGridSpec& spec, const std::string& spelled) {
   } else {
     const IntGridSpec blocks{spec.bits, spec.symmetric, Granularity::Group, 32};
     const auto native = native_storage(blocks, 0);
+    if (native) t.stored_as = format_for_ggml_type(*native)->name();
     t.why = native ? fmt::format("{}: stored as llama.cpp's {} where the row length is a multiple of 32", grid,
                                  format_for_ggml_type(*native)->name())
                    : fmt::format("{}: this tool's own layout", grid);

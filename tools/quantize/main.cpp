@@ -45,6 +45,7 @@ int handle_quantize(cli::QuantizeArgs& a, const Verbosity& v) {
   cli::ConsoleProgress progress(stderr, isatty(STDERR_FILENO) != 0, v.quiet);
   QuantizeEvents ev;
   ev.warn = [](const std::string& s) { spdlog::warn("{}", s); };
+  if (!v.quiet) ev.note = [](const std::string& s) { fmt::print(stderr, "note: {}\n", s); };
   ev.planned = [&](const Plan& plan) {
     spdlog::debug("{} tensors, {} skipped", plan.tensors.size(), plan.skipped.size());
     if (a.job.dry_run && !v.quiet) cli::print_plan(human, plan);

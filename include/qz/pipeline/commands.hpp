@@ -45,6 +45,7 @@ struct QuantizeJob {
 // What the run tells its caller as it goes, all from the calling thread.
 struct QuantizeEvents {
   std::function<void(const std::string&)> warn;  // an option ignored, a tensor without data, a fallback ...
+  std::function<void(const std::string&)> note;  // a choice the user did not spell (a grid stored as a llama.cpp type)
   std::function<void(const Plan&)> planned;      // the plan, before any work (a dry run stops here)
   AwqProgress awq;                               // each AWQ search
   std::function<void(const AwqReport&)> awq_done;

@@ -24,6 +24,7 @@ struct TargetConfig {
   const Mix* mix = nullptr;
   std::string format_name;  // a single format (for per-row / per-tensor grids, resolved per row length)
   std::string why;          // the reason the plan gives
+  std::string stored_as;    // an integer grid held exactly by a llama.cpp type: that type's name ("" otherwise)
   // (key, value) pairs of how the format was spelled, for the file's metadata: bits, group size, ...
   std::vector<std::pair<std::string, GgufValue>> settings;
   FormatPtr format_for(size_t row_length) const;  // the single format for rows of that length
