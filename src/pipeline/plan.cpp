@@ -475,103 +475,112 @@ void add_sizes(Plan& plan) {
   }
 }
 
-}  // namespace
-
-Plan make_plan(const Checkpoint& ckpt, const QuantizeOptions& opts, const Imatrix* imatrix,
-               const std::string& imatrix_file, const CalibrationSet* calib, bool plan_only,
-               const CalibrationUse* text_calib) {
-  Plan plan;
-  plan.config = resolve_options(opts, {imatrix != nullptr, calib != nullptr || text_calib != nullptr});
-  const QuantizeConfig& cfg = plan.config;
-  if (cfg.target.mix) plan.file_type = cfg.target.mix->file_type;
-  read_model(ckpt, plan);
-  const MixContext ctx = mix_context(ckpt, imatrix != nullptr);
-
+// The packed linears of a GPTQ / AWQ checkpoint, by the name of their qweight (their other parts are read through it).
+std::map<std::string, PackedLinear> packed_linears(const Checkpoint& ckpt, const Plan& plan) {
   std::map<std::string, PackedLinear> packed;
-  if (plan.packed) {
-    if (!plan.model) throw InputError(plan.packed->file + ": a quantized checkpoint needs its architecture in config.json");
-    if (cfg.gptq || cfg.awq)
-      throw UsageError(fmt::format("--method {}: {} is already quantized ({}); convert it with round-to-nearest (the "
-                                   "default), or quantize the float model it was made from",
-                                   method_name(cfg.method), ckpt.source().string(), plan.packed->name()));
-    if (plan.packed->kind != PackedKind::Bnb4)
-      for (auto& l : find_packed_linears(ckpt, *plan.packed)) {
-        std::string key = l.base + ".qweight";
-        packed.emplace(std::move(key), std::move(l));
-      }
+  if (!plan.packed || plan.packed->kind == PackedKind::Bnb4) return packed;
+  for (auto& l : find_packed_linears(ckpt, *plan.packed)) {
+    std::string key = l.base + ".qweight";
+    packed.emplace(std::move(key), std::move(l));
   }
+  return packed;
+}
+
+// The 4-bit linears of a bitsandbytes checkpoint, by the name of their packed weight; warns that they are requantized.
+std::map<std::string, std::shared_ptr<const Bnb4Linear>> bnb4_linears(const Checkpoint& ckpt, Plan& plan) {
   std::map<std::string, std::shared_ptr<const Bnb4Linear>> bnb4;
-  if (plan.packed && plan.packed->kind == PackedKind::Bnb4) {
-    for (auto& l : find_bnb4_linears(ckpt, *plan.packed)) {
-      std::string key = l.base + ".weight";  // (before l is moved from)
-      bnb4.emplace(std::move(key), std::make_shared<const Bnb4Linear>(std::move(l)));
-    }
-    if (!bnb4.empty())
-      plan.config.warnings.push_back(fmt::format(
-          "{}: {} bitsandbytes {} linears: NF4 / FP4 blocks have no llama.cpp type, so they are decoded and quantized "
-          "again (to {}); the roundings compound",
-          ckpt.source().string(), bnb4.size(), bnb4.begin()->second->quant_type, cfg.target.name));
+  if (!plan.packed || plan.packed->kind != PackedKind::Bnb4) return bnb4;
+  for (auto& l : find_bnb4_linears(ckpt, *plan.packed)) {
+    std::string key = l.base + ".weight";  // (before l is moved from)
+    bnb4.emplace(std::move(key), std::make_shared<const Bnb4Linear>(std::move(l)));
   }
+  if (!bnb4.empty())
+    plan.config.warnings.push_back(fmt::format(
+        "{}: {} bitsandbytes {} linears: NF4 / FP4 blocks have no llama.cpp type, so they are decoded and quantized "
+        "again (to {}); the roundings compound",
+        ckpt.source().string(), bnb4.size(), bnb4.begin()->second->quant_type, plan.config.target.name));
+  return bnb4;
+}
+
+// A quantized checkpoint is converted, not calibrated again.
+void check_packed_input(const Checkpoint& ckpt, const Plan& plan) {
+  if (!plan.packed) return;
+  if (!plan.model) throw InputError(plan.packed->file + ": a quantized checkpoint needs its architecture in config.json");
+  if (plan.config.gptq || plan.config.awq)
+    throw UsageError(fmt::format("--method {}: {} is already quantized ({}); convert it with round-to-nearest (the "
+                                 "default), or quantize the float model it was made from",
+                                 method_name(plan.config.method), ckpt.source().string(), plan.packed->name()));
+}
+
+// Every tensor of the checkpoint with its format: packed linears as the weights they stand for (their side parts
+// dropped), 1-D and higher-rank tensors kept F32, 2-D weights by the target and the rules.
+void plan_tensors(const Checkpoint& ckpt, const MixContext& ctx, Plan& plan) {
+  const QuantizeConfig& cfg = plan.config;
+  const auto packed = packed_linears(ckpt, plan);
+  const auto bnb4 = bnb4_linears(ckpt, plan);
   for (const auto& e : ckpt.tensors()) {
-    if (!bnb4.empty()) {
-      if (is_bnb4_side_part(e.tensor->name)) continue;
-      if (const auto it = bnb4.find(e.tensor->name); it != bnb4.end()) {
-        if (auto p = bnb4_source(e, it->second, plan)) {
-          choose_format(*p, cfg, ctx);
-          apply_fallback(*p, cfg.rules.no_fallback);
-          p->reason = fmt::format("bitsandbytes {}: decoded, then {}", it->second->quant_type, p->reason);
-          plan.tensors.push_back(std::move(*p));
-        }
-        continue;
-      }
-    }
-    if (plan.packed && plan.packed->kind != PackedKind::Bnb4 && is_packed_part(e.tensor->name)) {
-      const auto it = packed.find(e.tensor->name);
-      if (it == packed.end()) continue;  // (qzeros, scales, g_idx: read through their qweight)
-      std::optional<TensorPlan> p = packed_source(it->second, plan, plan.skipped);
-      if (!p) continue;
-      choose_packed_format(*p, cfg, ctx, plan.config.warnings);
-      plan.tensors.push_back(std::move(*p));
-      continue;
-    }
-    std::optional<TensorPlan> p = source_of(e, plan, plan.skipped);
-    if (!p) continue;
-    if (p->shape.size() != 2) {
-      p->format = format_for_ggml_type(GgmlType::F32);
-      p->reason = p->shape.size() < 2 ? "1-D tensors (norms, biases) stay F32" : "tensors that are not 2-D stay F32";
-    } else {
+    const std::string& name = e.tensor->name;
+    std::optional<TensorPlan> p;
+    if (!bnb4.empty() && is_bnb4_side_part(name)) continue;
+    if (const auto it = bnb4.find(name); it != bnb4.end()) {
+      if (!(p = bnb4_source(e, it->second, plan))) continue;
       choose_format(*p, cfg, ctx);
       apply_fallback(*p, cfg.rules.no_fallback);
+      p->reason = fmt::format("bitsandbytes {}: decoded, then {}", it->second->quant_type, p->reason);
+    } else if (plan.packed && plan.packed->kind != PackedKind::Bnb4 && is_packed_part(name)) {
+      const auto linear = packed.find(name);
+      if (linear == packed.end()) continue;  // (qzeros, scales, g_idx: read through their qweight)
+      if (!(p = packed_source(linear->second, plan, plan.skipped))) continue;
+      choose_packed_format(*p, cfg, ctx, plan.config.warnings);
+    } else {
+      if (!(p = source_of(e, plan, plan.skipped))) continue;
+      if (p->shape.size() != 2) {
+        p->format = format_for_ggml_type(GgmlType::F32);
+        p->reason = p->shape.size() < 2 ? "1-D tensors (norms, biases) stay F32" : "tensors that are not 2-D stay F32";
+      } else {
+        choose_format(*p, cfg, ctx);
+        apply_fallback(*p, cfg.rules.no_fallback);
+      }
     }
     plan.tensors.push_back(std::move(*p));
   }
   if (plan.tensors.empty()) throw InputError(ckpt.source().string() + ": no tensor to write");
-  const size_t requantized = static_cast<size_t>(std::count_if(plan.tensors.begin(), plan.tensors.end(), [](const TensorPlan& t) {
-    return t.source && t.source->tensor->ggml_type;
-  }));
-  if (requantized)
-    plan.config.warnings.push_back(fmt::format(
-        "--allow-requantize: {} tensor{} of {} {} already quantized and {} decoded, then quantized again: the two "
-        "roundings compound (start from the F16 / BF16 / F32 model where you can)",
-        requantized, requantized == 1 ? "" : "s", ckpt.source().string(), requantized == 1 ? "is" : "are",
-        requantized == 1 ? "is" : "are"));
-  add_rope_freqs(plan);
-  check_required_biases(plan, ckpt);
-  check_config_against_tensors(plan, ckpt);
+}
 
+void warn_requantized(const Checkpoint& ckpt, Plan& plan) {
+  const auto requantized = static_cast<size_t>(std::count_if(
+      plan.tensors.begin(), plan.tensors.end(), [](const TensorPlan& t) { return t.source && t.source->tensor->ggml_type; }));
+  if (!requantized) return;
+  const bool one = requantized == 1;
+  plan.config.warnings.push_back(fmt::format(
+      "--allow-requantize: {} tensor{} of {} {} already quantized and {} decoded, then quantized again: the two "
+      "roundings compound (start from the F16 / BF16 / F32 model where you can)",
+      requantized, one ? "" : "s", ckpt.source().string(), one ? "is" : "are", one ? "is" : "are"));
+}
+
+// What the method needs beyond the tensors: a model to fold AWQ's scales into or to run on text, and calibration
+// data (a dry run plans without it).
+void check_method_inputs(const Checkpoint& ckpt, const Plan& plan, bool has_calib, bool from_text, bool plan_only) {
+  const QuantizeConfig& cfg = plan.config;
   const std::string method = method_name(cfg.method);
   const std::string why_no_model = plan.model_unavailable.empty() ? "" : " (" + plan.model_unavailable + ")";
   if (cfg.awq && !plan.model)
     throw UsageError(fmt::format("--method {} folds its scales into the model's norms and linears: it needs a "
                                  "checkpoint with a config.json, or a GGUF, of a supported architecture ({}){}",
                                  method, ckpt.source().string(), why_no_model));
-  if ((cfg.gptq || cfg.awq) && calib == nullptr && text_calib == nullptr && !plan_only)
+  if ((cfg.gptq || cfg.awq) && !has_calib && !from_text && !plan_only)
     throw UsageError(fmt::format("--method {} needs calibration data: --calib FILE (text or activations)", method));
+  if (from_text && !plan.model)
+    throw UsageError(fmt::format("calibration from text runs the model: it needs a checkpoint with a config.json, or "
+                                 "a GGUF, of a supported architecture ({}){}",
+                                 ckpt.source().string(), why_no_model));
+}
+
+// GPTQ's inputs per tensor: from the engine's pass over the text (tensors in block order), or from the activation
+// file.
+void attach_calibration_inputs(Plan& plan, const CalibrationSet* calib, const CalibrationUse* text_calib) {
+  const QuantizeConfig& cfg = plan.config;
   if (text_calib) {
-    if (!plan.model)
-      throw UsageError(fmt::format("calibration from text runs the model: it needs a checkpoint with a config.json, or "
-                                   "a GGUF, of a supported architecture ({}){}",
-                                   ckpt.source().string(), why_no_model));
     if (cfg.gptq) attach_calibration(plan, nullptr, false);
     plan.calibration = *text_calib;
     put_in_block_order(plan);
@@ -580,6 +589,25 @@ Plan make_plan(const Checkpoint& ckpt, const QuantizeOptions& opts, const Imatri
     if (calib && (cfg.gptq || cfg.awq)) describe_calibration(plan, *calib);
   }
   if (cfg.gptq || cfg.awq) search_embeddings(plan);
+}
+
+}  // namespace
+
+Plan make_plan(const Checkpoint& ckpt, const QuantizeOptions& opts, const Imatrix* imatrix,
+               const std::string& imatrix_file, const CalibrationSet* calib, bool plan_only,
+               const CalibrationUse* text_calib) {
+  Plan plan;
+  plan.config = resolve_options(opts, {imatrix != nullptr, calib != nullptr || text_calib != nullptr});
+  if (plan.config.target.mix) plan.file_type = plan.config.target.mix->file_type;
+  read_model(ckpt, plan);
+  check_packed_input(ckpt, plan);
+  plan_tensors(ckpt, mix_context(ckpt, imatrix != nullptr), plan);
+  warn_requantized(ckpt, plan);
+  add_rope_freqs(plan);
+  check_required_biases(plan, ckpt);
+  check_config_against_tensors(plan, ckpt);
+  check_method_inputs(ckpt, plan, calib != nullptr, text_calib != nullptr, plan_only);
+  attach_calibration_inputs(plan, calib, text_calib);
   if (imatrix) attach_importance(plan, *imatrix, imatrix_file);
   add_sizes(plan);
   return plan;
