@@ -1,7 +1,11 @@
 // A GGUF model as input (io/gguf_tensor_file.hpp, io/checkpoint.hpp, pipeline/plan.hpp): quantized as llama-quantize
 // quantizes it, its metadata carried over, --override-kv, quantized input only with --allow-requantize, and the
 // calibrated methods running the model from the GGUF itself.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <map>
 
 #include "qz/core/error.hpp"
 #include "qz/formats/format_table.hpp"
@@ -55,6 +59,21 @@ void expect_same_tensors(const GgufFile& a, const GgufFile& b) {
   }
 }
 
+// The same tensors by name (names, types, shapes, bytes), whatever their order: llama_model_quantize writes the
+// tensors in its own order (by block).
+void expect_same_tensors_by_name(const GgufFile& a, const GgufFile& b) {
+  ASSERT_EQ(a.tensors().size(), b.tensors().size());
+  for (const auto& x : a.tensors()) {
+    SCOPED_TRACE(x.name);
+    const auto* y = b.find_tensor(x.name);
+    ASSERT_NE(y, nullptr);
+    EXPECT_EQ(x.type, y->type);
+    EXPECT_EQ(x.ne, y->ne);
+    const auto dx = a.data(x), dy = b.data(*y);
+    EXPECT_TRUE(std::equal(dx.begin(), dx.end(), dy.begin(), dy.end()));
+  }
+}
+
 class GgufInput : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -83,6 +102,54 @@ TEST_F(GgufInput, EveryPresetFromAnF16GgufEqualsTheSamePresetFromTheCheckpoint) 
     EXPECT_EQ(str(ga, "general.architecture"), "llama");
     EXPECT_EQ(str(ga, "tokenizer.ggml.model"), str(gb, "tokenizer.ggml.model"));
   }
+}
+
+// Against llama.cpp itself: llama_model_quantize (what llama-quantize runs) on the same F16 GGUF of an eight-block
+// model (so that the mixes' per-layer choices show), every preset, without and with an imatrix from calibration
+// text, gives the tensors (names, types, shapes, bytes) this tool writes.
+TEST(GgufInputAgainstLlamaCpp, EveryPresetGivesLlamaQuantizesTensorBytesWithAndWithoutAnImatrix) {
+  const std::string helper = QZ_LLAMA_QUANTIZE_REF;
+  if (helper.empty()) GTEST_SKIP() << "node-llama-cpp's libllama is absent (npm install in tests/integration): no llama_quantize_ref";
+  test::TempDir dir;
+  DemoConfig c;
+  c.dtype = DType::F16;
+  c.layers = 8;
+  c.intermediate = 512;
+  write_demo_checkpoint(dir / "demo", c);
+  write_demo_calibration_text(dir / "calib.txt");
+  const fs::path f16 = dir / "f16.gguf", imatrix = dir / "imatrix.gguf";
+  make(dir / "demo", f16, typed("F16"));
+  ImatrixJob ij;
+  ij.model = f16;
+  ij.calib = {dir / "calib.txt"};
+  ij.output = imatrix;
+  ij.ctx = 128;
+  run_imatrix(ij);
+  std::map<bool, std::vector<uint8_t>> q4_k_m_attn_q;  // (the imatrix must change what both sides write)
+  for (const bool with_imatrix : {false, true})
+    for (const Mix& m : mixes()) {
+      SCOPED_TRACE(fmt::format("{}{}", m.name, with_imatrix ? " with an imatrix" : ""));
+      const fs::path ours = dir / "ours.gguf", theirs = dir / "theirs.gguf";
+      std::string cmd = fmt::format("{} {} {} {} 2", helper, f16.string(), theirs.string(), m.file_type);
+      if (with_imatrix) cmd += " " + imatrix.string();
+      ASSERT_EQ(std::system((cmd + " > /dev/null 2>&1").c_str()), 0) << cmd;
+      QuantizeJob job;
+      job.inputs = {f16};
+      job.output = ours;
+      job.options = typed(std::string(m.name));
+      if (with_imatrix) job.imatrix = imatrix;
+      job.force = true;
+      run_quantize(job);
+      const GgufFile a(ours), b(theirs);
+      expect_same_tensors_by_name(a, b);
+      if (m.name == "Q4_K_M") {
+        const auto d = b.data(*b.find_tensor("blk.0.attn_q.weight"));
+        q4_k_m_attn_q[with_imatrix].assign(d.begin(), d.end());
+      }
+      EXPECT_EQ(*a.find("general.file_type")->get_if<uint32_t>(), *b.find("general.file_type")->get_if<uint32_t>());
+    }
+  ASSERT_EQ(q4_k_m_attn_q.size(), 2u);
+  EXPECT_NE(q4_k_m_attn_q[false], q4_k_m_attn_q[true]);
 }
 
 TEST_F(GgufInput, MetadataIsCarriedOverWithTheQuantizationKeysRewrittenAndOverrides) {
