@@ -19,7 +19,7 @@ BlockByBlockOptions with_float_inputs(BlockByBlockOptions o) {
 
 // Accumulates each group's Hessian as the pass shows its input, as BlockQuantizer does for one output.
 struct SharedHessians::Observer final : BlockObserver {
-  explicit Observer(unsigned threads) : threads(threads) {}
+  explicit Observer(unsigned thread_count) : threads(thread_count) {}
   void observe(const LinearGroup& g, const float* x, size_t tokens, size_t columns) override {
     auto it = open.find(g.input);
     if (it == open.end()) it = open.emplace(g.input, HessianAccumulator(columns)).first;

@@ -77,8 +77,9 @@ Factor inverse_cholesky_upper(const Eigen::MatrixXd& H, const std::vector<bool>&
       // L (row-major lower) in float, the rest zero; check it is usable.
       std::vector<char> usable(kCopyPieces, 1);
       parallel_for(kCopyPieces, threads, [&](size_t p, unsigned) {
-        for (Eigen::Index i = n * static_cast<Eigen::Index>(p) / kCopyPieces;
-             i < n * static_cast<Eigen::Index>(p + 1) / kCopyPieces; ++i) {
+        const auto pieces = static_cast<Eigen::Index>(kCopyPieces);
+        for (Eigen::Index i = n * static_cast<Eigen::Index>(p) / pieces; i < n * static_cast<Eigen::Index>(p + 1) / pieces;
+             ++i) {
           const size_t row = static_cast<size_t>(i * n);
           for (Eigen::Index j = 0; j <= i; ++j) l[row + static_cast<size_t>(j)] = static_cast<float>(a[row + static_cast<size_t>(j)]);
           std::fill(l + row + static_cast<size_t>(i) + 1, l + row + static_cast<size_t>(n), 0.0f);
