@@ -90,6 +90,7 @@ class GgufInput : public ::testing::Test {
 // checkpoint (whose bytes the format and mix tests check against llama.cpp's own quantizers), with the file type.
 TEST_F(GgufInput, EveryPresetFromAnF16GgufEqualsTheSamePresetFromTheCheckpoint) {
   for (const Mix& m : mixes()) {
+    if (m.id == MixId::Q2_K_S) continue;  // (needs an imatrix: the test against llama.cpp below covers it)
     SCOPED_TRACE(std::string(m.name));
     const fs::path a = dir_ / "from-gguf.gguf", b = dir_ / "from-checkpoint.gguf";
     make(f16(), a, typed(std::string(m.name)));
@@ -110,46 +111,62 @@ TEST_F(GgufInput, EveryPresetFromAnF16GgufEqualsTheSamePresetFromTheCheckpoint) 
 TEST(GgufInputAgainstLlamaCpp, EveryPresetGivesLlamaQuantizesTensorBytesWithAndWithoutAnImatrix) {
   const std::string helper = QZ_LLAMA_QUANTIZE_REF;
   if (helper.empty()) GTEST_SKIP() << "node-llama-cpp's libllama is absent (npm install in tests/integration): no llama_quantize_ref";
-  test::TempDir dir;
-  DemoConfig c;
-  c.dtype = DType::F16;
-  c.layers = 8;
-  c.intermediate = 512;
-  write_demo_checkpoint(dir / "demo", c);
-  write_demo_calibration_text(dir / "calib.txt");
-  const fs::path f16 = dir / "f16.gguf", imatrix = dir / "imatrix.gguf";
-  make(dir / "demo", f16, typed("F16"));
-  ImatrixJob ij;
-  ij.model = f16;
-  ij.calib = {dir / "calib.txt"};
-  ij.output = imatrix;
-  ij.ctx = 128;
-  run_imatrix(ij);
-  std::map<bool, std::vector<uint8_t>> q4_k_m_attn_q;  // (the imatrix must change what both sides write)
-  for (const bool with_imatrix : {false, true})
-    for (const Mix& m : mixes()) {
-      SCOPED_TRACE(fmt::format("{}{}", m.name, with_imatrix ? " with an imatrix" : ""));
-      const fs::path ours = dir / "ours.gguf", theirs = dir / "theirs.gguf";
-      std::string cmd = fmt::format("{} {} {} {} 2", helper, f16.string(), theirs.string(), m.file_type);
-      if (with_imatrix) cmd += " " + imatrix.string();
-      ASSERT_EQ(std::system((cmd + " > /dev/null 2>&1").c_str()), 0) << cmd;
-      QuantizeJob job;
-      job.inputs = {f16};
-      job.output = ours;
-      job.options = typed(std::string(m.name));
-      if (with_imatrix) job.imatrix = imatrix;
-      job.force = true;
-      run_quantize(job);
-      const GgufFile a(ours), b(theirs);
-      expect_same_tensors_by_name(a, b);
-      if (m.name == "Q4_K_M") {
-        const auto d = b.data(*b.find_tensor("blk.0.attn_q.weight"));
-        q4_k_m_attn_q[with_imatrix].assign(d.begin(), d.end());
+  // Two query heads per KV head, then four (where Q2_K and Q2_K_S give attn_v Q4_K).
+  for (const int kv_heads : {2, 1}) {
+    SCOPED_TRACE(fmt::format("{} KV heads", kv_heads));
+    test::TempDir dir;
+    DemoConfig c;
+    c.dtype = DType::F16;
+    c.layers = 8;
+    c.intermediate = 512;
+    c.kv_heads = kv_heads;
+    write_demo_checkpoint(dir / "demo", c);
+    write_demo_calibration_text(dir / "calib.txt");
+    const fs::path f16 = dir / "f16.gguf", imatrix = dir / "imatrix.gguf";
+    make(dir / "demo", f16, typed("F16"));
+    ImatrixJob ij;
+    ij.model = f16;
+    ij.calib = {dir / "calib.txt"};
+    ij.output = imatrix;
+    ij.ctx = 128;
+    run_imatrix(ij);
+    std::map<bool, std::vector<uint8_t>> q4_k_m_attn_q;  // (the imatrix must change what both sides write)
+    std::map<std::string, GgmlType> q2_k_attn_v;        // by preset
+    for (const bool with_imatrix : {false, true})
+      for (const Mix& m : mixes()) {
+        SCOPED_TRACE(fmt::format("{}{}", m.name, with_imatrix ? " with an imatrix" : ""));
+        const fs::path ours = dir / "ours.gguf", theirs = dir / "theirs.gguf";
+        std::string cmd = fmt::format("{} {} {} {} 2", helper, f16.string(), theirs.string(), m.file_type);
+        if (with_imatrix) cmd += " " + imatrix.string();
+        QuantizeJob job;
+        job.inputs = {f16};
+        job.output = ours;
+        job.options = typed(std::string(m.name));
+        if (with_imatrix) job.imatrix = imatrix;
+        job.force = true;
+        if (m.id == MixId::Q2_K_S && !with_imatrix) {  // both refuse Q2_K_S without an importance matrix
+          EXPECT_NE(std::system((cmd + " > /dev/null 2>&1").c_str()), 0) << cmd;
+          EXPECT_THROW(run_quantize(job), UsageError);
+          continue;
+        }
+        ASSERT_EQ(std::system((cmd + " > /dev/null 2>&1").c_str()), 0) << cmd;
+        run_quantize(job);
+        const GgufFile a(ours), b(theirs);
+        expect_same_tensors_by_name(a, b);
+        if (m.name == "Q4_K_M") {
+          const auto d = b.data(*b.find_tensor("blk.0.attn_q.weight"));
+          q4_k_m_attn_q[with_imatrix].assign(d.begin(), d.end());
+        }
+        if (with_imatrix && (m.id == MixId::Q2_K || m.id == MixId::Q2_K_S))
+          q2_k_attn_v[std::string(m.name)] = b.find_tensor("blk.3.attn_v.weight")->type;
+        EXPECT_EQ(*a.find("general.file_type")->get_if<uint32_t>(), *b.find("general.file_type")->get_if<uint32_t>());
       }
-      EXPECT_EQ(*a.find("general.file_type")->get_if<uint32_t>(), *b.find("general.file_type")->get_if<uint32_t>());
-    }
-  ASSERT_EQ(q4_k_m_attn_q.size(), 2u);
-  EXPECT_NE(q4_k_m_attn_q[false], q4_k_m_attn_q[true]);
+    ASSERT_EQ(q4_k_m_attn_q.size(), 2u);
+    EXPECT_NE(q4_k_m_attn_q[false], q4_k_m_attn_q[true]);
+    // The grouped-query rule showed: attn_v of Q2_K is Q3_K, of Q2_K_S Q2_K, and both Q4_K with four heads per KV head.
+    EXPECT_EQ(q2_k_attn_v["Q2_K"], kv_heads == 1 ? GgmlType::Q4_K : GgmlType::Q3_K);
+    EXPECT_EQ(q2_k_attn_v["Q2_K_S"], kv_heads == 1 ? GgmlType::Q4_K : GgmlType::Q2_K);
+  }
 }
 
 TEST_F(GgufInput, MetadataIsCarriedOverWithTheQuantizationKeysRewrittenAndOverrides) {

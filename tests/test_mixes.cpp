@@ -135,6 +135,17 @@ TEST_F(EightLayers, Q4_K_S_Q3_K_M_Q2_K_Q4_0) {
   EXPECT_EQ(t.at(layer(0, "self_attn.v_proj")), "Q4_K");
 }
 
+TEST_F(EightLayers, Q2_K_SNeedsAnImatrixAndGivesTheFirstEighthsFfnDownQ4_K) {
+  EXPECT_EQ(find_mix("Q2_K_S")->file_type, 21u);
+  EXPECT_THROW(plan_types(ckpt(), "Q2_K_S"), UsageError);  // llama-quantize refuses it without an imatrix too
+  const auto t = plan_types(ckpt(), "Q2_K_S", /*imatrix=*/true);
+  EXPECT_EQ(t.at(layer(0, "mlp.down_proj")), "Q4_K");  // i < 8/8
+  EXPECT_EQ(t.at(layer(1, "mlp.down_proj")), "Q2_K");
+  EXPECT_EQ(t.at(layer(0, "self_attn.v_proj")), "Q2_K");  // n_gqa = 2: no more bits (Q2_K would give Q3_K)
+  EXPECT_EQ(t.at(layer(0, "self_attn.o_proj")), "Q2_K");
+  EXPECT_EQ(t.at("lm_head.weight"), "Q6_K");
+}
+
 TEST(MixPlan, FallbacksAreCountedAndCanBeRefused) {
   test::TempDir dir;
   std::vector<SafetensorsBlob> blobs;

@@ -12,7 +12,8 @@ const std::vector<Mix>& mixes() {
       {MixId::BF16, "BF16", 32, GgmlType::BF16},   {MixId::Q4_0, "Q4_0", 2, GgmlType::Q4_0},
       {MixId::Q4_1, "Q4_1", 3, GgmlType::Q4_1},    {MixId::Q5_0, "Q5_0", 8, GgmlType::Q5_0},
       {MixId::Q5_1, "Q5_1", 9, GgmlType::Q5_1},    {MixId::Q8_0, "Q8_0", 7, GgmlType::Q8_0},
-      {MixId::Q2_K, "Q2_K", 10, GgmlType::Q2_K},   {MixId::Q3_K_S, "Q3_K_S", 11, GgmlType::Q3_K},
+      {MixId::Q2_K, "Q2_K", 10, GgmlType::Q2_K},   {MixId::Q2_K_S, "Q2_K_S", 21, GgmlType::Q2_K},
+      {MixId::Q3_K_S, "Q3_K_S", 11, GgmlType::Q3_K},
       {MixId::Q3_K_M, "Q3_K_M", 12, GgmlType::Q3_K}, {MixId::Q3_K_L, "Q3_K_L", 13, GgmlType::Q3_K},
       {MixId::Q4_K_S, "Q4_K_S", 14, GgmlType::Q4_K}, {MixId::Q4_K_M, "Q4_K_M", 15, GgmlType::Q4_K},
       {MixId::Q5_K_S, "Q5_K_S", 16, GgmlType::Q5_K}, {MixId::Q5_K_M, "Q5_K_M", 17, GgmlType::Q5_K},
@@ -54,6 +55,7 @@ MixChoice mix_type(const Mix& mix, const TensorRoleInfo& info, size_t row_length
     case TensorRole::AttnQkv: {
       const int n = ctx.n_attn_v;
       if (id == MixId::Q2_K) return pick(ctx.n_gqa >= 4 ? GgmlType::Q4_K : GgmlType::Q3_K, "Q2_K: attn_v gets more bits");
+      if (id == MixId::Q2_K_S && ctx.n_gqa >= 4) return pick(GgmlType::Q4_K, "Q2_K_S: attn_v under GQA (>= 4) gets Q4_K");
       if (id == MixId::Q3_K_M) return pick(i < 2 ? GgmlType::Q5_K : GgmlType::Q4_K, "Q3_K_M: attn_v gets more bits");
       if (id == MixId::Q3_K_L) return pick(GgmlType::Q5_K, "Q3_K_L: attn_v gets Q5_K");
       if ((id == MixId::Q4_K_M || id == MixId::Q5_K_M) && use_more_bits(i, n))
@@ -64,6 +66,7 @@ MixChoice mix_type(const Mix& mix, const TensorRoleInfo& info, size_t row_length
     case TensorRole::FfnDown: {
       const int n = ctx.n_ffn_down;
       if (id == MixId::Q2_K) return pick(GgmlType::Q3_K, "Q2_K: ffn_down gets Q3_K");
+      if (id == MixId::Q2_K_S && i < n / 8) return pick(GgmlType::Q4_K, "Q2_K_S: ffn_down of the first n/8 layers gets Q4_K");
       if (id == MixId::Q3_K_M)
         return pick(i < n / 16 ? GgmlType::Q5_K : GgmlType::Q4_K, "Q3_K_M: ffn_down gets more bits");
       if (id == MixId::Q3_K_L) return pick(GgmlType::Q5_K, "Q3_K_L: ffn_down gets Q5_K");

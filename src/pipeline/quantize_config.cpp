@@ -232,6 +232,10 @@ QuantizeConfig resolve_options(const QuantizeOptions& o, const ResolveContext& c
                                  method_name(c.method), c.target.name));
   if (o.double_quant && !whole_tensor)
     warn(fmt::format("--{}double-quant is ignored: it applies to --method nf4 / fp4 only", *o.double_quant ? "" : "no-"));
+  if (c.target.mix && c.target.mix->id == MixId::Q2_K_S && c.method == Method::Rtn && !ctx.has_imatrix)
+    throw UsageError("--type Q2_K_S needs an importance matrix, as llama-quantize does (its Q2_K tensors are too "
+                     "coarse without one): --imatrix FILE (`quantize imatrix MODEL --calib TEXT -o FILE` makes one), "
+                     "or a calibrated method (--method gptq --calib FILE)");
   if (whole_tensor && ctx.has_imatrix)
     throw UsageError(fmt::format("--imatrix does nothing with {}: bitsandbytes' NF4/FP4 rounding has no importance "
                                  "weights (drop --imatrix)",

@@ -1,7 +1,7 @@
 // llama-quantize's presets ("mixes", its ftypes): a base type plus per-tensor choices (output head and some
 // attn_v / ffn_down / attn_output layers get more bits), and its row-length fallbacks. Source: llama.cpp
 // src/llama-quant.cpp (llama_tensor_get_type, tensor_type_fallback); not reproduced: Falcon, MoE (8-expert),
-// 70B-class and IQ presets.
+// 70B-class, IQ, ternary (TQ) and MXFP4 presets. Q2_K_S needs an imatrix, as in llama-quantize.
 #pragma once
 
 #include <cstdint>
@@ -15,7 +15,7 @@
 
 namespace qz {
 
-enum class MixId { F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M,
+enum class MixId { F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q2_K_S, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M,
                    Q5_K_S, Q5_K_M, Q6_K };
 
 struct Mix {
