@@ -6,6 +6,7 @@
 #include <map>
 
 #include "qz/core/error.hpp"
+#include "qz/io/imatrix.hpp"
 #include "qz/model/demo_checkpoint.hpp"
 #include "qz/model/tensor_roles.hpp"
 #include "qz/pipeline/plan.hpp"
@@ -59,18 +60,29 @@ TEST(Mixes, RowLengthFallbacks) {
   EXPECT_EQ(row_length_fallback(GgmlType::Q8_0, 172), GgmlType::F16);
 }
 
-// The plan's type per tensor, by name.
+// The plan's type per tensor, by name (with `given` as the imatrix, or an empty one).
 std::map<std::string, std::string> plan_types(const fs::path& ckpt, const std::string& type, bool imatrix = false,
-                                              bool pure = false) {
+                                              bool pure = false, const Imatrix* given = nullptr) {
   QuantizeOptions o;
   o.type = type;
   o.pure = pure;
   const Checkpoint ck = Checkpoint::open(ckpt);
   const Imatrix none;  // an imatrix changes some of llama-quantize's choices, whatever its entries
-  const Plan p = make_plan(ck, o, imatrix ? &none : nullptr, "none.gguf");
+  const Imatrix* m = given ? given : imatrix ? &none : nullptr;
+  const Plan p = make_plan(ck, o, m, "i.gguf");
   std::map<std::string, std::string> out;
   for (const auto& t : p.tensors) out[t.source_name()] = t.format->name();
   return out;
+}
+
+// An imatrix with an entry of ones for every 2-D weight of the checkpoint.
+Imatrix ones_for(const fs::path& ckpt) {
+  QuantizeOptions o;
+  const Checkpoint ck = Checkpoint::open(ckpt);
+  Imatrix m;
+  for (const auto& t : make_plan(ck, o).tensors)
+    if (t.shape.size() == 2) m.tensors[t.name] = ImatrixTensor{std::vector<float>(t.cols, 1.0f), {1.0f}};
+  return m;
 }
 
 std::string layer(int i, const char* what) { return "model.layers." + std::to_string(i) + "." + what + ".weight"; }
@@ -138,12 +150,24 @@ TEST_F(EightLayers, Q4_K_S_Q3_K_M_Q2_K_Q4_0) {
 TEST_F(EightLayers, Q2_K_SNeedsAnImatrixAndGivesTheFirstEighthsFfnDownQ4_K) {
   EXPECT_EQ(find_mix("Q2_K_S")->file_type, 21u);
   EXPECT_THROW(plan_types(ckpt(), "Q2_K_S"), UsageError);  // llama-quantize refuses it without an imatrix too
-  const auto t = plan_types(ckpt(), "Q2_K_S", /*imatrix=*/true);
+  Imatrix m = ones_for(ckpt());
+  const auto t = plan_types(ckpt(), "Q2_K_S", true, false, &m);
   EXPECT_EQ(t.at(layer(0, "mlp.down_proj")), "Q4_K");  // i < 8/8
   EXPECT_EQ(t.at(layer(1, "mlp.down_proj")), "Q2_K");
   EXPECT_EQ(t.at(layer(0, "self_attn.v_proj")), "Q2_K");  // n_gqa = 2: no more bits (Q2_K would give Q3_K)
   EXPECT_EQ(t.at(layer(0, "self_attn.o_proj")), "Q2_K");
   EXPECT_EQ(t.at("lm_head.weight"), "Q6_K");
+  // ... and an entry for each of its Q2_K tensors (llama-quantize stops there too), but not for the head.
+  m.tensors.erase("output.weight");
+  EXPECT_NO_THROW(plan_types(ckpt(), "Q2_K_S", true, false, &m));
+  m.tensors.erase("blk.5.ffn_up.weight");
+  try {
+    plan_types(ckpt(), "Q2_K_S", true, false, &m);
+    ADD_FAILURE() << "a Q2_K tensor without an imatrix entry was planned";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("no entry for 'blk.5.ffn_up.weight'"), std::string::npos) << e.what();
+  }
+  EXPECT_NO_THROW(plan_types(ckpt(), "Q2_K", true, false, &m));  // (Q2_K itself needs none)
 }
 
 TEST(MixPlan, FallbacksAreCountedAndCanBeRefused) {

@@ -411,6 +411,14 @@ void describe_calibration(Plan& plan, const CalibrationSet& calib) {
 
 // The imatrix entry of every quantized 2-D weight it covers (llama.cpp's GGUF names match HF names through their
 // role), filtered by --include-weights / --exclude-weights.
+// llama-quantize's one K-quant that needs importance: Q2_K tensors of a Q2_K_S file (not the embeddings or the head).
+bool needs_importance(const Plan& plan, const TensorPlan& t) {
+  if (!plan.config.target.mix || plan.config.target.mix->id != MixId::Q2_K_S || plan.config.method != Method::Rtn)
+    return false;
+  const TensorRole role = classify_tensor(t.name).role;
+  return t.format->storage_type() == GgmlType::Q2_K && role != TensorRole::TokenEmbedding && role != TensorRole::Output;
+}
+
 void attach_importance(Plan& plan, const Imatrix& m, const std::string& imatrix_file) {
   ImatrixUse use;
   use.file = imatrix_file;
@@ -420,6 +428,10 @@ void attach_importance(Plan& plan, const Imatrix& m, const std::string& imatrix_
   for (auto& t : plan.tensors) {
     if (!t.format->is_quantized() || t.shape.size() != 2 || t.format->whole_tensor()) continue;
     if (!plan.config.imatrix.uses(t.name)) {
+      if (needs_importance(plan, t))
+        throw UsageError(fmt::format("{}: Q2_K_S needs the importance of its Q2_K tensors, as llama-quantize does, and "
+                                     "{} excludes '{}'",
+                                     imatrix_file, plan.config.imatrix.include.empty() ? "--exclude-weights" : "--include-weights", t.name));
       t.reason += plan.config.imatrix.include.empty() ? "; --exclude-weights: no imatrix" : "; not in --include-weights: no imatrix";
       continue;
     }
@@ -429,6 +441,10 @@ void attach_importance(Plan& plan, const Imatrix& m, const std::string& imatrix_
       if (!gguf.empty()) it = m.tensors.find(gguf);
     }
     if (it == m.tensors.end()) {
+      if (needs_importance(plan, t))
+        throw InputError(fmt::format("{}: no entry for '{}' ('{}'): Q2_K_S needs the importance of its Q2_K tensors, as "
+                                     "llama-quantize does",
+                                     imatrix_file, t.name, t.source_name()));
       if (!t.importance) use.missing.push_back(t.name);  // (the embeddings' search needs no entry)
       continue;
     }
