@@ -473,6 +473,9 @@ TEST(CliCalibText, GptqAwqAndImatrixFromTextWithTheKindInTheReportAndClearErrors
                       (dir / "g.gguf").string() + " --calib-samples 4 --calib-seqlen 64 --json " + json);
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "calibration: block 2/2 quantized")) << r.output;
+  // The summary says what the file was taken as and how it was used.
+  EXPECT_TRUE(contains(r.output, "calibration: c.txt (text), 256 tokens in 4 windows, inputs from the quantized earlier "
+                                 "blocks")) << r.output;
   auto j = nlohmann::json::parse(std::ifstream(json));
   EXPECT_EQ(j["calibration"]["kind"], "text");
   EXPECT_EQ(j["calibration"]["windows"], 4);

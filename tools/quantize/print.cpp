@@ -61,6 +61,14 @@ void print_summary(std::FILE* out, const Report& r, const std::string& output_fo
     fmt::print(out, ", {:.2f} s on {} threads, peak memory {}", r.wall_seconds, r.threads, human_bytes(r.peak_memory_bytes));
   }
   fmt::print(out, "\n");
+  if (r.calibration) {
+    const CalibrationUse& c = *r.calibration;
+    fmt::print(out, "calibration: {} ({}), {} tokens", fmt::join(c.files, ", "), c.kind, c.tokens);
+    if (c.windows)
+      fmt::print(out, " in {} windows, {}", c.windows,
+                 c.block_by_block ? "inputs from the quantized earlier blocks" : "inputs from the float model");
+    fmt::print(out, "\n");
+  }
   if (r.fallbacks > 0)
     fmt::print(out, "{} tensors ({}) fell back to another type because of their row length\n", r.fallbacks,
                human_bytes(r.fallback_bytes));
