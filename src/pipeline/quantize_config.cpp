@@ -71,7 +71,7 @@ TargetConfig grid_target(const IntGridSpec& spec, const std::string& spelled) {
     const auto native = native_storage(spec, 0);
     if (native) t.stored_as = format_for_ggml_type(*native)->name();
     t.why = native ? fmt::format("{}: stored as llama.cpp's {} (each group's scale{} repeated in its {} block{} of 32)",
-                                 grid, format_for_ggml_type(*native)->name(), spec.symmetric ? "" : " and min", spec.group / 32,
+                                 grid, t.stored_as, spec.symmetric ? "" : " and min", spec.group / 32,
                                  spec.group == 32 ? "" : "s")
                    : fmt::format("{}: this tool's own layout (llama.cpp holds 4- and 5-bit grids and symmetric 8-bit "
                                  "ones in groups that are a multiple of 32)",
@@ -80,8 +80,7 @@ TargetConfig grid_target(const IntGridSpec& spec, const std::string& spelled) {
     const IntGridSpec blocks{spec.bits, spec.symmetric, Granularity::Group, 32};
     const auto native = native_storage(blocks, 0);
     if (native) t.stored_as = format_for_ggml_type(*native)->name();
-    t.why = native ? fmt::format("{}: stored as llama.cpp's {} where the row length is a multiple of 32", grid,
-                                 format_for_ggml_type(*native)->name())
+    t.why = native ? fmt::format("{}: stored as llama.cpp's {} where the row length is a multiple of 32", grid, t.stored_as)
                    : fmt::format("{}: this tool's own layout", grid);
   }
   const int32_t group = spec.granularity == Granularity::Group ? static_cast<int32_t>(spec.group)
