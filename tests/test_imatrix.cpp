@@ -99,6 +99,19 @@ TEST(Imatrix, MalformedFilesAreClearErrors) {
     out.commit();
   }
   test::expect_error<InputError>([&] { read_imatrix(dir / "not.gguf"); }, {"not.gguf", "not an imatrix"});
+  // An entry without elements (found by fuzz_imatrix: a memcpy from null before).
+  GgufWriter e;
+  e.add_tensor("blk.0.attn_q.weight.in_sum2", {0}, GgmlType::F32);
+  e.add_tensor("blk.0.attn_q.weight.counts", {1}, GgmlType::F32);
+  {
+    OutputFile out(dir / "empty.gguf", false);
+    e.write_header(out);
+    e.write_tensor_data(out, {});
+    e.write_tensor_data(out, test::to_bytes(std::vector<float>{1}));
+    out.commit();
+  }
+  test::expect_error<InputError>([&] { read_imatrix(dir / "empty.gguf"); },
+                                 {"empty.gguf", "blk.0.attn_q.weight.in_sum2", "holds no values"});
   // A NaN value and a call count of 0 in a legacy file (issue 16, defect 8).
   auto nan = legacy_dat();
   const float bad = std::nanf("");

@@ -21,7 +21,7 @@ std::vector<float> f32_tensor(const GgufFile& f, const GgufTensorInfo& t) {
   if (t.type != GgmlType::F32)
     throw InputError(fmt::format("{}: tensor '{}' must be F32", f.path().string(), t.name));
   std::vector<float> v(t.nbytes / 4);
-  std::memcpy(v.data(), f.data(t).data(), t.nbytes);
+  if (t.nbytes != 0) std::memcpy(v.data(), f.data(t).data(), t.nbytes);  // (a tensor without elements: no memcpy from null)
   return v;
 }
 
@@ -44,6 +44,7 @@ Imatrix read_gguf_imatrix(const std::filesystem::path& path) {
     if (c == nullptr) throw InputError(fmt::format("{}: '{}' has no matching '{}.counts'", file, t.name, weight));
     ImatrixTensor e;
     e.sum2 = f32_tensor(f, t);
+    if (e.sum2.empty()) throw InputError(fmt::format("{}: '{}' holds no values", file, t.name));
     e.counts = f32_tensor(f, *c);
     const uint64_t n_mat = t.ne.size() > 1 ? t.ne[1] : 1;
     if (e.counts.size() != n_mat)
