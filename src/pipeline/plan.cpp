@@ -409,8 +409,6 @@ void describe_calibration(Plan& plan, const CalibrationSet& calib) {
   plan.calibration = std::move(use);
 }
 
-// The imatrix entry of every quantized 2-D weight it covers (llama.cpp's GGUF names match HF names through their
-// role), filtered by --include-weights / --exclude-weights.
 // llama-quantize's one K-quant that needs importance: Q2_K tensors of a Q2_K_S file (not the embeddings or the head).
 bool needs_importance(const Plan& plan, const TensorPlan& t) {
   if (!plan.config.target.mix || plan.config.target.mix->id != MixId::Q2_K_S || plan.config.method != Method::Rtn)
@@ -419,6 +417,8 @@ bool needs_importance(const Plan& plan, const TensorPlan& t) {
   return t.format->storage_type() == GgmlType::Q2_K && role != TensorRole::TokenEmbedding && role != TensorRole::Output;
 }
 
+// The imatrix entry of every quantized 2-D weight it covers (llama.cpp's GGUF names match HF names through their
+// role), filtered by --include-weights / --exclude-weights. Q2_K_S's Q2_K tensors must have one.
 void attach_importance(Plan& plan, const Imatrix& m, const std::string& imatrix_file) {
   ImatrixUse use;
   use.file = imatrix_file;
