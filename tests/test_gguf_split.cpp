@@ -47,6 +47,15 @@ TEST(GgufSplit, SizesAndNames) {
   for (const char* bad : {"", "G", "0", "4T", "-1G", "1.5G", "x"}) EXPECT_THROW(parse_split_size(bad), UsageError) << bad;
   EXPECT_EQ(gguf_split_path("dir/model-q4.gguf", 0, 3), fs::path("dir/model-q4-00001-of-00003.gguf"));
   EXPECT_EQ(gguf_split_path("out", 11, 12), fs::path("out-00012-of-00012.gguf"));
+  // The reader's side of the same names: taken apart, then put back together.
+  const auto name = parse_gguf_split_name("dir/model-q4-00002-of-00003.gguf");
+  ASSERT_TRUE(name.has_value());
+  EXPECT_EQ(name->prefix, fs::path("dir/model-q4"));
+  EXPECT_EQ(name->part, 2u);
+  EXPECT_EQ(name->count, 3u);
+  EXPECT_EQ(gguf_split_path(name->prefix, 0, name->count), fs::path("dir/model-q4-00001-of-00003.gguf"));
+  for (const char* bad : {"model.gguf", "model-0001-of-00003.gguf", "model-00001-of-00003.bin", "model-00001-00003.gguf"})
+    EXPECT_FALSE(parse_gguf_split_name(bad).has_value()) << bad;
 }
 
 // gguf-split's rule: a new part before a tensor that would take the part's padded tensor bytes past the limit, or

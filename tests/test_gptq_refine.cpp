@@ -195,11 +195,21 @@ TEST(GptqRefine, ScalesAndMinsAreAtLeastTheLeastSquaresFitOfTheirCodes) {
         if (with_min) B(c, (c / 32) * k + 1) = 1.0;
         w[c] = l.w[row * l.cols + c];
       }
-      const Eigen::VectorXd p = (B.transpose() * l.H * B).ldlt().solve(B.transpose() * l.H * w);
-      Eigen::VectorXd p16(p.size());
-      for (Eigen::Index i = 0; i < p.size(); ++i) p16[i] = fp16_to_fp32(fp32_to_fp16(static_cast<float>(p[i])));
-      const Eigen::VectorXd e = w - B * p16;
-      EXPECT_LE(refined[row], e.dot(l.H * e) * (1 + 1e-6)) << "row " << row;
+      const Eigen::MatrixXd A = B.transpose() * l.H * B;
+      const Eigen::VectorXd p = A.ldlt().solve(B.transpose() * l.H * w);
+      const Eigen::VectorXd e = w - B * p;
+      const double optimum = e.dot(l.H * e);
+      // The stored parameters are fp16: each lies within one fp16 spacing u_i of the continuous optimum p (the
+      // refit rounds its own, float-computed solution to nearest), so the objective exceeds the optimum by at
+      // most u^T |A| u. A refit that was not kept leaves parameters better still.
+      Eigen::VectorXd u(p.size());
+      for (Eigen::Index i = 0; i < p.size(); ++i) {
+        int ex = 0;
+        std::frexp(std::abs(p[i]), &ex);  // |p| = m 2^ex, m in [0.5, 1): fp16 spacing 2^(ex-11), 2^-24 below normals
+        u[i] = std::ldexp(1.0, std::max(ex - 11, -24));
+      }
+      EXPECT_GE(refined[row], optimum * (1 - 1e-6)) << "row " << row;  // the codes' continuous fit bounds from below
+      EXPECT_LE(refined[row], optimum + u.dot(A.cwiseAbs() * u)) << "row " << row;
     }
   }
 }

@@ -529,7 +529,7 @@ TEST_F(LlamaCpp, ImatrixFromTextMatchesLlamaCppsOwnStatisticOnStories260K) {
 // grid (4-bit asymmetric, groups of 128; rows of 64 take a per-row grid) is stored in llama.cpp's Q4_1 blocks, every
 // tensor is a type llama.cpp has, and llama.cpp runs the file better than round-to-nearest on the same grid and
 // than llama.cpp's own Q4_1 (groups of 32).
-TEST_F(LlamaCpp, TheDefaultGptqBitsCommandWritesOnlyLlamaCppTypesAndRunsThere) {
+TEST_F(LlamaCpp, TheDefaultGptqBitsCommandOnStories260KWritesOnlyLlamaCppTypesAndRunsThere) {
   const fs::path model = test::shared_dir() / "models" / "stories260K";
   if (!fs::exists(model / "model.safetensors")) GTEST_SKIP() << "../shared/models/stories260K is absent";
   const fs::path calib = write_stories_calibration_text(model, dir_.path());

@@ -1,5 +1,5 @@
 #include "qz/io/gguf.hpp"
-#include "qz/io/gguf_split.hpp"
+#include "qz/io/gguf_split_name.hpp"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -406,12 +406,57 @@ GgufFile::GgufFile(const std::filesystem::path& path, bool whole_split) : map_(p
   if (whole_split) add_split_parts();
 }
 
+namespace {
+
+// split.no / split.count / split.tensors.count as gguf-split writes them (u16 / u16 / i32), 0 where absent.
+uint32_t split_key(const GgufFile& g, const char* key) {
+  const GgufValue* v = g.find(key);
+  if (v == nullptr) return 0;
+  if (const auto* u16 = v->get_if<uint16_t>()) return *u16;
+  if (const auto* u32 = v->get_if<uint32_t>()) return *u32;
+  if (const auto* i32 = v->get_if<int32_t>()) return *i32 > 0 ? static_cast<uint32_t>(*i32) : 0;
+  return 0;
+}
+
+// The files of the set whose first part is `first`, from its metadata and name, without opening the others.
+std::vector<std::filesystem::path> split_part_paths(const GgufFile& first) {
+  const std::filesystem::path& path = first.path();
+  const uint32_t count = split_key(first, "split.count");
+  if (count <= 1) return {path};
+  const std::optional<GgufSplitName> name = parse_gguf_split_name(path);
+  if (!name || name->count != count)
+    throw InputError(fmt::format("{}: split.count is {}, but the file name is not PREFIX-NNNNN-of-{:05d}.gguf, so its "
+                                 "other parts cannot be found",
+                                 path.string(), count, count));
+  if (split_key(first, "split.no") != 0 || name->part != 1)
+    throw InputError(fmt::format("{}: this is part {} of a split GGUF: give its first part ({})", path.string(),
+                                 split_key(first, "split.no") + 1, gguf_split_path(name->prefix, 0, count).string()));
+  std::vector<std::filesystem::path> parts = {path};
+  for (uint32_t i = 1; i < count; ++i) {
+    const std::filesystem::path part = gguf_split_path(name->prefix, i, count);
+    std::error_code ec;
+    if (!std::filesystem::exists(part, ec))
+      throw InputError(fmt::format("{}: part {} of {} of this split GGUF is missing ({})", path.string(), i + 1, count,
+                                   part.string()));
+    parts.push_back(part);
+  }
+  return parts;
+}
+
+void check_split_part(const GgufFile& part, uint32_t i, uint32_t count) {
+  if (split_key(part, "split.no") != i || split_key(part, "split.count") != count)
+    throw InputError(fmt::format("{}: split.no / split.count say part {} of {}, not part {} of {}", part.path().string(),
+                                 split_key(part, "split.no") + 1, split_key(part, "split.count"), i + 1, count));
+}
+
+}  // namespace
+
 void GgufFile::add_split_parts() {
-  const std::vector<std::filesystem::path> files = gguf_split_part_paths(*this);
+  const std::vector<std::filesystem::path> files = split_part_paths(*this);
   if (files.size() <= 1) return;
   for (size_t p = 1; p < files.size(); ++p) {
     parts_.push_back(std::make_unique<GgufFile>(files[p], kThisFileOnly));
-    check_gguf_split_part(*parts_.back(), static_cast<uint32_t>(p), static_cast<uint32_t>(files.size()));
+    check_split_part(*parts_.back(), static_cast<uint32_t>(p), static_cast<uint32_t>(files.size()));
     for (GgufTensorInfo t : parts_.back()->tensors()) {
       if (find_tensor(t.name) != nullptr)
         throw InputError(fmt::format("{}: tensor '{}' is in two parts of the split GGUF", files[p].string(), t.name));

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cctype>
-#include <regex>
 
 #include "qz/core/error.hpp"
 
@@ -13,15 +12,6 @@ namespace qz {
 namespace fs = std::filesystem;
 
 namespace {
-
-uint32_t split_key(const GgufFile& g, const char* key) {
-  const GgufValue* v = g.find(key);
-  if (v == nullptr) return 0;
-  if (const auto* u16 = v->get_if<uint16_t>()) return *u16;
-  if (const auto* u32 = v->get_if<uint32_t>()) return *u32;
-  if (const auto* i32 = v->get_if<int32_t>()) return *i32 > 0 ? static_cast<uint32_t>(*i32) : 0;
-  return 0;
-}
 
 uint64_t padded(uint64_t n, uint32_t alignment) { return (n + alignment - 1) / alignment * alignment; }
 
@@ -42,45 +32,6 @@ uint64_t parse_split_size(const std::string& text) {
                                  "gguf-split), or a number of bytes",
                                  text));
   return std::stoull(digits) * unit;
-}
-
-fs::path gguf_split_path(const fs::path& output, uint32_t i, uint32_t n) {
-  fs::path prefix = output;
-  if (prefix.extension() == ".gguf") prefix.replace_extension();
-  return fs::path(fmt::format("{}-{:05d}-of-{:05d}.gguf", prefix.string(), i + 1, n));
-}
-
-std::vector<fs::path> gguf_split_part_paths(const GgufFile& first) {
-  const fs::path& path = first.path();
-  const uint32_t count = split_key(first, "split.count");
-  if (count <= 1) return {path};
-  static const std::regex pattern(R"((.*)-(\d{5})-of-(\d{5})\.gguf)");
-  std::smatch m;
-  const std::string name = path.filename().string();
-  if (!std::regex_match(name, m, pattern) || std::stoul(m[3].str()) != count)
-    throw InputError(fmt::format("{}: split.count is {}, but the file name is not PREFIX-NNNNN-of-{:05d}.gguf, so its "
-                                 "other parts cannot be found",
-                                 path.string(), count, count));
-  if (split_key(first, "split.no") != 0 || std::stoul(m[2].str()) != 1)
-    throw InputError(fmt::format("{}: this is part {} of a split GGUF: give its first part ({})", path.string(),
-                                 split_key(first, "split.no") + 1,
-                                 (path.parent_path() / fmt::format("{}-00001-of-{:05d}.gguf", m[1].str(), count)).string()));
-  std::vector<fs::path> parts = {path};
-  for (uint32_t i = 1; i < count; ++i) {
-    const fs::path part = path.parent_path() / fmt::format("{}-{:05d}-of-{:05d}.gguf", m[1].str(), i + 1, count);
-    std::error_code ec;
-    if (!fs::exists(part, ec))
-      throw InputError(fmt::format("{}: part {} of {} of this split GGUF is missing ({})", path.string(), i + 1, count,
-                                   part.string()));
-    parts.push_back(part);
-  }
-  return parts;
-}
-
-void check_gguf_split_part(const GgufFile& part, uint32_t i, uint32_t count) {
-  if (split_key(part, "split.no") != i || split_key(part, "split.count") != count)
-    throw InputError(fmt::format("{}: split.no / split.count say part {} of {}, not part {} of {}", part.path().string(),
-                                 split_key(part, "split.no") + 1, split_key(part, "split.count"), i + 1, count));
 }
 
 std::vector<fs::path> gguf_split_parts(const fs::path& path) { return GgufFile(path).paths(); }

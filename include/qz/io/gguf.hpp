@@ -119,7 +119,7 @@ class GgufWriter {
 };
 
 // A validated, memory-mapped GGUF file (v2 or v3). Throws InputError naming the file and what is wrong.
-// The first part of a split GGUF (io/gguf_split.hpp) is read as the whole model: the first part's metadata, every
+// The first part of a split GGUF (parts named as io/gguf_split_name.hpp says) is read as the whole model: the first part's metadata, every
 // part's tensors (each part checked; split.tensors.count must match), unless kThisFileOnly is passed.
 class GgufFile {
  public:

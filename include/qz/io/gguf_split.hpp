@@ -3,7 +3,7 @@
 // from 0), split.count (u16) and split.tensors.count (i32, the tensors of all parts). A new part starts before a
 // tensor that would take the current part's tensor data past --split-max-size (tensors padded to the alignment
 // counted, metadata not), or after every --split-max-tensors tensors; a part always holds at least one tensor.
-// GgufFile reads the first part of a set as the whole model (io/gguf.hpp).
+// GgufFile reads the first part of a set as the whole model (io/gguf.hpp); part names: io/gguf_split_name.hpp.
 #pragma once
 
 #include <cstdint>
@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "qz/io/gguf.hpp"
+#include "qz/io/gguf_split_name.hpp"
 #include "qz/io/output_file.hpp"
 
 namespace qz {
@@ -27,16 +28,9 @@ struct GgufSplitLimits {
 // "4G", "500M", "64K" (powers of 1000, as gguf-split counts them) or a plain number of bytes. UsageError otherwise.
 uint64_t parse_split_size(const std::string& text);
 
-// PREFIX-00001-of-00003.gguf for part i (from 0) of n; PREFIX is `output` without its .gguf extension.
-std::filesystem::path gguf_split_path(const std::filesystem::path& output, uint32_t i, uint32_t n);
-
 // The files of a split GGUF in order, given its first part (a file that is not split is returned alone).
 // Throws InputError naming the missing or inconsistent part, or the part given when it is not the first.
 std::vector<std::filesystem::path> gguf_split_parts(const std::filesystem::path& path);
-// The same from the first part's own metadata and name, without opening the other parts (GgufFile opens them and
-// checks each with check_gguf_split_part).
-std::vector<std::filesystem::path> gguf_split_part_paths(const GgufFile& first);
-void check_gguf_split_part(const GgufFile& part, uint32_t i, uint32_t count);
 
 // Writes a GGUF layout (metadata and tensor declarations) as one file or, with limits, as the parts of a split set;
 // tensor data is streamed in declaration order as with GgufWriter. Every part is a temporary file until commit().
