@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "qz/core/dtype.hpp"
 #include "qz/core/error.hpp"
 #include "qz/core/finite.hpp"
 #include "qz/core/parallel.hpp"
@@ -16,6 +17,16 @@ namespace fs = std::filesystem;
 CalibrationSet::CalibrationSet(const std::vector<fs::path>& files) : paths_(files) {
   if (files.empty()) throw UsageError("no calibration file given");
   for (const auto& f : files) files_.push_back(std::make_unique<SafetensorsFile>(f));
+}
+
+uint64_t CalibInput::hessian_token_count() const {
+  float v = 0;
+  convert_to_f32(file->data(*hessian_tokens).data(), hessian_tokens->dtype, &v, 1);
+  // A count a double holds exactly and a uint64_t can take (1e30 would be undefined behaviour in the cast).
+  if (!(v >= 1.0f) || !(v <= 9.0e15f))
+    throw InputError(fmt::format("{}: '{}' is {}: it must be a positive token count (at most 9e15)", file->path().string(),
+                                 hessian_tokens->name, v));
+  return static_cast<uint64_t>(v);
 }
 
 std::vector<CalibInput> CalibrationSet::inputs_of(const std::string& weight_name) const {

@@ -21,16 +21,6 @@ size_t hessian_chunk_tokens(size_t columns) {
   return std::clamp<size_t>((size_t{64} << 20) / (4 * std::max<size_t>(1, columns)), 256, 4096);
 }
 
-uint64_t token_count(const CalibInput& in) {
-  float v = 0;
-  convert_to_f32(in.file->data(*in.hessian_tokens).data(), in.hessian_tokens->dtype, &v, 1);
-  // A count a double holds exactly and a uint64_t can take (1e30 would be undefined behaviour in the cast).
-  if (!(v >= 1.0f) || !(v <= 9.0e15f))
-    throw InputError(fmt::format("{}: '{}' is {}: it must be a positive token count (at most 9e15)", in.file->path().string(),
-                                 in.hessian_tokens->name, v));
-  return static_cast<uint64_t>(v);
-}
-
 Eigen::MatrixXd read_hessian(const CalibInput& in, size_t columns) {
   std::vector<float> v(columns * columns);
   convert_to_f32(in.file->data(*in.tensor).data(), in.tensor->dtype, v.data(), v.size());
@@ -51,7 +41,7 @@ Eigen::MatrixXd hessian_of(const std::vector<CalibInput>& inputs, size_t columns
   for (const auto& in : inputs) {
     check_calib_width(in, columns, in.tensor->name);
     if (in.hessian_tokens) {
-      acc.add_hessian(read_hessian(in, columns), token_count(in));
+      acc.add_hessian(read_hessian(in, columns), in.hessian_token_count());
       continue;
     }
     stream_activations(in, columns, hessian_chunk_tokens(columns),
@@ -95,7 +85,7 @@ Imatrix compute_imatrix(const Checkpoint& model, const CalibrationSet& calib, st
     for (const auto& in : inputs) {
       check_calib_width(in, cols, w.name);
       if (in.hessian_tokens) {  // diag(H) * N / 2 is the sum of x^2
-        const uint64_t n = token_count(in);
+        const uint64_t n = in.hessian_token_count();
         const Eigen::MatrixXd h = read_hessian(in, cols);
         for (size_t j = 0; j < cols; ++j)
           acc[j] += h(static_cast<Eigen::Index>(j), static_cast<Eigen::Index>(j)) * static_cast<double>(n) / 2.0;

@@ -348,9 +348,7 @@ uint64_t calib_tokens(const std::vector<CalibInput>& inputs) {
       n += in.tensor->shape.empty() ? 0 : in.tensor->shape[0];
       continue;
     }
-    float v = 0;
-    convert_to_f32(in.file->data(*in.hessian_tokens).data(), in.hessian_tokens->dtype, &v, 1);
-    n += v > 0 ? static_cast<uint64_t>(v) : 0;
+    n += in.hessian_token_count();
   }
   return n;
 }

@@ -22,6 +22,9 @@ struct CalibInput {
   const SafetensorsTensor* tensor = nullptr;
   const SafetensorsTensor* hessian_tokens = nullptr;  // set for a precomputed Hessian
   std::string key() const { return file->path().string() + ":" + tensor->name; }
+  // A precomputed Hessian's token count (its one-value .hessian_tokens tensor): a positive whole count a double
+  // holds exactly, or InputError naming the file and the tensor.
+  uint64_t hessian_token_count() const;
 };
 
 class CalibrationSet {
