@@ -1,10 +1,13 @@
 #include "qz/methods/awq.hpp"
 
+#include <cblas.h>
+
 #include <Eigen/Dense>
 #include <algorithm>
 #include <cmath>
 #include <limits>
 
+#include "qz/core/blas.hpp"
 #include "qz/core/parallel.hpp"
 
 namespace qz {
@@ -28,6 +31,19 @@ void fake_quantize_rows(const Format& f, MatF& w) {
 }
 
 size_t clip_tasks_for(size_t rows) { return (rows + kClipRowsPerTask - 1) / kClipRowsPerTask; }
+
+// out[tokens x nr] = X[tokens x k] D[nr x k]^T, X and D row-major with leading dimensions ldx and ldd: one
+// single-threaded OpenBLAS sgemm (each task's own, so the bits do not depend on the thread count).
+void x_times_dt(const float* x, size_t tokens, size_t ldx, const float* d, size_t nr, size_t ldd, size_t k, float* out) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(tokens), static_cast<int>(nr), static_cast<int>(k),
+              1.0f, x, static_cast<int>(ldx), d, static_cast<int>(ldd), 0.0f, out, static_cast<int>(nr));
+}
+
+double sum_of_squares(const std::vector<float>& v) {
+  double s = 0;
+  for (float x : v) s += static_cast<double>(x) * static_cast<double>(x);
+  return s;
+}
 
 }  // namespace
 
@@ -83,7 +99,6 @@ AwqScaleResult awq_search_scales(const std::vector<AwqLinear>& linears, const Aw
                                  const AwqModuleLoss& module_loss) {
   const size_t cols = act.cols;
   const auto n = static_cast<Eigen::Index>(cols);
-  const Eigen::Map<const MatF> X(act.sample.data(), static_cast<Eigen::Index>(act.sample_tokens), n);
 
   // Weight statistic (duo scaling): |w| normalized by its group's max, averaged over all rows of all linears.
   std::vector<double> w_mean(cols, 0.0);
@@ -101,24 +116,23 @@ AwqScaleResult awq_search_scales(const std::vector<AwqLinear>& linears, const Aw
   }
   for (auto& v : w_mean) v /= static_cast<double>(std::max<size_t>(1, total_rows));
 
-  // Tasks: (linear, block of rows), each with its reference outputs X W_block^T.
+  // Tasks: (linear, block of rows). A task's output error is X (Q(W s)/s - W)^T: the product of the difference, so
+  // that neither the reference outputs X W^T are kept nor the error taken as a difference of two large products.
   struct Task {
     size_t linear;
     Eigen::Index r0, nr;
-    MatF y;
   };
   std::vector<Task> tasks;
   double count = 0;
   for (size_t k = 0; k < linears.size(); ++k) {
     const auto rows = static_cast<Eigen::Index>(linears[k].rows);
-    for (Eigen::Index r0 = 0; r0 < rows; r0 += kRowsPerTask) tasks.push_back({k, r0, std::min(kRowsPerTask, rows - r0), {}});
+    for (Eigen::Index r0 = 0; r0 < rows; r0 += kRowsPerTask) tasks.push_back({k, r0, std::min(kRowsPerTask, rows - r0)});
     count += static_cast<double>(rows) * static_cast<double>(act.sample_tokens);
   }
   auto block_of = [&](const Task& t) {
     return Eigen::Map<const MatF>(linears[t.linear].w, static_cast<Eigen::Index>(linears[t.linear].rows), n).middleRows(t.r0, t.nr);
   };
-  if (!module_loss)
-    parallel_for(tasks.size(), cfg.threads, [&](size_t i, unsigned) { tasks[i].y = X * block_of(tasks[i]).transpose(); });
+  use_single_threaded_blas();
 
   std::vector<double> partial(tasks.size());
   std::vector<std::vector<float>> quantized(linears.size());
@@ -142,7 +156,10 @@ AwqScaleResult awq_search_scales(const std::vector<AwqLinear>& linears, const Aw
       MatF q = block_of(t).array().rowwise() * sv.array();
       fake_quantize_rows(*linears[t.linear].format, q);
       q.array().rowwise() /= sv.array();
-      partial[i] = static_cast<double>((X * q.transpose() - t.y).squaredNorm());
+      q -= block_of(t);
+      std::vector<float> e(act.sample_tokens * static_cast<size_t>(t.nr));
+      x_times_dt(act.sample.data(), act.sample_tokens, cols, q.data(), static_cast<size_t>(t.nr), cols, cols, e.data());
+      partial[i] = sum_of_squares(e);
     });
     double err = 0;
     for (double p : partial) err += p;  // task order: the same sum for any thread count
@@ -191,10 +208,10 @@ std::vector<float> awq_search_clip(const AwqLinear& l, const float* x_all, size_
 std::vector<float> awq_search_clip_sampled(const AwqLinear& l, const float* x, size_t tokens, size_t cols,
                                            size_t group, const AwqConfig& cfg) {
   const auto n = static_cast<Eigen::Index>(cols);
-  const Eigen::Map<const MatF> X(x, static_cast<Eigen::Index>(tokens), n);
   const Eigen::Map<const MatF> W(l.w, static_cast<Eigen::Index>(l.rows), n);
   const size_t groups = cols / group;
   std::vector<float> bounds(l.rows * groups);
+  use_single_threaded_blas();
   // Each task: a block of rows, all shrink steps; a (row, group) keeps the bound with the least error on its share
   // of the output.
   parallel_for(clip_tasks_for(l.rows), cfg.threads, [&](size_t task, unsigned) {
@@ -214,12 +231,17 @@ std::vector<float> awq_search_clip_sampled(const AwqLinear& l, const float* x, s
           seg = seg.cwiseMax(-b).cwiseMin(b);
         }
       fake_quantize_rows(*l.format, q);
+      q -= w;
+      std::vector<float> diff(tokens * static_cast<size_t>(nr));  // [tokens x nr]: X_g (q_g - w_g)^T
       for (size_t g = 0; g < groups; ++g) {
-        const auto c0 = static_cast<Eigen::Index>(g * group), gw = static_cast<Eigen::Index>(group);
-        const MatF diff = X.middleCols(c0, gw) * (q.middleCols(c0, gw) - w.middleCols(c0, gw)).transpose();
+        x_times_dt(x + g * group, tokens, cols, q.data() + g * group, static_cast<size_t>(nr), cols, group, diff.data());
         for (Eigen::Index r = 0; r < nr; ++r) {
           const size_t k = static_cast<size_t>(r) * groups + g;
-          const double e = static_cast<double>(diff.col(r).squaredNorm());
+          double e = 0;
+          for (size_t t = 0; t < tokens; ++t) {
+            const double v = diff[t * static_cast<size_t>(nr) + static_cast<size_t>(r)];
+            e += v * v;
+          }
           if (e < best_err[k]) {
             best_err[k] = e;
             bounds[(static_cast<size_t>(r0 + r)) * groups + g] = m[k];
