@@ -1,5 +1,5 @@
 // A plain float64 LLaMA-family forward pass (rotate-half RoPE on Hugging Face's q/k layout, GQA, Qwen2's q/k/v
-// biases), written from the model definition and independent of the quantizer: the truth llama.cpp's logits and
+// biases, Qwen3's per-head Q/K norms), written from the model definition and independent of the quantizer: the truth llama.cpp's logits and
 // AWQ's folding are checked against. `weight` returns a tensor by Hugging Face name (1-D tensors as one column);
 // `capture`, if set, receives every linear's input as the calibration files store it (module name, vector).
 #pragma once
@@ -110,6 +110,7 @@ inline std::vector<std::vector<double>> reference_logits(const WeightFn& weight,
     const Vec bq = bias ? Vec(weight(p + "self_attn.q_proj.bias").col(0)) : Vec::Zero(wq.rows());
     const Vec bk = bias ? Vec(weight(p + "self_attn.k_proj.bias").col(0)) : Vec::Zero(wk.rows());
     const Vec bv = bias ? Vec(weight(p + "self_attn.v_proj.bias").col(0)) : Vec::Zero(wv.rows());
+    const Mat qn = m.arch->qk_norm ? weight(p + "self_attn.q_norm.weight") : Mat(), kn = m.arch->qk_norm ? weight(p + "self_attn.k_norm.weight") : Mat();
     std::vector<Vec> q, k, v;
     for (size_t t = 0; t < x.size(); ++t) {
       const Vec h = rmsnorm(x[t], n1, m.rms_norm_eps);
@@ -117,6 +118,10 @@ inline std::vector<std::vector<double>> reference_logits(const WeightFn& weight,
       q.push_back(wq * h + bq);
       k.push_back(wk * h + bk);
       v.push_back(wv * h + bv);
+      if (m.arch->qk_norm) {  // Qwen3Attention: q_norm / k_norm (RMSNorm over head_dim) on each head, before RoPE
+        for (int hh = 0; hh < H; ++hh) q.back().segment(hh * hd, hd) = rmsnorm(q.back().segment(hh * hd, hd), qn, m.rms_norm_eps);
+        for (int hh = 0; hh < KV; ++hh) k.back().segment(hh * hd, hd) = rmsnorm(k.back().segment(hh * hd, hd), kn, m.rms_norm_eps);
+      }
       rope(q.back(), H, hd, static_cast<int>(t), rope_params);
       rope(k.back(), KV, hd, static_cast<int>(t), rope_params);
     }

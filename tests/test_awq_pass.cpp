@@ -110,10 +110,11 @@ const AwqGroupReport* group_of(const AwqReport& r, const std::string& prev) {
 }
 
 TEST(AwqPass, FoldingKeepsTheFloatModelsFunction) {
-  for (const char* arch : {"LlamaForCausalLM", "Qwen2ForCausalLM"}) {
+  for (const char* arch : {"LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"}) {
     SCOPED_TRACE(arch);
     DemoConfig c;
     c.architecture = arch;
+    if (std::string(arch) == "Qwen3ForCausalLM") c.head_dim = 128;  // Q/K norms act on q/k's outputs: scaling stays exact
     c.kv_heads = c.heads;  // no grouped-query attention: v -> o is scaled too
     const Model m(c);
     const QuantizeOptions o = awq_options("Q4_0", false);

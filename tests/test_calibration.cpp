@@ -179,6 +179,7 @@ TEST_P(BlockByBlockPass, EachGroupSeesTheInputsOfTheModelWithEveryEarlierGroupRe
   test::TempDir dir;
   DemoConfig c;
   c.architecture = GetParam();
+  if (c.architecture == "Qwen3ForCausalLM") c.head_dim = 128;
   write_demo_checkpoint(dir / "demo", c);
   const Checkpoint ck = Checkpoint::open(dir / "demo");
   const ModelConfig m = parse_model_config(*ck.config(), "config.json", "demo");
@@ -224,7 +225,8 @@ TEST_P(BlockByBlockPass, EachGroupSeesTheInputsOfTheModelWithEveryEarlierGroupRe
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Architectures, BlockByBlockPass, ::testing::Values("LlamaForCausalLM", "Qwen2ForCausalLM"));
+INSTANTIATE_TEST_SUITE_P(Architectures, BlockByBlockPass,
+                         ::testing::Values("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"));
 
 TEST(BlockByBlockPass, Bf16StatesStayCloseAndTheStatisticsDoNotDependOnTheThreadCount) {
   test::TempDir dir;

@@ -96,16 +96,24 @@ TEST_F(GgufInput, EveryPresetFromAnF16GgufEqualsTheSamePresetFromTheCheckpoint) 
 }
 
 // Against llama.cpp itself: llama_model_quantize (what llama-quantize runs) on the same F16 GGUF of an eight-block
-// model (so that the mixes' per-layer choices show), every preset, without and with an imatrix from calibration
-// text, gives the tensors (names, types, shapes, bytes) this tool writes.
+// model (so that the mixes' per-layer choices show), Llama and Qwen3, every preset, without and with an imatrix from
+// calibration text, gives the tensors (names, types, shapes, bytes) this tool writes.
 TEST(GgufInputAgainstLlamaCpp, EveryPresetGivesLlamaQuantizesTensorBytesWithAndWithoutAnImatrix) {
   const std::string helper = QZ_LLAMA_QUANTIZE_REF;
   if (helper.empty()) GTEST_SKIP() << "node-llama-cpp's libllama is absent (npm install in tests/integration): no llama_quantize_ref";
-  // Two query heads per KV head, then four (where Q2_K and Q2_K_S give attn_v Q4_K).
-  for (const int kv_heads : {2, 1}) {
-    SCOPED_TRACE(fmt::format("{} KV heads", kv_heads));
+  // Two query heads per KV head, then four (where Q2_K and Q2_K_S give attn_v Q4_K); then Qwen3, with its Q/K norms
+  // and a head size of its own (q and attn_output 512 wide against a hidden size of 256).
+  struct Model {
+    const char* architecture;
+    int kv_heads, head_dim;
+  };
+  for (const Model model : {Model{"LlamaForCausalLM", 2, 0}, Model{"LlamaForCausalLM", 1, 0}, Model{"Qwen3ForCausalLM", 2, 128}}) {
+    const int kv_heads = model.kv_heads;
+    SCOPED_TRACE(fmt::format("{}, {} KV heads", model.architecture, kv_heads));
     test::TempDir dir;
     DemoConfig c;
+    c.architecture = model.architecture;
+    c.head_dim = model.head_dim;
     c.dtype = DType::F16;
     c.layers = 8;
     c.intermediate = 512;

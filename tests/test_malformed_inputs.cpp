@@ -250,6 +250,19 @@ std::vector<Case> cases() {
     edit_header(m / kShard, [](json& h) { h[kQ]["shape"] = {128, 512}; });
     return s(m) + " -o {out}.gguf";
   });
+  // Qwen3: a sliding-window variant (llama.cpp's qwen3 has full attention in every layer), and a checkpoint without
+  // the per-head Q/K norms that llama.cpp requires (here: the Llama demo's tensors under Qwen3's architecture).
+  add("ConfigQwen3SlidingWindow", "config.json", {"use_sliding_window", "qwen3"}, [](const fs::path& m) {
+    edit_json(m / "config.json", [](json& j) {
+      j["architectures"] = {"Qwen3ForCausalLM"};
+      j["use_sliding_window"] = true;
+    });
+    return s(m) + " -o {out}.gguf";
+  });
+  add("Qwen3CheckpointWithoutQkNorms", "m", {"Qwen3ForCausalLM", "Q/K norms", "blk.0.attn_q_norm.weight"}, [](const fs::path& m) {
+    edit_json(m / "config.json", [](json& j) { j["architectures"] = {"Qwen3ForCausalLM"}; });
+    return s(m) + " -o {out}.gguf";
+  });
   add("ConfigMissingForAwq", "m", {"config.json"}, [](const fs::path& m) {
     fs::remove(m / "config.json");
     return s(m) + " -o {out}.gguf --method awq --calib " + s(m / "calib.safetensors");

@@ -132,7 +132,8 @@ TEST(Architecture, YarnRopeScalingKeysAndErrors) {
 
 TEST(Architecture, BadConfigsAreClearErrors) {
   test::expect_error<InputError>([] { parse_model_config(llama_config("GPTNeoXForCausalLM"), "c.json", "x"); },
-                                 {"c.json", "GPTNeoXForCausalLM", "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"});
+                                 {"c.json", "GPTNeoXForCausalLM", "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
+                                  "Qwen3ForCausalLM"});
   json no_layers = llama_config();
   no_layers.erase("num_hidden_layers");
   test::expect_error<InputError>([&] { parse_model_config(no_layers, "c.json", "x"); }, {"c.json", "num_hidden_layers"});
@@ -171,6 +172,41 @@ TEST(Architecture, QueryKeyPermutationFollowsLlamaCppsConverter) {
   const ModelConfig qwen = parse_model_config(llama_config("Qwen2ForCausalLM"), "config.json", "q");
   EXPECT_TRUE(gguf_row_order(qwen, "model.layers.0.self_attn.q_proj.weight", 64).empty());
   EXPECT_TRUE(qwen.arch->requires_qkv_bias);
+}
+
+// Qwen3 (llama.cpp's conversion/qwen.py Qwen3Model, src/models/qwen3.cpp): arch qwen3, head_dim stated apart from
+// hidden / heads (key_length, value_length), per-head Q/K norms named attn_q_norm / attn_k_norm, NEOX RoPE (no
+// permutation), no required biases; the Q/K norm names are refused for an architecture without them.
+TEST(Architecture, Qwen3ConfigNamesAndMetadata) {
+  json c = llama_config("Qwen3ForCausalLM");
+  c["head_dim"] = 16;  // 8 heads x 16 = 128, not hidden_size 64 (as Qwen3-0.6B: 16 x 128 against 1024)
+  const ModelConfig m = parse_model_config(c, "config.json", "q3");
+  EXPECT_EQ(m.arch->gguf_name, "qwen3");
+  EXPECT_EQ(m.head_dim, 16u);
+  EXPECT_TRUE(m.arch->qk_norm);
+  EXPECT_FALSE(m.arch->requires_qkv_bias);
+  EXPECT_TRUE(gguf_row_order(m, "model.layers.0.self_attn.q_proj.weight", 128).empty());
+  EXPECT_EQ(*gguf_tensor_name(m, "model.layers.1.self_attn.q_norm.weight"), "blk.1.attn_q_norm.weight");
+  EXPECT_EQ(*gguf_tensor_name(m, "model.layers.0.self_attn.k_norm.weight"), "blk.0.attn_k_norm.weight");
+  const ModelConfig llama = parse_model_config(llama_config(), "config.json", "l");
+  EXPECT_THROW(gguf_tensor_name(llama, "model.layers.0.self_attn.q_norm.weight"), InputError);
+  GgufWriter w;
+  write_architecture_metadata(w, m);
+  auto find = [&](const std::string& k) -> const GgufValue* {
+    for (const auto& kv : w.metadata())
+      if (kv.key == k) return &kv.value;
+    return nullptr;
+  };
+  ASSERT_NE(find("qwen3.attention.key_length"), nullptr);
+  EXPECT_EQ(*find("qwen3.attention.key_length")->get_if<uint32_t>(), 16u);
+  EXPECT_EQ(*find("qwen3.attention.value_length")->get_if<uint32_t>(), 16u);
+  EXPECT_EQ(*find("qwen3.rope.dimension_count")->get_if<uint32_t>(), 16u);
+  EXPECT_EQ(*find("qwen3.embedding_length")->get_if<uint32_t>(), 64u);
+  // A sliding-window Qwen model would not run as trained in llama.cpp (full attention everywhere): the key is named.
+  c["use_sliding_window"] = true;
+  test::expect_error<InputError>([&] { parse_model_config(c, "c.json", "x"); }, {"c.json", "use_sliding_window", "qwen3"});
+  c["use_sliding_window"] = false;
+  EXPECT_NO_THROW(parse_model_config(c, "c.json", "x"));
 }
 
 TEST(Tokenizer, SentencePieceRoundTripAndSpecialTokens) {

@@ -130,6 +130,14 @@ std::vector<float> Transformer::attention_mix(uint32_t l, const HiddenStates& hs
   std::vector<float> q = linear(h, total, wq, bq ? &*bq : nullptr, threads_);
   std::vector<float> k = linear(h, total, wk, bk ? &*bk : nullptr, threads_);
   const std::vector<float> v = linear(h, total, wv, bv ? &*bv : nullptr, threads_);
+  if (m.arch->qk_norm) {  // Qwen3: RMSNorm over each head of Q and of K, then RoPE (llama.cpp's qwen3.cpp)
+    const FloatTensor qn = w_.get(p + "attn_q_norm.weight"), kn = w_.get(p + "attn_k_norm.weight");
+    if (qn.cols != hd || kn.cols != hd)
+      throw InputError(fmt::format("{}: block {}: attn_q_norm / attn_k_norm hold {} / {} values, not the head size {}",
+                                   m.name, l, qn.cols, kn.cols, hd));
+    q = rmsnorm(q, total * H, qn, m.rms_norm_eps);
+    k = rmsnorm(k, total * KV, kn, m.rms_norm_eps);
+  }
   rope(q, H);
   rope(k, KV);
   std::vector<float> attn(total * H * hd);

@@ -35,6 +35,11 @@ constexpr LayerName kLayerNames[] = {
     {"mlp.up_proj.weight", "ffn_up.weight"},
     {"mlp.down_proj.weight", "ffn_down.weight"},
 };
+// Only for architectures with Q/K norms (ArchitectureInfo::qk_norm): llama.cpp would not load them elsewhere.
+constexpr LayerName kQkNormNames[] = {
+    {"self_attn.q_norm.weight", "attn_q_norm.weight"},
+    {"self_attn.k_norm.weight", "attn_k_norm.weight"},
+};
 constexpr LayerName kGlobalNames[] = {
     {"model.embed_tokens.weight", "token_embd.weight"},
     {"model.norm.weight", "output_norm.weight"},
@@ -69,9 +74,11 @@ float get_f32(const nlohmann::json& c, const char* key, const std::string& path,
 
 const std::vector<ArchitectureInfo>& architectures() {
   static const std::vector<ArchitectureInfo> table = {
-      {"LlamaForCausalLM", "llama", true, false},
-      {"MistralForCausalLM", "llama", true, false},
-      {"Qwen2ForCausalLM", "qwen2", false, true},
+      {"LlamaForCausalLM", "llama", true, false, false},
+      {"MistralForCausalLM", "llama", true, false, false},
+      {"Qwen2ForCausalLM", "qwen2", false, true, false},
+      // Qwen3 (dense): Qwen2 without the required biases, with per-head Q/K norms (llama.cpp's src/models/qwen3.cpp).
+      {"Qwen3ForCausalLM", "qwen3", false, false, true},
   };
   return table;
 }
@@ -166,6 +173,12 @@ ModelConfig parse_model_config_of(const nlohmann::json& c, const std::string& pa
   if (m.head_count_kv == 0 || m.head_count % m.head_count_kv != 0)
     throw InputError(fmt::format("{}: num_attention_heads {} is not a multiple of num_key_value_heads {}", path,
                                  m.head_count, m.head_count_kv));
+  // Qwen2/Qwen3's sliding-window layers: llama.cpp's qwen2 and qwen3 run full attention in every layer, so a model
+  // trained with the window would run differently there.
+  if (const auto sw = c.find("use_sliding_window"); sw != c.end() && sw->is_boolean() && sw->get<bool>())
+    throw InputError(fmt::format("{}: \"use_sliding_window\" is true: llama.cpp's {} runs every layer with full "
+                                 "attention, so this model would not run as trained",
+                                 path, m.arch->gguf_name));
   return m;
 }
 
@@ -185,6 +198,9 @@ std::optional<std::string> gguf_tensor_name(const ModelConfig& m, const std::str
       const std::string_view rest(p + 1, static_cast<size_t>(hf.data() + hf.size() - p - 1));
       for (const auto& l : kLayerNames)
         if (rest == l.hf) return fmt::format("blk.{}.{}", layer, l.gguf);
+      if (m.arch->qk_norm)
+        for (const auto& l : kQkNormNames)
+          if (rest == l.hf) return fmt::format("blk.{}.{}", layer, l.gguf);
     }
   }
   throw InputError(fmt::format("tensor '{}' has no GGUF name for architecture {} (llama.cpp would not load it)", hf,
@@ -258,7 +274,7 @@ std::vector<float> llama3_rope_factors(float base, uint32_t head_dim, float fact
 }
 
 std::vector<ScalingGroup> awq_scaling_groups(const ModelConfig&, uint32_t layer) {
-  // Every supported architecture (LLaMA, Mistral, Qwen2) names its blocks the same way.
+  // Every supported architecture (LLaMA, Mistral, Qwen2, Qwen3) names its blocks the same way.
   const std::string p = "model.layers." + std::to_string(layer) + ".";
   return {
       {p + "input_layernorm.weight", "", false,

@@ -127,12 +127,13 @@ void write_demo_checkpoint(const fs::path& dir, const DemoConfig& c) {
   XorShift64 rng(c.seed);
   const auto h = static_cast<uint64_t>(c.hidden);
   const auto ff = static_cast<uint64_t>(c.intermediate);
-  const uint64_t head_dim = h / static_cast<uint64_t>(c.heads);
+  const uint64_t head_dim = c.head_dim > 0 ? static_cast<uint64_t>(c.head_dim) : h / static_cast<uint64_t>(c.heads);
+  const uint64_t q_width = head_dim * static_cast<uint64_t>(c.heads);
   const uint64_t kv = head_dim * static_cast<uint64_t>(c.kv_heads);
   const auto vocab = static_cast<uint64_t>(c.vocab);
-  const bool qwen2 = c.architecture == "Qwen2ForCausalLM";
-  if (!qwen2 && c.architecture != "LlamaForCausalLM")
-    throw std::invalid_argument("demo checkpoints are LlamaForCausalLM or Qwen2ForCausalLM");
+  const bool qwen2 = c.architecture == "Qwen2ForCausalLM", qwen3 = c.architecture == "Qwen3ForCausalLM";
+  if (!qwen2 && !qwen3 && c.architecture != "LlamaForCausalLM")
+    throw std::invalid_argument("demo checkpoints are LlamaForCausalLM, Qwen2ForCausalLM or Qwen3ForCausalLM");
 
   std::vector<std::vector<SafetensorsBlob>> shards(2);
   auto add = [&](size_t shard, const std::string& name, std::vector<uint64_t> shape, const std::vector<float>& v) {
@@ -143,7 +144,7 @@ void write_demo_checkpoint(const fs::path& dir, const DemoConfig& c) {
     const size_t s = l < c.layers / 2 ? 0 : 1;
     const std::string p = "model.layers." + std::to_string(l) + ".";
     add(s, p + "input_layernorm.weight", {h}, norm(rng, h));
-    add(s, p + "self_attn.q_proj.weight", {h, h}, weight(rng, h, h, 0.02));
+    add(s, p + "self_attn.q_proj.weight", {q_width, h}, weight(rng, q_width, h, 0.02));
     add(s, p + "self_attn.k_proj.weight", {kv, h}, weight(rng, kv, h, 0.02));
     add(s, p + "self_attn.v_proj.weight", {kv, h}, weight(rng, kv, h, 0.02));
     if (qwen2) {
@@ -151,7 +152,11 @@ void write_demo_checkpoint(const fs::path& dir, const DemoConfig& c) {
       add(s, p + "self_attn.k_proj.bias", {kv}, weight(rng, 1, kv, 0.05));
       add(s, p + "self_attn.v_proj.bias", {kv}, weight(rng, 1, kv, 0.05));
     }
-    add(s, p + "self_attn.o_proj.weight", {h, h}, weight(rng, h, h, 0.02));
+    if (qwen3) {
+      add(s, p + "self_attn.q_norm.weight", {head_dim}, norm(rng, head_dim));
+      add(s, p + "self_attn.k_norm.weight", {head_dim}, norm(rng, head_dim));
+    }
+    add(s, p + "self_attn.o_proj.weight", {h, q_width}, weight(rng, h, q_width, 0.02));
     add(s, p + "post_attention_layernorm.weight", {h}, norm(rng, h));
     add(s, p + "mlp.gate_proj.weight", {ff, h}, weight(rng, ff, h, 0.02));
     add(s, p + "mlp.up_proj.weight", {ff, h}, weight(rng, ff, h, 0.02));
@@ -174,12 +179,13 @@ void write_demo_checkpoint(const fs::path& dir, const DemoConfig& c) {
   index["metadata"]["total_size"] = total;
   std::ofstream(dir / "model.safetensors.index.json") << index.dump(2) << "\n";
 
-  if (qwen2) write_demo_bpe_tokenizer(dir, c.vocab);
+  const bool bpe = qwen2 || qwen3;
+  if (bpe) write_demo_bpe_tokenizer(dir, c.vocab);
   else write_demo_tokenizer(dir, c.vocab);
 
   const nlohmann::ordered_json config = {
       {"architectures", {c.architecture}},
-      {"model_type", qwen2 ? "qwen2" : "llama"},
+      {"model_type", qwen3 ? "qwen3" : qwen2 ? "qwen2" : "llama"},
       {"hidden_size", c.hidden},
       {"intermediate_size", c.intermediate},
       {"num_hidden_layers", c.layers},
@@ -188,13 +194,14 @@ void write_demo_checkpoint(const fs::path& dir, const DemoConfig& c) {
       {"vocab_size", c.vocab},
       {"max_position_embeddings", 512},
       {"rms_norm_eps", 1e-5},
-      {"rope_theta", qwen2 ? 1000000.0 : 10000.0},
+      {"rope_theta", bpe ? 1000000.0 : 10000.0},
       {"tie_word_embeddings", false},
       {"torch_dtype", c.dtype == DType::BF16 ? "bfloat16" : (c.dtype == DType::F16 ? "float16" : "float32")},
-      {"bos_token_id", qwen2 ? c.vocab - 1 : 1},
-      {"eos_token_id", qwen2 ? c.vocab - 1 : 2},
+      {"bos_token_id", bpe ? c.vocab - 1 : 1},
+      {"eos_token_id", bpe ? c.vocab - 1 : 2},
   };
   nlohmann::ordered_json full = config;
+  if (c.head_dim > 0 || qwen3) full["head_dim"] = head_dim;  // as Qwen3's configs always state it
   if (!c.rope_scaling.empty()) full["rope_scaling"] = nlohmann::ordered_json::parse(c.rope_scaling);
   std::ofstream(dir / "config.json") << full.dump(2) << "\n";
 }

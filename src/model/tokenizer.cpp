@@ -118,7 +118,7 @@ void pad_vocabulary(Vocabulary& v, uint32_t vocab_size) {
 std::string pre_tokenizer_name(const json& tok, const std::string& arch) {
   const std::string pre = tok.contains("pre_tokenizer") ? tok["pre_tokenizer"].dump() : std::string();
   if (pre.find(R"(\\p{N}{1,3})") != std::string::npos) return "llama-bpe";
-  if (pre.find(R"(\\p{N}| ?[^\\s\\p{L}\\p{N}]+)") != std::string::npos || arch == "qwen2") return "qwen2";
+  if (pre.find(R"(\\p{N}| ?[^\\s\\p{L}\\p{N}]+)") != std::string::npos || arch == "qwen2" || arch == "qwen3") return "qwen2";
   // GPT-2's own: ByteLevel with its regex and nothing else.
   if (tok.contains("pre_tokenizer") && tok["pre_tokenizer"].is_object() &&
       tok["pre_tokenizer"].value("type", "") == "ByteLevel" && tok["pre_tokenizer"].value("use_regex", true))

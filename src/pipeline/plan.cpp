@@ -290,14 +290,22 @@ void choose_packed_format(TensorPlan& p, const QuantizeConfig& cfg, const MixCon
   warnings.push_back(fmt::format("{}: {}", p.source_name(), p.reason));
 }
 
-void check_required_biases(const Plan& plan, const Checkpoint& ckpt) {
-  if (!plan.model || !plan.model->arch->requires_qkv_bias) return;
+// Per-block tensors llama.cpp requires for the architecture beyond the LLaMA set (Qwen2's q/k/v biases, Qwen3's Q/K
+// norms): a checkpoint without them would be written and then fail to load.
+void check_required_tensors(const Plan& plan, const Checkpoint& ckpt) {
+  if (!plan.model) return;
+  const ArchitectureInfo& arch = *plan.model->arch;
+  std::vector<std::pair<const char*, const char*>> required;  // (GGUF suffix, what it is)
+  if (arch.requires_qkv_bias)
+    for (const char* b : {"attn_q.bias", "attn_k.bias", "attn_v.bias"}) required.emplace_back(b, "the q/k/v biases");
+  if (arch.qk_norm)
+    for (const char* n : {"attn_q_norm.weight", "attn_k_norm.weight"}) required.emplace_back(n, "the per-head Q/K norms");
   for (uint32_t l = 0; l < plan.model->block_count; ++l)
-    for (const char* b : {"attn_q.bias", "attn_k.bias", "attn_v.bias"}) {
-      const std::string want = fmt::format("blk.{}.{}", l, b);
+    for (const auto& [suffix, what] : required) {
+      const std::string want = fmt::format("blk.{}.{}", l, suffix);
       if (std::none_of(plan.tensors.begin(), plan.tensors.end(), [&](const TensorPlan& t) { return t.name == want; }))
-        throw InputError(fmt::format("{}: architecture {} needs the q/k/v biases, but '{}' is missing",
-                                     ckpt.source().string(), plan.model->arch->hf_name, want));
+        throw InputError(fmt::format("{}: architecture {} needs {}, but '{}' is missing", ckpt.source().string(),
+                                     arch.hf_name, what, want));
     }
 }
 
@@ -338,6 +346,10 @@ void check_config_against_tensors(const Plan& plan, const Checkpoint& ckpt) {
     expect(p + "ffn_down.weight", {d, m.feed_forward_length}, "hidden_size, intermediate_size");
     expect(p + "attn_norm.weight", {d}, "hidden_size");
     expect(p + "ffn_norm.weight", {d}, "hidden_size");
+    if (m.arch->qk_norm) {
+      expect(p + "attn_q_norm.weight", {hd}, "head size");
+      expect(p + "attn_k_norm.weight", {hd}, "head size");
+    }
   }
 }
 
@@ -618,7 +630,7 @@ Plan make_plan(const Checkpoint& ckpt, const QuantizeOptions& opts, const Imatri
   plan_tensors(ckpt, mix_context(ckpt, imatrix != nullptr), plan);
   warn_requantized(ckpt, plan);
   add_rope_freqs(plan);
-  check_required_biases(plan, ckpt);
+  check_required_tensors(plan, ckpt);
   check_config_against_tensors(plan, ckpt);
   check_method_inputs(ckpt, plan, calib != nullptr, text_calib != nullptr, plan_only);
   attach_calibration_inputs(plan, calib, text_calib);

@@ -47,6 +47,10 @@ int main(int argc, char** argv) {
   qz::DemoConfig qwen = small;
   qwen.architecture = "Qwen2ForCausalLM";
   qz::write_demo_checkpoint(work / "qwen", qwen);
+  qz::DemoConfig qwen3 = small;
+  qwen3.architecture = "Qwen3ForCausalLM";
+  qwen3.head_dim = 64;
+  qz::write_demo_checkpoint(work / "qwen3", qwen3);
 
   for (const auto& e : fs::directory_iterator(work / "demo"))
     if (e.path().extension() == ".safetensors") copy(e.path(), out / "safetensors", e.path().filename().string());
@@ -90,6 +94,7 @@ int main(int argc, char** argv) {
 
   copy(work / "demo" / "config.json", out / "config_json", "llama.json");
   copy(work / "qwen" / "config.json", out / "config_json", "qwen2.json");
+  copy(work / "qwen3" / "config.json", out / "config_json", "qwen3.json");
   nlohmann::json q = nlohmann::json::parse(std::ifstream(work / "demo" / "config.json"));
   q["quantization_config"] = {{"quant_method", "gptq"}, {"bits", 4}, {"group_size", 128}, {"sym", true}, {"desc_act", false}};
   text(out / "config_json", "gptq.json", q.dump());

@@ -1,6 +1,6 @@
 // What the toolkit knows about model architectures, as data: which Hugging Face architectures map to which
 // llama.cpp architecture, how their tensors are named in GGUF, which rows llama.cpp expects permuted, and how
-// config.json becomes GGUF metadata. Adding an architecture is one entry in each table (src/model/architecture.cpp).
+// config.json becomes GGUF metadata. Adding an architecture: docs/architecture.md, "Adding a model family".
 #pragma once
 
 #include <cstdint>
@@ -19,6 +19,8 @@ struct ArchitectureInfo {
   std::string_view gguf_name;  // general.architecture
   bool permute_qk;             // q_proj/k_proj rows from HF's rotate-half layout to llama.cpp's interleaved RoPE
   bool requires_qkv_bias;      // llama.cpp fails to load without attn_{q,k,v}.bias
+  bool qk_norm;                // per-head RMSNorm of Q and K (attn_q_norm / attn_k_norm, [head_dim]) before RoPE;
+                               // llama.cpp fails to load without them
 };
 
 const std::vector<ArchitectureInfo>& architectures();

@@ -19,8 +19,10 @@ struct DemoConfig {
   int vocab = 512;
   DType dtype = DType::BF16;
   uint64_t seed = 42;
-  // "LlamaForCausalLM" (SentencePiece vocabulary) or "Qwen2ForCausalLM" (q/k/v biases, byte-level BPE vocabulary).
+  // "LlamaForCausalLM" (SentencePiece vocabulary), "Qwen2ForCausalLM" (q/k/v biases, byte-level BPE vocabulary) or
+  // "Qwen3ForCausalLM" (per-head Q/K norms, no biases, byte-level BPE, head_dim stated in config.json).
   std::string architecture = "LlamaForCausalLM";
+  int head_dim = 0;  // 0: hidden / heads; otherwise the attention's own head size (Qwen3's is not hidden / heads)
   // config.json's rope_scaling object as JSON text (e.g. Llama 3.1's llama3 scaling), empty for none.
   std::string rope_scaling;
 };
