@@ -24,6 +24,13 @@ json llama_config(const char* arch = "LlamaForCausalLM") {
           {"max_position_embeddings", 512}, {"rms_norm_eps", 1e-6}, {"rope_theta", 500000.0}, {"vocab_size", 300}};
 }
 
+// The value a writer holds under `key`, or null.
+const GgufValue* metadata_value(const GgufWriter& w, const std::string& key) {
+  for (const auto& kv : w.metadata())
+    if (kv.key == key) return &kv.value;
+  return nullptr;
+}
+
 TEST(Architecture, ConfigBecomesMetadata) {
   const ModelConfig m = parse_model_config(llama_config(), "config.json", "tiny");
   EXPECT_EQ(m.arch->gguf_name, "llama");
@@ -32,11 +39,7 @@ TEST(Architecture, ConfigBecomesMetadata) {
   EXPECT_FLOAT_EQ(m.rope_freq_base, 500000.0f);
   GgufWriter w;
   write_architecture_metadata(w, m);
-  auto find = [&](const std::string& k) -> const GgufValue* {
-    for (const auto& kv : w.metadata())
-      if (kv.key == k) return &kv.value;
-    return nullptr;
-  };
+  auto find = [&](const std::string& k) { return metadata_value(w, k); };
   ASSERT_NE(find("llama.block_count"), nullptr);
   EXPECT_EQ(find("llama.block_count")->type(), GgufType::U32);  // llama.cpp checks the value types strictly
   EXPECT_EQ(*find("llama.attention.layer_norm_rms_epsilon")->get_if<float>(), 1e-6f);
@@ -104,11 +107,7 @@ TEST(Architecture, YarnRopeScalingKeysAndErrors) {
   EXPECT_FLOAT_EQ(m.rope_yarn_beta_slow, 1.0f);
   GgufWriter w;
   write_architecture_metadata(w, m);
-  auto find = [&](const GgufWriter& g, const std::string& k) -> const GgufValue* {
-    for (const auto& kv : g.metadata())
-      if (kv.key == k) return &kv.value;
-    return nullptr;
-  };
+  const auto find = metadata_value;
   ASSERT_NE(find(w, "qwen2.rope.scaling.type"), nullptr);
   EXPECT_EQ(*find(w, "qwen2.rope.scaling.type")->get_if<std::string>(), "yarn");
   EXPECT_EQ(*find(w, "qwen2.rope.scaling.factor")->get_if<float>(), 4.0f);
@@ -192,11 +191,7 @@ TEST(Architecture, Qwen3ConfigNamesAndMetadata) {
   EXPECT_THROW(gguf_tensor_name(llama, "model.layers.0.self_attn.q_norm.weight"), InputError);
   GgufWriter w;
   write_architecture_metadata(w, m);
-  auto find = [&](const std::string& k) -> const GgufValue* {
-    for (const auto& kv : w.metadata())
-      if (kv.key == k) return &kv.value;
-    return nullptr;
-  };
+  auto find = [&](const std::string& k) { return metadata_value(w, k); };
   ASSERT_NE(find("qwen3.attention.key_length"), nullptr);
   EXPECT_EQ(*find("qwen3.attention.key_length")->get_if<uint32_t>(), 16u);
   EXPECT_EQ(*find("qwen3.attention.value_length")->get_if<uint32_t>(), 16u);

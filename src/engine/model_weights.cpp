@@ -120,12 +120,9 @@ ModelConfig model_config_from_gguf(const GgufFile& f) {
       m.arch = &a;
       break;
     }
-  if (m.arch == nullptr) {
-    std::string known;
-    for (const auto& a : architectures())
-      if (known.find(std::string(a.gguf_name)) == std::string::npos) known += (known.empty() ? "" : ", ") + std::string(a.gguf_name);
-    throw InputError(fmt::format("{}: architecture '{}' is not one the engine runs ({})", f.path().string(), *arch, known));
-  }
+  if (m.arch == nullptr)
+    throw InputError(fmt::format("{}: architecture '{}' is not one the engine runs ({})", f.path().string(), *arch,
+                                 gguf_architecture_names()));
   const std::string a = *arch;
   m.name = f.path().stem().string();
   m.embedding_length = u32(f, a + ".embedding_length");

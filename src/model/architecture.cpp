@@ -1,7 +1,9 @@
 #include "qz/model/architecture.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include <charconv>
@@ -81,6 +83,13 @@ const std::vector<ArchitectureInfo>& architectures() {
       {"Qwen3ForCausalLM", "qwen3", false, false, true},
   };
   return table;
+}
+
+std::string gguf_architecture_names() {
+  std::vector<std::string_view> names;
+  for (const auto& a : architectures())
+    if (std::find(names.begin(), names.end(), a.gguf_name) == names.end()) names.push_back(a.gguf_name);
+  return fmt::format("{}", fmt::join(names, ", "));
 }
 
 const ArchitectureInfo& find_architecture(std::string_view hf_name, const std::string& config_path) {

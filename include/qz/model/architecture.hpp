@@ -24,6 +24,8 @@ struct ArchitectureInfo {
 };
 
 const std::vector<ArchitectureInfo>& architectures();
+// The llama.cpp architectures of the table, each once, comma-separated ("llama, qwen2, qwen3"), for error messages.
+std::string gguf_architecture_names();
 // Throws InputError listing the supported architectures when `hf_name` is not one of them.
 const ArchitectureInfo& find_architecture(std::string_view hf_name, const std::string& config_path);
 
